@@ -1,0 +1,278 @@
+//! [`execute_block`]: the entry point. Pre-block rules, the transactions (sequentially or with
+//! Block-STM), post-block rules, then the normalised [`StateDiff`].
+
+use crate::{
+    diff::StateDiff,
+    error::BlockError,
+    overlay::BlockOverlay,
+    parallel::{self, ParallelOutcome},
+    receipt::TxReceipt,
+    rules, sequential,
+    state::StateSource,
+};
+use alloy_eips::eip7685::Requests;
+use alloy_primitives::{address, Address, B256};
+use revm::context::{BlockEnv, CfgEnv, TxEnv};
+use std::num::NonZeroUsize;
+
+/// The mainnet deposit contract (EIP-6110); chains configure their own.
+pub const MAINNET_DEPOSIT_CONTRACT: Address = address!("00000000219ab540356cbb839cbe05303d7705fa");
+
+/// A withdrawal (EIP-4895): credit `amount_gwei` to `address` after the transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Withdrawal {
+    /// Recipient.
+    pub address: Address,
+    /// Amount in gwei.
+    pub amount_gwei: u64,
+}
+
+/// An ommer (uncle) header's fields that its reward depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ommer {
+    /// The ommer's beneficiary.
+    pub beneficiary: Address,
+    /// The ommer's block number.
+    pub number: u64,
+}
+
+/// Everything about a block that its execution depends on, besides its transactions.
+#[derive(Debug, Clone)]
+pub struct BlockInput {
+    /// Chain id, spec (fork), blob parameters and other EVM configuration.
+    pub cfg: CfgEnv,
+    /// Number, beneficiary, timestamp, gas limit, base fee, prevrandao, blob gas price.
+    pub block: BlockEnv,
+    /// Hash of the parent block (EIP-2935 system call).
+    pub parent_hash: B256,
+    /// Parent beacon block root (EIP-4788 system call), Cancun on.
+    pub parent_beacon_block_root: Option<B256>,
+    /// Withdrawals, Shanghai on.
+    pub withdrawals: Option<Vec<Withdrawal>>,
+    /// Ommers, rewarded before the merge.
+    pub ommers: Vec<Ommer>,
+    /// Whether this block is the DAO fork block (irregular balance move).
+    pub dao_fork: bool,
+    /// The EIP-6110 deposit contract whose logs become deposit requests (Prague on).
+    pub deposit_contract: Address,
+    /// The block's blob gas limit (Cancun on); `None` to not check.
+    pub max_blob_gas: Option<u64>,
+    /// Apply the block-level rules (system calls, rewards, withdrawals, requests). State tests
+    /// execute a bare transaction and turn them off.
+    pub apply_block_rules: bool,
+}
+
+impl BlockInput {
+    /// A block input with the given configuration and environment and no extras.
+    pub fn new(cfg: CfgEnv, block: BlockEnv) -> Self {
+        Self {
+            cfg,
+            block,
+            parent_hash: B256::ZERO,
+            parent_beacon_block_root: None,
+            withdrawals: None,
+            ommers: Vec::new(),
+            dao_fork: false,
+            deposit_contract: MAINNET_DEPOSIT_CONTRACT,
+            max_blob_gas: None,
+            apply_block_rules: true,
+        }
+    }
+}
+
+/// Which path executes the transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutionMode {
+    /// Plain revm, one transaction after the other: the reference.
+    Sequential,
+    /// Block-STM on `threads` worker threads.
+    Parallel {
+        /// Worker threads.
+        threads: NonZeroUsize,
+        /// Run Block-STM even where the small-block rule would pick the sequential path.
+        force: bool,
+    },
+}
+
+/// What to do with a transaction that is invalid against the state it runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InvalidTxPolicy {
+    /// The block is invalid (importing or validating a block).
+    #[default]
+    Reject,
+    /// Leave the transaction out: it writes nothing and later transactions run without it; a
+    /// transaction that does not fit the remaining block gas ends the block (building a block).
+    Skip,
+}
+
+/// How to execute a block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecutionOptions {
+    /// Sequential or parallel.
+    pub mode: ExecutionMode,
+    /// Invalid transactions: reject the block or skip them.
+    pub invalid_tx: InvalidTxPolicy,
+}
+
+impl ExecutionOptions {
+    /// The sequential reference path, rejecting invalid transactions.
+    pub fn sequential() -> Self {
+        Self { mode: ExecutionMode::Sequential, invalid_tx: InvalidTxPolicy::Reject }
+    }
+
+    /// The parallel path on `threads` threads, rejecting invalid transactions.
+    pub fn parallel(threads: usize) -> Self {
+        let threads = NonZeroUsize::new(threads).unwrap_or(NonZeroUsize::MIN);
+        Self { mode: ExecutionMode::Parallel { threads, force: false }, invalid_tx: InvalidTxPolicy::Reject }
+    }
+
+    /// Like [`ExecutionOptions::parallel`] but never taking the small-block fallback.
+    pub fn force_parallel(threads: usize) -> Self {
+        let mut options = Self::parallel(threads);
+        if let ExecutionMode::Parallel { force, .. } = &mut options.mode {
+            *force = true;
+        }
+        options
+    }
+
+    /// The same options with another invalid-transaction policy.
+    pub fn with_invalid_tx(mut self, policy: InvalidTxPolicy) -> Self {
+        self.invalid_tx = policy;
+        self
+    }
+}
+
+/// Which path produced a block's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutedPath {
+    /// The sequential path was asked for.
+    Sequential,
+    /// The block was small enough that the sequential path was cheaper.
+    SmallBlockFallback,
+    /// Block-STM produced the result.
+    Parallel,
+    /// Block-STM gave up (see [`parallel::FallbackReason`]) and the sequential path ran.
+    ParallelFallback(parallel::FallbackReason),
+}
+
+/// The result of executing a block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockOutput {
+    /// One receipt per included transaction, in block order.
+    pub receipts: Vec<TxReceipt>,
+    /// Indexes (into the input transactions) of the included transactions.
+    pub included: Vec<usize>,
+    /// Transactions left out under [`InvalidTxPolicy::Skip`], with the reason.
+    pub skipped: Vec<(usize, String)>,
+    /// Gas used by the block.
+    pub gas_used: u64,
+    /// Blob gas used by the block's transactions.
+    pub blob_gas_used: u64,
+    /// EIP-7685 requests (Prague on).
+    pub requests: Option<Requests>,
+    /// Everything the block changed.
+    pub state: StateDiff,
+    /// The path that produced the result (not part of equality between paths).
+    pub path: ExecutedPath,
+}
+
+impl BlockOutput {
+    /// Whether two outputs describe the same block result, whichever path produced them.
+    pub fn same_result(&self, other: &BlockOutput) -> bool {
+        self.receipts == other.receipts
+            && self.included == other.included
+            && self.skipped == other.skipped
+            && self.gas_used == other.gas_used
+            && self.blob_gas_used == other.blob_gas_used
+            && self.requests == other.requests
+            && self.state == other.state
+    }
+}
+
+/// Blocks with fewer transactions than this run sequentially unless forced: below it the
+/// cost of starting threads and building the multi-version memory exceeds what they save.
+pub const MIN_PARALLEL_TXS: usize = 8;
+
+/// Results of the transaction phase, whichever path produced them.
+#[derive(Debug, Default)]
+pub(crate) struct TxPhase {
+    pub receipts: Vec<TxReceipt>,
+    pub included: Vec<usize>,
+    pub skipped: Vec<(usize, String)>,
+    pub gas_used: u64,
+    pub blob_gas_used: u64,
+}
+
+/// Executes a block's transactions on `state` and returns receipts and state changes.
+pub fn execute_block<S: StateSource>(
+    state: &S,
+    input: &BlockInput,
+    txs: &[TxEnv],
+    options: &ExecutionOptions,
+) -> Result<BlockOutput, BlockError> {
+    let mut overlay = BlockOverlay::new(state, input.cfg.spec);
+    if input.apply_block_rules {
+        rules::apply_pre_block(&mut overlay, input)?;
+    }
+
+    let (phase, path) = match options.mode {
+        ExecutionMode::Sequential => {
+            (sequential::execute_transactions(&mut overlay, input, txs, options.invalid_tx)?, ExecutedPath::Sequential)
+        }
+        ExecutionMode::Parallel { threads, force } => {
+            if !force && (txs.len() < MIN_PARALLEL_TXS || threads.get() == 1) {
+                let phase = sequential::execute_transactions(&mut overlay, input, txs, options.invalid_tx)?;
+                (phase, ExecutedPath::SmallBlockFallback)
+            } else {
+                match parallel::execute_transactions(&overlay, input, txs, threads, options.invalid_tx)? {
+                    ParallelOutcome::Done(result) => (result.apply(&mut overlay)?, ExecutedPath::Parallel),
+                    ParallelOutcome::Fallback(reason) => {
+                        tracing::debug!(?reason, "parallel execution fell back to sequential");
+                        let phase = sequential::execute_transactions(&mut overlay, input, txs, options.invalid_tx)?;
+                        (phase, ExecutedPath::ParallelFallback(reason))
+                    }
+                }
+            }
+        }
+    };
+
+    let requests =
+        if input.apply_block_rules { rules::apply_post_block(&mut overlay, input, &phase.receipts)? } else { None };
+    let state = overlay.into_diff()?;
+    Ok(BlockOutput {
+        receipts: phase.receipts,
+        included: phase.included,
+        skipped: phase.skipped,
+        gas_used: phase.gas_used,
+        blob_gas_used: phase.blob_gas_used,
+        requests,
+        state,
+        path,
+    })
+}
+
+/// Checks, in block order, whether transaction `index` still fits the block's gas and blob gas.
+/// Returns the error for [`InvalidTxPolicy::Reject`]; under `Skip` the caller ends the block.
+pub(crate) fn check_block_limits(
+    input: &BlockInput,
+    index: usize,
+    tx: &TxEnv,
+    gas_used: u64,
+    blob_gas_used: u64,
+) -> Result<(), BlockError> {
+    let remaining = input.block.gas_limit.saturating_sub(gas_used);
+    if tx.gas_limit > remaining {
+        return Err(BlockError::BlockGasLimitExceeded { index, gas_limit: tx.gas_limit, remaining });
+    }
+    if let Some(max) = input.max_blob_gas {
+        if blob_gas_used + tx_blob_gas(tx) > max {
+            return Err(BlockError::BlobGasLimitExceeded { index });
+        }
+    }
+    Ok(())
+}
+
+/// Blob gas of a transaction (EIP-4844).
+pub(crate) fn tx_blob_gas(tx: &TxEnv) -> u64 {
+    tx.blob_hashes.len() as u64 * alloy_eips::eip4844::DATA_GAS_PER_BLOB
+}

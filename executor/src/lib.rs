@@ -1,0 +1,35 @@
+//! # pseq-executor
+//!
+//! The block executor of pseq: one set of block-level rules (system calls, rewards, withdrawals,
+//! requests) around two interchangeable transaction-execution paths.
+//!
+//! - [`sequential`]: plain revm 43, transaction after transaction, over an in-memory overlay of the
+//!   block's writes. It is the oracle every test compares against and the fallback.
+//! - [`parallel`]: Block-STM (multi-version memory, collaborative scheduler, incarnations, ESTIMATE
+//!   markers, validation by re-reading) with *lazy* balance updates: the fee paid to the block's
+//!   beneficiary and plain ETH transfers between accounts without code are written as commutative
+//!   deltas, so they do not serialise the block. A delta is evaluated to an exact value only where a
+//!   transaction reads that balance explicitly, and at the end of the block.
+//!
+//! Invariant: for every block, [`execute_block`] returns exactly the same receipts, gas and
+//! [`StateDiff`] whichever path runs. The executor knows nothing of storage, RPC or async: it reads a
+//! [`StateSource`] and returns results.
+
+pub mod block;
+pub mod diff;
+pub mod error;
+pub mod evm;
+pub mod overlay;
+pub mod parallel;
+pub mod receipt;
+pub mod rules;
+pub mod sequential;
+pub mod state;
+
+pub use block::{execute_block, BlockInput, BlockOutput, ExecutionMode, ExecutionOptions, InvalidTxPolicy, Withdrawal, Ommer};
+pub use diff::{AccountDiff, AccountState, StateDiff};
+pub use error::{BlockError, StateError};
+pub use receipt::{logs_bloom, receipts_root, TxReceipt};
+pub use state::{InMemoryState, StateSource};
+
+pub use revm;

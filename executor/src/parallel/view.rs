@@ -1,0 +1,153 @@
+//! [`VersionedView`]: the state one transaction incarnation sees, implemented as revm's
+//! `Database` over the multi-version memory and the pre-block state. It records every read with
+//! its origins for validation, and stops execution (an error revm propagates) when a read meets
+//! an ESTIMATE.
+
+use super::{
+    lazy::apply_delta,
+    mv_memory::{AccountValue, Location, MvMemory, ReadSet, Value},
+    TxIdx,
+};
+use crate::{error::StateError, state::StateSource};
+use alloy_primitives::{map::HashMap, Address, B256, U256};
+use revm::{
+    bytecode::Bytecode,
+    database::{DBErrorMarker, Database},
+    primitives::{hardfork::SpecId, KECCAK_EMPTY},
+    state::AccountInfo,
+};
+
+/// Why a read could not be served.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ViewError {
+    /// The read met an ESTIMATE of this lower transaction.
+    #[error("blocked on transaction {0}")]
+    Blocked(TxIdx),
+    /// The pre-block state failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl DBErrorMarker for ViewError {}
+
+/// The two accounts of a plain transfer executed lazily: revm sees a sender with an unlimited
+/// balance and the transaction's nonce, and a recipient that does not exist yet; the real
+/// balances are settled as deltas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LazyTransfer {
+    /// The paying account.
+    pub sender: Address,
+    /// The receiving account (no code).
+    pub recipient: Address,
+    /// The transaction's nonce.
+    pub nonce: u64,
+}
+
+/// The state as one incarnation of transaction `tx` sees it.
+pub struct VersionedView<'a, S> {
+    base: &'a S,
+    mv: &'a MvMemory,
+    spec: SpecId,
+    tx: TxIdx,
+    lazy: Option<LazyTransfer>,
+    /// Reads with their origins, for validation.
+    pub reads: ReadSet,
+    /// The account values this incarnation read, to tell real writes from reads.
+    pub read_accounts: HashMap<Address, Option<AccountValue>>,
+}
+
+impl<'a, S: StateSource> VersionedView<'a, S> {
+    /// A view for the block; [`VersionedView::reset`] points it at a transaction.
+    pub fn new(base: &'a S, mv: &'a MvMemory, spec: SpecId) -> Self {
+        Self { base, mv, spec, tx: 0, lazy: None, reads: Vec::new(), read_accounts: HashMap::default() }
+    }
+
+    /// Prepares the view for executing `tx`, lazily or not.
+    pub fn reset(&mut self, tx: TxIdx, lazy: Option<LazyTransfer>) {
+        self.tx = tx;
+        self.lazy = lazy;
+        self.reads.clear();
+        self.read_accounts.clear();
+    }
+
+    /// The pre-block account at `address`, converted to the multi-version representation.
+    pub fn base_account(&self, address: Address) -> Result<Option<AccountValue>, StateError> {
+        Ok(self.base.basic_ref(address)?.map(|info| AccountValue {
+            balance: info.balance,
+            nonce: info.nonce,
+            code_hash: info.code_hash,
+        }))
+    }
+
+    /// Reads the account at `address` through the multi-version memory, applying lazy deltas.
+    fn read_account(&mut self, address: Address) -> Result<Option<AccountValue>, ViewError> {
+        let location = Location::Account(address);
+        let resolved = self.mv.read(&location, self.tx).map_err(ViewError::Blocked)?;
+        let mut account = match resolved.absolute {
+            Some(Value::Account(value)) => value,
+            _ => self.base_account(address)?,
+        };
+        for delta in &resolved.deltas {
+            // A failed check gives a value no validated execution can keep: the end-of-block
+            // evaluation repeats every check and falls back to sequential execution.
+            account = apply_delta(account, delta, self.spec).unwrap_or_else(|_| None);
+        }
+        self.reads.push((location, resolved.origins));
+        Ok(account)
+    }
+
+    fn code(&self, code_hash: B256) -> Result<Bytecode, StateError> {
+        if code_hash == KECCAK_EMPTY {
+            return Ok(Bytecode::default());
+        }
+        match self.mv.codes.get(&code_hash) {
+            Some(code) => Ok(code.clone()),
+            None => self.base.code_by_hash_ref(code_hash),
+        }
+    }
+}
+
+impl<S: StateSource> Database for VersionedView<'_, S> {
+    type Error = ViewError;
+
+    fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, ViewError> {
+        if let Some(lazy) = self.lazy {
+            if address == lazy.sender {
+                return Ok(Some(AccountInfo { balance: U256::MAX, nonce: lazy.nonce, ..Default::default() }));
+            }
+            if address == lazy.recipient {
+                return Ok(None);
+            }
+        }
+        let account = self.read_account(address)?;
+        self.read_accounts.insert(address, account.clone());
+        let Some(account) = account else { return Ok(None) };
+        let code = self.code(account.code_hash)?;
+        Ok(Some(AccountInfo {
+            balance: account.balance,
+            nonce: account.nonce,
+            code_hash: account.code_hash,
+            code: Some(code),
+            ..Default::default()
+        }))
+    }
+
+    fn code_by_hash(&mut self, code_hash: B256) -> Result<Bytecode, ViewError> {
+        Ok(self.code(code_hash)?)
+    }
+
+    fn storage(&mut self, address: Address, index: U256) -> Result<U256, ViewError> {
+        let location = Location::Storage(address, index);
+        let resolved = self.mv.read(&location, self.tx).map_err(ViewError::Blocked)?;
+        let value = match resolved.absolute {
+            Some(Value::Storage(value)) => value,
+            _ => self.base.storage_ref(address, index)?,
+        };
+        self.reads.push((location, resolved.origins));
+        Ok(value)
+    }
+
+    fn block_hash(&mut self, number: u64) -> Result<B256, ViewError> {
+        Ok(self.base.block_hash_ref(number)?)
+    }
+}

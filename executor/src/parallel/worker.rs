@@ -1,0 +1,246 @@
+//! One worker thread: takes tasks from the scheduler, executes transactions on its own reused
+//! EVM over a [`VersionedView`], turns revm's output into a write set, and validates.
+
+use super::{
+    mv_memory::{AccountValue, Debit, Location, MvMemory, Value},
+    scheduler::{Scheduler, Task},
+    view::{LazyTransfer, VersionedView, ViewError},
+    FallbackReason, Incarnation, TxIdx, TxOutcome,
+};
+use crate::{
+    block::BlockInput,
+    evm::{build_evm, DeferredFeeHandler, PseqEvm},
+    state::StateSource,
+};
+use alloy_primitives::{Address, TxKind, U256};
+use parking_lot::Mutex;
+use revm::{
+    context::{result::EVMError, ContextSetters, Transaction, TxEnv},
+    context_interface::{ContextTr, JournalTr},
+    handler::Handler,
+    primitives::{hardfork::SpecId, KECCAK_EMPTY},
+};
+
+/// What stops a whole parallel run.
+#[derive(Debug, Clone)]
+pub enum Halt {
+    /// Block-STM cannot produce this block exactly: run it sequentially.
+    Fallback(FallbackReason),
+    /// A state read failed or the EVM failed internally: the block cannot be executed.
+    Error(crate::BlockError),
+}
+
+/// Shared state of one parallel run.
+pub struct Shared<'a, S> {
+    pub base: &'a S,
+    pub input: &'a BlockInput,
+    pub txs: &'a [TxEnv],
+    pub mv: &'a MvMemory,
+    pub scheduler: &'a Scheduler,
+    pub outcomes: &'a [Mutex<Option<TxOutcome>>],
+    pub halt: &'a Mutex<Option<Halt>>,
+}
+
+enum ExecOutcome {
+    Done(TxOutcome, Vec<(Location, Value)>),
+    Blocked(TxIdx),
+}
+
+/// Runs tasks until the scheduler is done or the run is halted.
+pub fn run<S: StateSource>(shared: &Shared<'_, S>) {
+    let spec = shared.input.cfg.spec;
+    let view = VersionedView::new(shared.base, shared.mv, spec);
+    let mut evm = build_evm(view, shared.input.cfg.clone(), shared.input.block.clone());
+    let mut task: Option<Task> = None;
+    let mut idle_spins = 0u32;
+    while !shared.scheduler.is_done() {
+        let current = match task.take().or_else(|| shared.scheduler.next_task()) {
+            Some(current) => current,
+            None => {
+                idle_spins += 1;
+                if idle_spins > 64 {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
+                continue;
+            }
+        };
+        idle_spins = 0;
+        task = match current {
+            Task::Execute(tx, incarnation) => execute(shared, &mut evm, tx, incarnation),
+            Task::Validate(tx, incarnation) => validate(shared, tx, incarnation),
+        };
+    }
+}
+
+fn halt<S>(shared: &Shared<'_, S>, reason: Halt) {
+    let mut halt = shared.halt.lock();
+    if halt.is_none() {
+        *halt = Some(reason);
+    }
+    shared.scheduler.halt();
+}
+
+fn execute<S: StateSource>(
+    shared: &Shared<'_, S>,
+    evm: &mut PseqEvm<VersionedView<'_, S>>,
+    tx: TxIdx,
+    incarnation: Incarnation,
+) -> Option<Task> {
+    loop {
+        match execute_once(shared, evm, tx) {
+            Ok(ExecOutcome::Done(outcome, writes)) => {
+                let reads = std::mem::take(&mut evm.ctx.journaled_state.database.reads);
+                let wrote_new = shared.mv.record(tx, incarnation, reads, writes);
+                *shared.outcomes[tx].lock() = Some(outcome);
+                return shared.scheduler.finish_execution(tx, incarnation, wrote_new);
+            }
+            Ok(ExecOutcome::Blocked(blocking)) => {
+                if shared.scheduler.add_dependency(tx, blocking) {
+                    return None;
+                }
+                // The blocking transaction finished meanwhile: execute again at once.
+            }
+            Err(reason) => {
+                halt(shared, reason);
+                return None;
+            }
+        }
+    }
+}
+
+fn validate<S>(shared: &Shared<'_, S>, tx: TxIdx, incarnation: Incarnation) -> Option<Task> {
+    let valid = shared.mv.validate_reads(tx);
+    let aborted = !valid && shared.scheduler.try_validation_abort(tx, incarnation);
+    if aborted {
+        shared.mv.convert_writes_to_estimates(tx);
+    }
+    shared.scheduler.finish_validation(tx, aborted)
+}
+
+/// Whether `tx` can run as a lazy plain transfer: a call to another account without code that
+/// is not the beneficiary, from a sender without code, where one side was already written in
+/// this block (a location written only once is cheaper to read than to evaluate at the end).
+fn lazy_transfer<S: StateSource>(shared: &Shared<'_, S>, view: &VersionedView<'_, S>, tx: &TxEnv) -> Result<Option<LazyTransfer>, crate::StateError> {
+    let TxKind::Call(recipient) = tx.kind else { return Ok(None) };
+    let sender = tx.caller;
+    let beneficiary = shared.input.block.beneficiary;
+    if recipient == sender || recipient == beneficiary || sender == beneficiary || !tx.authorization_list.is_empty() {
+        return Ok(None);
+    }
+    // Precompiles and system addresses have no code but run something when called.
+    if recipient.0[..18].iter().all(|b| *b == 0) {
+        return Ok(None);
+    }
+    if !shared.mv.has_writes(&Location::Account(sender)) && !shared.mv.has_writes(&Location::Account(recipient)) {
+        return Ok(None);
+    }
+    let no_code = |a: Option<AccountValue>| a.is_none_or(|a| a.code_hash == KECCAK_EMPTY);
+    if !no_code(view.base_account(recipient)?) || !no_code(view.base_account(sender)?) {
+        return Ok(None);
+    }
+    Ok(Some(LazyTransfer { sender, recipient, nonce: tx.nonce }))
+}
+
+fn execute_once<S: StateSource>(
+    shared: &Shared<'_, S>,
+    evm: &mut PseqEvm<VersionedView<'_, S>>,
+    tx_idx: TxIdx,
+) -> Result<ExecOutcome, Halt> {
+    let tx = &shared.txs[tx_idx];
+    let lazy = lazy_transfer(shared, &evm.ctx.journaled_state.database, tx).map_err(|e| Halt::Error(e.into()))?;
+    evm.ctx.journaled_state.database.reset(tx_idx, lazy);
+    evm.ctx.set_tx(tx.clone());
+    let result = DeferredFeeHandler::<_, EVMError<ViewError>>::default().run(evm);
+    let state = evm.ctx.journal_mut().finalize();
+    let result = match result {
+        Ok(result) => result,
+        Err(EVMError::Database(ViewError::Blocked(blocking))) => return Ok(ExecOutcome::Blocked(blocking)),
+        Err(EVMError::Database(ViewError::State(error))) => return Err(Halt::Error(error.into())),
+        Err(EVMError::Transaction(reason)) => return Ok(ExecOutcome::Done(TxOutcome::Invalid(reason), Vec::new())),
+        Err(other) => return Err(Halt::Error(crate::BlockError::Evm(other.to_string()))),
+    };
+
+    let spec = shared.input.cfg.spec;
+    let clear_empty = spec.is_enabled_in(SpecId::SPURIOUS_DRAGON);
+    let beneficiary = shared.input.block.beneficiary;
+    let gas_used = result.tx_gas_used();
+    let reward = fee_reward(shared.input, tx, gas_used);
+    let view = &evm.ctx.journaled_state.database;
+    let mut writes = Vec::with_capacity(state.len() + 2);
+    let mut cleared: Vec<Address> = Vec::new();
+    let mut paid_beneficiary = false;
+
+    for (address, mut account) in state {
+        if let Some(lazy) = lazy {
+            if address == lazy.sender {
+                let amount = U256::MAX - account.info.balance;
+                let required = tx.max_balance_spending().map_err(|e| Halt::Error(crate::BlockError::Evm(e.to_string())))?;
+                writes.push((Location::Account(address), Value::Debit(Debit { amount, required, nonce: lazy.nonce })));
+                continue;
+            }
+            if address == lazy.recipient {
+                if account.is_touched() {
+                    writes.push((Location::Account(address), Value::Credit { amount: account.info.balance, no_code: true }));
+                }
+                continue;
+            }
+        }
+        if address == beneficiary {
+            if !account.is_touched() {
+                continue;
+            }
+            // The transaction changed the beneficiary itself: its fee joins that absolute write,
+            // exactly where revm's own reward would have added it.
+            account.info.balance = account.info.balance.saturating_add(reward);
+            paid_beneficiary = true;
+        }
+        if !account.is_touched() {
+            continue;
+        }
+        let new_value = if account.is_selfdestructed() {
+            if !account.is_created() {
+                // Destroying an account that existed before this transaction wipes storage other
+                // transactions may have written or read: Block-STM here has no exact answer.
+                return Err(Halt::Fallback(FallbackReason::SelfDestruct));
+            }
+            cleared.push(address);
+            None
+        } else if clear_empty && account.is_empty() {
+            cleared.push(address);
+            None
+        } else {
+            if account.is_created() {
+                cleared.push(address);
+            }
+            if let Some(code) = &account.info.code {
+                if account.info.code_hash != KECCAK_EMPTY && !shared.mv.codes.contains_key(&account.info.code_hash) {
+                    shared.mv.codes.insert(account.info.code_hash, code.clone());
+                }
+            }
+            Some(AccountValue { balance: account.info.balance, nonce: account.info.nonce, code_hash: account.info.code_hash })
+        };
+        let unchanged = view.read_accounts.get(&address).is_some_and(|read| *read == new_value);
+        if !unchanged || address == beneficiary {
+            writes.push((Location::Account(address), Value::Account(new_value.clone())));
+        }
+        if new_value.is_some() {
+            for (slot, value) in account.changed_storage_slots() {
+                writes.push((Location::Storage(address, *slot), Value::Storage(value.present_value)));
+            }
+        }
+    }
+    if !paid_beneficiary {
+        writes.push((Location::Account(beneficiary), Value::Credit { amount: reward, no_code: false }));
+    }
+    Ok(ExecOutcome::Done(TxOutcome::Executed { result, cleared }, writes))
+}
+
+/// The fee the beneficiary receives for a transaction, as revm's mainnet handler computes it.
+fn fee_reward(input: &BlockInput, tx: &TxEnv, gas_used: u64) -> U256 {
+    let basefee = input.block.basefee as u128;
+    let effective = tx.effective_gas_price(basefee);
+    let price = if input.cfg.spec.is_enabled_in(SpecId::LONDON) { effective.saturating_sub(basefee) } else { effective };
+    U256::from(price) * U256::from(gas_used)
+}

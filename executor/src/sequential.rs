@@ -1,0 +1,60 @@
+//! The sequential reference path: plain revm, one transaction after the other, each committed
+//! into the block overlay before the next one runs. It is the oracle for the parallel path.
+
+use crate::{
+    block::{check_block_limits, tx_blob_gas, BlockInput, InvalidTxPolicy, TxPhase},
+    error::BlockError,
+    evm::build_evm,
+    overlay::BlockOverlay,
+    receipt::TxReceipt,
+    state::StateSource,
+};
+use revm::{
+    context::{result::EVMError, TxEnv},
+    database::DatabaseCommit,
+    ExecuteEvm,
+};
+
+/// Executes `txs` in order on `overlay`, committing each one.
+pub(crate) fn execute_transactions<S: StateSource>(
+    overlay: &mut BlockOverlay<'_, S>,
+    input: &BlockInput,
+    txs: &[TxEnv],
+    policy: InvalidTxPolicy,
+) -> Result<TxPhase, BlockError> {
+    let mut phase = TxPhase::default();
+    let mut evm = build_evm(&mut *overlay, input.cfg.clone(), input.block.clone());
+    for (index, tx) in txs.iter().enumerate() {
+        if let Err(error) = check_block_limits(input, index, tx, phase.gas_used, phase.blob_gas_used) {
+            match policy {
+                InvalidTxPolicy::Reject => return Err(error),
+                InvalidTxPolicy::Skip => break,
+            }
+        }
+        match evm.transact(tx.clone()) {
+            Ok(outcome) => {
+                evm.ctx.journaled_state.database.commit(outcome.state);
+                let result = outcome.result;
+                let gas_used = result.tx_gas_used();
+                phase.gas_used += gas_used;
+                phase.blob_gas_used += tx_blob_gas(tx);
+                phase.included.push(index);
+                phase.receipts.push(TxReceipt {
+                    tx_type: tx.tx_type,
+                    success: result.is_success(),
+                    gas_used,
+                    cumulative_gas_used: phase.gas_used,
+                    logs: result.into_logs(),
+                    post_state: None,
+                });
+            }
+            Err(EVMError::Transaction(reason)) => match policy {
+                InvalidTxPolicy::Reject => return Err(BlockError::InvalidTransaction { index, reason }),
+                InvalidTxPolicy::Skip => phase.skipped.push((index, reason.to_string())),
+            },
+            Err(EVMError::Database(error)) => return Err(BlockError::State(error)),
+            Err(other) => return Err(BlockError::Evm(other.to_string())),
+        }
+    }
+    Ok(phase)
+}

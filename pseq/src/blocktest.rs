@@ -1,0 +1,1 @@
+//! `pseq blocktest`: runs EEST `blockchain_test` fixtures (not yet implemented).

@@ -1,0 +1,12 @@
+//! # pseq
+//!
+//! The `pseq` command line: the node (later), and the runners that prove the executor exact on
+//! external data: EEST state tests ([`statetest`]), EEST blockchain tests ([`blocktest`]) and
+//! historical mainnet blocks ([`replay`]). Each runner prints progress and closes with a line
+//! `N passed, M failed, K skipped` ([`report::Counts`]).
+
+pub mod blocktest;
+pub mod replay;
+pub mod report;
+pub mod statetest;
+pub mod testfiles;

@@ -1,0 +1,1 @@
+//! `pseq replay`: re-executes historical mainnet blocks (not yet implemented).
