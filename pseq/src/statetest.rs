@@ -113,14 +113,20 @@ pub fn run_file(path: &Path, options: &StateTestOptions, counts: &mut Counts) {
         Err(e) => return counts.fail(format!("{display}: not a state test fixture: {e}")),
     };
     if let Some(reason) = skip_reason(path) {
-        let cases = suite.0.values().flat_map(|u| u.post.values()).map(Vec::len).sum();
+        let cases = suite
+            .0
+            .values()
+            .flat_map(|u| u.post.iter())
+            .filter(|(spec, _)| fork_selected(options, &format!("{spec:?}")))
+            .map(|(_, tests)| tests.len())
+            .sum();
         return counts.skip(reason, cases);
     }
     for (name, unit) in &suite.0 {
         let pre = pre_state(unit);
         for (spec_name, tests) in &unit.post {
             let fork = format!("{spec_name:?}");
-            if !options.forks.is_empty() && !options.forks.iter().any(|f| f.eq_ignore_ascii_case(&fork)) {
+            if !fork_selected(options, &fork) {
                 continue;
             }
             if *spec_name == SpecName::Constantinople {
@@ -139,6 +145,10 @@ pub fn run_file(path: &Path, options: &StateTestOptions, counts: &mut Counts) {
             }
         }
     }
+}
+
+fn fork_selected(options: &StateTestOptions, fork: &str) -> bool {
+    options.forks.is_empty() || options.forks.iter().any(|f| f.eq_ignore_ascii_case(fork))
 }
 
 fn run_case(unit: &TestUnit, pre: &InMemoryState, spec: SpecId, test: &Test, options: &StateTestOptions) -> Result<(), String> {
