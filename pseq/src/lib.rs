@@ -6,6 +6,7 @@
 //! `N passed, M failed, K skipped` ([`report::Counts`]).
 
 pub mod blocktest;
+pub mod chainspec;
 pub mod replay;
 pub mod report;
 pub mod statetest;

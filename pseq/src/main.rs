@@ -1,7 +1,7 @@
 //! The `pseq` command line.
 
 use clap::{Args, Parser, Subcommand};
-use pseq::{report::Counts, statetest};
+use pseq::{replay, report::Counts, statetest};
 use pseq_executor::ExecutionOptions;
 use std::{path::PathBuf, process::ExitCode};
 
@@ -28,6 +28,26 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         forks: Vec<String>,
     },
+    /// Re-execute historical mainnet blocks (the mainnet-blocks corpus format).
+    Replay {
+        /// The folder holding BLOCKS.txt, block_hashes.json and one folder per block.
+        dir: PathBuf,
+        /// Only these blocks (comma separated).
+        #[arg(long, value_delimiter = ',')]
+        blocks: Vec<u64>,
+        /// Thread counts at which parallel must equal sequential.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+        check_threads: Vec<usize>,
+        /// Threads for the timed parallel runs (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Timed runs per path and block (0: no timing).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// One JSON object per block on stdout.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// How the executor runs.
@@ -49,7 +69,7 @@ struct ExecArgs {
 
 impl ExecArgs {
     fn options(&self) -> ExecutionOptions {
-        let threads = self.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+        let threads = self.threads.unwrap_or_else(default_threads);
         if self.sequential {
             ExecutionOptions::sequential()
         } else if self.force_parallel {
@@ -58,6 +78,10 @@ impl ExecArgs {
             ExecutionOptions::parallel(threads)
         }
     }
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 fn finish(result: Result<Counts, String>) -> ExitCode {
@@ -83,6 +107,18 @@ fn main() -> ExitCode {
         Command::Statetest { paths, exec, forks } => {
             let options = statetest::StateTestOptions { exec: exec.options(), compare: exec.compare, forks };
             finish(statetest::run(&paths, &options))
+        }
+        Command::Replay { dir, blocks, check_threads, threads, runs, json } => {
+            let threads = threads.unwrap_or_else(default_threads);
+            let options = replay::ReplayOptions { blocks, check_threads, threads, runs, json };
+            finish(replay::run(&dir, &options).map(|(counts, timings)| {
+                let total_seq: f64 = timings.iter().map(|t| t.sequential_ms).sum();
+                let total_par: f64 = timings.iter().map(|t| t.parallel_ms).sum();
+                if total_par > 0.0 {
+                    eprintln!("total sequential {total_seq:.1} ms, parallel {total_par:.1} ms ({threads} threads): {:.2}x", total_seq / total_par);
+                }
+                counts
+            }))
         }
     }
 }

@@ -117,19 +117,21 @@ pub(crate) fn execute_transactions<S: StateSource>(
         None => {}
     }
 
-    // The transaction phase in block order: limits, invalid transactions, receipts.
+    // The transaction phase in block order: limits, invalid transactions, receipts. Under
+    // `Reject` the first problem ends the phase; it is reported only after the lazy updates below
+    // it have been checked, since a failing lazy check means sequential execution would have
+    // stopped earlier.
     let mut phase = TxPhase::default();
     let mut cut = txs.len();
+    let mut rejection: Option<BlockError> = None;
     let mut cleared: HashSet<Address> = HashSet::new();
     for (index, (tx, outcome)) in txs.iter().zip(outcomes).enumerate() {
         if let Err(error) = check_block_limits(input, index, tx, phase.gas_used, phase.blob_gas_used) {
-            match policy {
-                InvalidTxPolicy::Reject => return Err(error),
-                InvalidTxPolicy::Skip => {
-                    cut = index;
-                    break;
-                }
+            cut = index;
+            if policy == InvalidTxPolicy::Reject {
+                rejection = Some(error);
             }
+            break;
         }
         match outcome.into_inner() {
             Some(TxOutcome::Executed { result, cleared: wiped }) => {
@@ -148,7 +150,11 @@ pub(crate) fn execute_transactions<S: StateSource>(
                 });
             }
             Some(TxOutcome::Invalid(reason)) => match policy {
-                InvalidTxPolicy::Reject => return Err(BlockError::InvalidTransaction { index, reason }),
+                InvalidTxPolicy::Reject => {
+                    cut = index;
+                    rejection = Some(BlockError::InvalidTransaction { index, reason });
+                    break;
+                }
                 InvalidTxPolicy::Skip => phase.skipped.push((index, reason.to_string())),
             },
             None => return Err(BlockError::Evm(format!("transaction {index} has no result after the parallel run"))),
@@ -185,6 +191,9 @@ pub(crate) fn execute_transactions<S: StateSource>(
                 entry.storage_cleared |= vanished;
             }
         }
+    }
+    if let Some(error) = rejection {
+        return Err(error);
     }
     for address in cleared {
         if !accounts.contains_key(&address) {
