@@ -57,9 +57,21 @@ pub struct BlockInput {
     pub deposit_contract: Address,
     /// The block's blob gas limit (Cancun on); `None` to not check.
     pub max_blob_gas: Option<u64>,
-    /// Apply the block-level rules (system calls, rewards, withdrawals, requests). State tests
-    /// execute a bare transaction and turn them off.
-    pub apply_block_rules: bool,
+    /// Which block-level rules (system calls, rewards, withdrawals, requests) apply. State tests
+    /// execute a bare transaction without any.
+    pub rules: BlockRules,
+}
+
+/// Which block-level rules a block execution applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockRules {
+    /// Pre-block and post-block rules: a real block.
+    All,
+    /// Only the rules before the transactions (DAO drain, EIP-2935, EIP-4788): the state after a
+    /// prefix of a block, as pre-Byzantium receipts record it.
+    PreOnly,
+    /// None: a bare transaction, as state tests run it.
+    None,
 }
 
 impl BlockInput {
@@ -75,7 +87,7 @@ impl BlockInput {
             dao_fork: false,
             deposit_contract: MAINNET_DEPOSIT_CONTRACT,
             max_blob_gas: None,
-            apply_block_rules: true,
+            rules: BlockRules::All,
         }
     }
 }
@@ -211,7 +223,7 @@ pub fn execute_block<S: StateSource>(
     options: &ExecutionOptions,
 ) -> Result<BlockOutput, BlockError> {
     let mut overlay = BlockOverlay::new(state, input.cfg.spec);
-    if input.apply_block_rules {
+    if input.rules != BlockRules::None {
         rules::apply_pre_block(&mut overlay, input)?;
     }
 
@@ -237,7 +249,7 @@ pub fn execute_block<S: StateSource>(
     };
 
     let requests =
-        if input.apply_block_rules { rules::apply_post_block(&mut overlay, input, &phase.receipts)? } else { None };
+        if input.rules == BlockRules::All { rules::apply_post_block(&mut overlay, input, &phase.receipts)? } else { None };
     let state = overlay.into_diff()?;
     Ok(BlockOutput {
         receipts: phase.receipts,

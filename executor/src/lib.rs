@@ -26,7 +26,7 @@ pub mod rules;
 pub mod sequential;
 pub mod state;
 
-pub use block::{execute_block, BlockInput, BlockOutput, ExecutionMode, ExecutionOptions, InvalidTxPolicy, Withdrawal, Ommer};
+pub use block::{execute_block, BlockInput, BlockRules, BlockOutput, ExecutionMode, ExecutionOptions, InvalidTxPolicy, Withdrawal, Ommer};
 pub use diff::{AccountDiff, AccountState, StateDiff};
 pub use error::{BlockError, StateError};
 pub use receipt::{logs_bloom, receipts_root, TxReceipt};

@@ -21,7 +21,7 @@ use pseq_executor::{
     state::InMemoryAccount,
     block::ExecutedPath,
     parallel::FallbackReason,
-    BlockInput, ExecutionOptions, InMemoryState, InvalidTxPolicy,
+    BlockInput, BlockRules, ExecutionOptions, InMemoryState, InvalidTxPolicy,
 };
 
 /// xorshift64*: small, deterministic, good enough to drive generation.
@@ -174,7 +174,7 @@ fn generate(seed: u64) -> World {
     };
     let mut input = BlockInput::new(cfg, block);
     // Prague's request contracts are not deployed in this world; blockchain tests cover those rules.
-    input.apply_block_rules = !spec.is_enabled_in(SpecId::PRAGUE) && rng.chance(50);
+    input.rules = if !spec.is_enabled_in(SpecId::PRAGUE) && rng.chance(50) { BlockRules::All } else { BlockRules::None };
 
     let tx_count = 1 + rng.below(40);
     let mut txs = Vec::new();

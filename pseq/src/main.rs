@@ -1,7 +1,7 @@
 //! The `pseq` command line.
 
 use clap::{Args, Parser, Subcommand};
-use pseq::{replay, report::Counts, statetest};
+use pseq::{blocktest, replay, report::Counts, statetest};
 use pseq_executor::ExecutionOptions;
 use std::{path::PathBuf, process::ExitCode};
 
@@ -27,6 +27,14 @@ enum Command {
         /// Only these forks (comma separated, e.g. Cancun,Prague,Osaka).
         #[arg(long, value_delimiter = ',')]
         forks: Vec<String>,
+    },
+    /// Run EEST blockchain tests: import every block, validate headers and state.
+    Blocktest {
+        /// Fixture files or folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        exec: ExecArgs,
     },
     /// Re-execute historical mainnet blocks (the mainnet-blocks corpus format).
     Replay {
@@ -107,6 +115,10 @@ fn main() -> ExitCode {
         Command::Statetest { paths, exec, forks } => {
             let options = statetest::StateTestOptions { exec: exec.options(), compare: exec.compare, forks };
             finish(statetest::run(&paths, &options))
+        }
+        Command::Blocktest { paths, exec } => {
+            let options = blocktest::BlockTestOptions { exec: exec.options(), compare: exec.compare };
+            finish(blocktest::run(&paths, &options))
         }
         Command::Replay { dir, blocks, check_threads, threads, runs, json } => {
             let threads = threads.unwrap_or_else(default_threads);

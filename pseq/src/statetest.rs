@@ -17,7 +17,7 @@ use pseq_executor::{
         context::CfgEnv,
         primitives::hardfork::SpecId,
     },
-    BlockError, BlockInput, ExecutionOptions, InMemoryState,
+    BlockError, BlockInput, BlockRules, ExecutionOptions, InMemoryState,
 };
 use revm_statetest_types::{SpecName, Test, TestSuite, TestUnit};
 use std::path::{Path, PathBuf};
@@ -163,7 +163,7 @@ fn run_case(unit: &TestUnit, pre: &InMemoryState, spec: SpecId, test: &Test, opt
         Err(e) => return Err(format!("cannot build the transaction: {e}")),
     };
     let mut input = BlockInput::new(cfg, block);
-    input.apply_block_rules = false;
+    input.rules = BlockRules::None;
     let txs = [tx];
     let result = execute_block(pre, &input, &txs, &options.exec);
     if options.compare {
