@@ -7,6 +7,7 @@
 
 pub mod blocktest;
 pub mod chainspec;
+pub mod corpus;
 pub mod fork;
 pub mod replay;
 pub mod report;

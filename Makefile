@@ -1,0 +1,19 @@
+# The two commands of the README, and a few helpers.
+CARGO_PROFILE ?= ci
+
+.PHONY: test build conformance bench-replay
+
+## Run every test: unit, randomised parallel==sequential, EEST state and blockchain tests,
+## the 67 mainnet blocks and the bad-input tests (corpora from ../shared/corpora).
+test:
+	cargo test --workspace --profile $(CARGO_PROFILE)
+
+## Build the pseq binary (release).
+build:
+	cargo build --release -p pseq
+
+## Full conformance runs through the binary (numbers in docs/conformance.md).
+conformance: build
+	./target/release/pseq statetest --force-parallel --compare target/corpora/eest-v5.4.0-develop-state_tests/eest-v5.4.0-develop/state_tests
+	./target/release/pseq blocktest --force-parallel --compare target/corpora/eest-v5.4.0-develop-blockchain_tests/eest-v5.4.0-develop/blockchain_tests
+	./target/release/pseq replay target/corpora/mainnet-blocks/mainnet-blocks --runs 0

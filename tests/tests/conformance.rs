@@ -1,0 +1,51 @@
+//! Conformance on external data, through the parallel path with the small-block fallback off and
+//! every case also executed sequentially (results must be identical):
+//! - EEST state tests, forks Cancun, Prague and Osaka;
+//! - every EEST blockchain test (all forks, invalid blocks included);
+//! - all 67 mainnet blocks at 1, 2, 4 and 8 threads.
+//!
+//! The corpora are unpacked from `../shared/corpora` into `target/corpora` on first use. A missing
+//! corpus fails the test: no suite is skipped silently.
+
+use pseq::{blocktest, corpus, replay, report::Counts, statetest};
+use pseq_executor::ExecutionOptions;
+
+/// The only reason a case may be skipped (named and justified in docs/conformance.md).
+const ALLOWED_SKIP: &str = "EIP-7610 create collision";
+
+fn assert_clean(suite: &str, counts: &Counts, minimum_passed: usize) {
+    counts.print_summary(20);
+    assert_eq!(counts.failed(), 0, "{suite}: {} failures, first: {:?}", counts.failed(), counts.failures.first());
+    assert!(counts.passed >= minimum_passed, "{suite}: only {} cases passed (expected at least {minimum_passed})", counts.passed);
+    for reason in counts.skipped.keys() {
+        assert!(reason.starts_with(ALLOWED_SKIP), "{suite}: unexpected skip reason {reason}");
+    }
+}
+
+#[test]
+fn eest_state_tests_cancun_prague_osaka() {
+    let dir = corpus::state_tests().expect("state test corpus");
+    let options = statetest::StateTestOptions {
+        exec: ExecutionOptions::force_parallel(2),
+        compare: true,
+        forks: vec!["Cancun".into(), "Prague".into(), "Osaka".into()],
+    };
+    let counts = statetest::run(&[dir], &options).expect("state tests run");
+    assert_clean("state tests", &counts, 29_000);
+}
+
+#[test]
+fn eest_blockchain_tests_all_forks() {
+    let dir = corpus::blockchain_tests().expect("blockchain test corpus");
+    let options = blocktest::BlockTestOptions { exec: ExecutionOptions::force_parallel(2), compare: true };
+    let counts = blocktest::run(&[dir], &options).expect("blockchain tests run");
+    assert_clean("blockchain tests", &counts, 22_000);
+}
+
+#[test]
+fn mainnet_blocks_parallel_equals_sequential() {
+    let dir = corpus::mainnet_blocks().expect("mainnet blocks corpus");
+    let options = replay::ReplayOptions { blocks: vec![], check_threads: vec![1, 2, 4, 8], threads: 2, runs: 0, json: false };
+    let (counts, _) = replay::run(&dir, &options).expect("replay run");
+    assert_clean("mainnet blocks", &counts, 67);
+}
