@@ -13,7 +13,8 @@ build:
 	cargo build --release -p pseq
 
 ## Full conformance runs through the binary (numbers in docs/conformance.md).
-conformance: build
-	./target/release/pseq statetest --force-parallel --compare target/corpora/eest-v5.4.0-develop-state_tests/eest-v5.4.0-develop/state_tests
-	./target/release/pseq blocktest --force-parallel --compare target/corpora/eest-v5.4.0-develop-blockchain_tests/eest-v5.4.0-develop/blockchain_tests
-	./target/release/pseq replay target/corpora/mainnet-blocks/mainnet-blocks --runs 0
+PSEQ = cargo run --release -q -p pseq --
+conformance:
+	$(PSEQ) statetest --force-parallel --compare target/corpora/eest-v5.4.0-develop-state_tests/eest-v5.4.0-develop/state_tests
+	$(PSEQ) blocktest --force-parallel --compare target/corpora/eest-v5.4.0-develop-blockchain_tests/eest-v5.4.0-develop/blockchain_tests
+	$(PSEQ) replay target/corpora/mainnet-blocks/mainnet-blocks --runs 0
