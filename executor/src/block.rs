@@ -159,7 +159,7 @@ impl ExecutionOptions {
 pub enum ExecutedPath {
     /// The sequential path was asked for.
     Sequential,
-    /// The block was small enough that the sequential path was cheaper.
+    /// The block was too small (or its transactions too cheap) for Block-STM to pay off.
     SmallBlockFallback,
     /// Block-STM produced the result.
     Parallel,
@@ -186,6 +186,8 @@ pub struct BlockOutput {
     pub state: StateDiff,
     /// The path that produced the result (not part of equality between paths).
     pub path: ExecutedPath,
+    /// Counters of the Block-STM run, when one produced the result.
+    pub stats: Option<parallel::ParallelStats>,
 }
 
 impl BlockOutput {
@@ -201,9 +203,27 @@ impl BlockOutput {
     }
 }
 
-/// Blocks with fewer transactions than this run sequentially unless forced: below it the
-/// cost of starting threads and building the multi-version memory exceeds what they save.
-pub const MIN_PARALLEL_TXS: usize = 8;
+/// Blocks with fewer transactions than this run sequentially unless forced.
+///
+/// Chosen from measurement (docs/benchmarks.md, "Small-block fallback"): over the 67 mainnet
+/// blocks at 2 threads, running every block through Block-STM gave a geometric mean of 0.83x;
+/// the rule `txs >= 32 && average gas limit >= 100,000` gave the best geometric mean among the
+/// candidates tried (1.00x, total 1.03x). Re-measure when the parallel path gets faster.
+pub const MIN_PARALLEL_TXS: usize = 32;
+
+/// Blocks whose transactions average a lower gas limit than this run sequentially unless forced:
+/// cheap transactions (plain transfers, small calls) cost less to execute than to schedule,
+/// record and validate.
+pub const MIN_PARALLEL_AVG_GAS_LIMIT: u64 = 100_000;
+
+/// Whether a block is worth running through Block-STM on `threads` threads.
+pub fn parallel_pays_off(txs: &[TxEnv], threads: usize) -> bool {
+    if threads < 2 || txs.len() < MIN_PARALLEL_TXS {
+        return false;
+    }
+    let gas_limits: u64 = txs.iter().map(|tx| tx.gas_limit).sum();
+    gas_limits / txs.len() as u64 >= MIN_PARALLEL_AVG_GAS_LIMIT
+}
 
 /// Results of the transaction phase, whichever path produced them.
 #[derive(Debug, Default)]
@@ -227,19 +247,29 @@ pub fn execute_block<S: StateSource>(
         rules::apply_pre_block(&mut overlay, input)?;
     }
 
+    let mut stats = None;
     let (phase, path) = match options.mode {
         ExecutionMode::Sequential => {
             (sequential::execute_transactions(&mut overlay, input, txs, options.invalid_tx)?, ExecutedPath::Sequential)
         }
         ExecutionMode::Parallel { threads, force } => {
-            if !force && (txs.len() < MIN_PARALLEL_TXS || threads.get() == 1) {
+            if !force && !parallel_pays_off(txs, threads.get()) {
                 let phase = sequential::execute_transactions(&mut overlay, input, txs, options.invalid_tx)?;
                 (phase, ExecutedPath::SmallBlockFallback)
             } else {
-                match parallel::execute_transactions(&overlay, input, txs, threads, options.invalid_tx)? {
-                    ParallelOutcome::Done(result) => (result.apply(&mut overlay)?, ExecutedPath::Parallel),
+                match parallel::execute_transactions(&mut overlay, input, txs, threads, options.invalid_tx)? {
+                    ParallelOutcome::Done(result) => {
+                        stats = Some(result.stats);
+                        (result.phase, ExecutedPath::Parallel)
+                    }
                     ParallelOutcome::Fallback(reason) => {
                         tracing::debug!(?reason, "parallel execution fell back to sequential");
+                        // The parallel merge may have written part of the block: start again
+                        // from the pre-block state.
+                        overlay = BlockOverlay::new(state, input.cfg.spec);
+                        if input.rules != BlockRules::None {
+                            rules::apply_pre_block(&mut overlay, input)?;
+                        }
                         let phase = sequential::execute_transactions(&mut overlay, input, txs, options.invalid_tx)?;
                         (phase, ExecutedPath::ParallelFallback(reason))
                     }
@@ -260,6 +290,7 @@ pub fn execute_block<S: StateSource>(
         requests,
         state,
         path,
+        stats,
     })
 }
 

@@ -84,16 +84,48 @@ impl<'a, S: StateSource> BlockOverlay<'a, S> {
         }
     }
 
-    /// Sets an account outright (the parallel path's merged result).
-    pub fn set_account(&mut self, address: Address, account: OverlayAccount) {
-        if let Some(info) = &account.info {
-            if let Some(code) = &info.code {
-                if info.code_hash != KECCAK_EMPTY {
-                    self.codes.entry(info.code_hash).or_insert_with(|| code.clone());
-                }
-            }
+    /// Makes room for `additional` more accounts.
+    pub fn reserve(&mut self, additional: usize) {
+        self.accounts.reserve(additional);
+    }
+
+    /// The overlay's entry for `address`, created from the pre-block state when absent.
+    fn entry_mut(&mut self, address: Address) -> Result<&mut OverlayAccount, StateError> {
+        if !self.accounts.contains_key(&address) {
+            let info = self.base.basic_ref(address)?;
+            self.accounts.insert(address, OverlayAccount { info, ..Default::default() });
         }
-        self.accounts.insert(address, account);
+        Ok(self.accounts.entry(address).or_default())
+    }
+
+    /// Sets an account's fields (`None`: it no longer exists, and its storage is gone).
+    pub fn set_info(&mut self, address: Address, info: Option<AccountInfo>) -> Result<(), StateError> {
+        if let Some(code) = info.as_ref().and_then(|i| i.code.as_ref().filter(|_| i.code_hash != KECCAK_EMPTY)) {
+            let hash = info.as_ref().map(|i| i.code_hash).unwrap_or_default();
+            self.codes.entry(hash).or_insert_with(|| code.clone());
+        }
+        // The fields are replaced whole, so a new entry needs nothing from the pre-block state.
+        let entry = self.accounts.entry(address).or_default();
+        if info.is_none() {
+            entry.storage.clear();
+            entry.storage_cleared = true;
+        }
+        entry.info = info;
+        Ok(())
+    }
+
+    /// Wipes the storage an account had (it was created, destroyed or deleted).
+    pub fn clear_storage(&mut self, address: Address) -> Result<(), StateError> {
+        let entry = self.entry_mut(address)?;
+        entry.storage.clear();
+        entry.storage_cleared = true;
+        Ok(())
+    }
+
+    /// Writes one storage slot.
+    pub fn set_storage(&mut self, address: Address, slot: U256, value: U256) -> Result<(), StateError> {
+        self.entry_mut(address)?.storage.insert(slot, value);
+        Ok(())
     }
 
     /// The overlay's entry for `address`, if the block wrote the account.

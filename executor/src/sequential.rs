@@ -23,6 +23,7 @@ pub(crate) fn execute_transactions<S: StateSource>(
     policy: InvalidTxPolicy,
 ) -> Result<TxPhase, BlockError> {
     let mut phase = TxPhase::default();
+    overlay.reserve(txs.len() * 2);
     let mut evm = build_evm(&mut *overlay, input.cfg.clone(), input.block.clone());
     for (index, tx) in txs.iter().enumerate() {
         if let Err(error) = check_block_limits(input, index, tx, phase.gas_used, phase.blob_gas_used) {

@@ -5,6 +5,7 @@
 //! historical mainnet blocks ([`replay`]). Each runner prints progress and closes with a line
 //! `N passed, M failed, K skipped` ([`report::Counts`]).
 
+pub mod bench;
 pub mod blocktest;
 pub mod chainspec;
 pub mod corpus;

@@ -1,12 +1,19 @@
 //! The `pseq` command line.
 
 use clap::{Args, Parser, Subcommand};
-use pseq::{blocktest, replay, report::Counts, statetest};
+use pseq::{bench, blocktest, corpus, replay, report::Counts, statetest};
 use pseq_executor::ExecutionOptions;
 use std::{path::PathBuf, process::ExitCode};
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc options: keep freed pages for 10 s instead of returning them to the kernel at once.
+/// Block execution allocates and frees hundreds of MiB per block; purging eagerly turned that into
+/// page faults and cross-core TLB shootdowns (27% of a parallel 1-gigagas block's time).
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: &[u8] = b"dirty_decay_ms:10000,muzzy_decay_ms:10000\0";
 
 #[derive(Parser)]
 #[command(name = "pseq", version, about = "Parallel EVM block builder and sequencer")]
@@ -27,6 +34,11 @@ enum Command {
         /// Only these forks (comma separated, e.g. Cancun,Prague,Osaka).
         #[arg(long, value_delimiter = ',')]
         forks: Vec<String>,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
     },
     /// Run EEST blockchain tests: import every block, validate headers and state.
     Blocktest {
@@ -53,6 +65,34 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         runs: usize,
         /// One JSON object per block on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Time the parallel path without its small-block fallback.
+        #[arg(long)]
+        force_parallel: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Execute synthetic blocks sequentially and in parallel; print medians.
+    Exec {
+        /// Workloads (comma separated): raw-transfers, erc20, hot-recipient, sequential-chain.
+        #[arg(long, value_delimiter = ',', default_value = "raw-transfers,erc20,hot-recipient,sequential-chain")]
+        workload: Vec<String>,
+        /// Threads of the parallel path (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Transactions per block (default: each workload's own size).
+        #[arg(long)]
+        txs: Option<usize>,
+        /// Timed runs per path (medians reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Time the parallel path without its small-block fallback.
+        #[arg(long)]
+        force_parallel: bool,
+        /// One JSON object per workload.
         #[arg(long)]
         json: bool,
     },
@@ -116,13 +156,35 @@ fn main() -> ExitCode {
             let options = statetest::StateTestOptions { exec: exec.options(), compare: exec.compare, forks };
             finish(statetest::run(&paths, &options))
         }
+        Command::Bench { what: BenchCommand::Exec { workload, threads, txs, runs, force_parallel, json } } => {
+            let threads = threads.unwrap_or_else(default_threads);
+            let contracts = corpus::corpora_dir().join("contracts");
+            for name in workload {
+                let result = bench::build(&name, txs, &contracts).and_then(|w| {
+                    eprintln!("[bench] {name}: {} transactions, {runs} runs per path", w.txs.len());
+                    bench::run(&w, threads, runs, force_parallel)
+                });
+                match result {
+                    Ok(r) if json => println!("{}", serde_json::to_string(&r).unwrap_or_default()),
+                    Ok(r) => println!(
+                        "{:<18} {:>6} txs {:>13} gas  sequential {:>9.2} ms  parallel {:>9.2} ms ({} threads)  {:.2}x  {:.2} Ggas/s  peak RSS {:.0} MiB",
+                        r.workload, r.txs, r.gas, r.sequential_ms, r.parallel_ms, r.threads, r.speedup, r.gigagas_per_s_parallel, r.peak_rss_mb
+                    ),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            ExitCode::SUCCESS
+        }
         Command::Blocktest { paths, exec } => {
             let options = blocktest::BlockTestOptions { exec: exec.options(), compare: exec.compare };
             finish(blocktest::run(&paths, &options))
         }
-        Command::Replay { dir, blocks, check_threads, threads, runs, json } => {
+        Command::Replay { dir, blocks, check_threads, threads, runs, json, force_parallel } => {
             let threads = threads.unwrap_or_else(default_threads);
-            let options = replay::ReplayOptions { blocks, check_threads, threads, runs, json };
+            let options = replay::ReplayOptions { blocks, check_threads, threads, runs, json, force_parallel };
             finish(replay::run(&dir, &options).map(|(counts, timings)| {
                 let total_seq: f64 = timings.iter().map(|t| t.sequential_ms).sum();
                 let total_par: f64 = timings.iter().map(|t| t.parallel_ms).sum();

@@ -82,6 +82,9 @@ pub fn block_numbers(dir: &Path) -> Result<Vec<u64>, String> {
             .collect(),
     };
     numbers.sort_unstable();
+    if numbers.is_empty() {
+        return Err(format!("{}: no blocks found (expected BLOCKS.txt or numbered folders)", dir.display()));
+    }
     Ok(numbers)
 }
 
@@ -185,6 +188,8 @@ pub struct ReplayOptions {
     pub runs: usize,
     /// Print one JSON object per block.
     pub json: bool,
+    /// Time the parallel path without its small-block fallback.
+    pub force_parallel: bool,
 }
 
 /// Timing of one replayed block.
@@ -202,6 +207,12 @@ pub struct BlockTiming {
     pub parallel_ms: f64,
     /// Threads of the parallel runs.
     pub threads: usize,
+    /// Block-STM incarnations executed in a forced parallel run (0: it fell back).
+    pub executions: usize,
+    /// Incarnations aborted by validation in that run.
+    pub aborts: usize,
+    /// Executions parked on a dependency in that run.
+    pub dependencies: usize,
 }
 
 /// Median of `runs` timings of `f`, in milliseconds.
@@ -254,18 +265,26 @@ fn replay_block(dir: &Path, number: u64, block_hashes: &BTreeMap<u64, B256>, opt
     let sequential = execute_block(&block.state, &block.input, &block.txs, &ExecutionOptions::sequential())
         .map_err(|e| format!("sequential execution failed: {e}"))?;
     check_header(&block, &sequential)?;
+    let mut stats = pseq_executor::parallel::ParallelStats::default();
     for &threads in &options.check_threads {
         let parallel = execute_block(&block.state, &block.input, &block.txs, &ExecutionOptions::force_parallel(threads))
             .map_err(|e| format!("parallel execution ({threads} threads) failed: {e}"))?;
         if let pseq_executor::block::ExecutedPath::ParallelFallback(reason) = parallel.path {
             tracing::info!(number, threads, ?reason, "parallel path fell back to sequential");
         }
+        if threads == options.threads {
+            stats = parallel.stats.unwrap_or_default();
+        }
         if !parallel.same_result(&sequential) {
             return Err(format!("parallel result at {threads} threads differs from sequential ({:?})", parallel.path));
         }
     }
     let seq_options = ExecutionOptions::sequential();
-    let par_options = ExecutionOptions::parallel(options.threads);
+    let par_options = if options.force_parallel {
+        ExecutionOptions::force_parallel(options.threads)
+    } else {
+        ExecutionOptions::parallel(options.threads)
+    };
     let mut sequential_ms = 0.0;
     let mut parallel_ms = 0.0;
     if options.runs > 0 {
@@ -276,5 +295,15 @@ fn replay_block(dir: &Path, number: u64, block_hashes: &BTreeMap<u64, B256>, opt
             let _ = execute_block(&block.state, &block.input, &block.txs, &par_options);
         });
     }
-    Ok(BlockTiming { number, txs: block.txs.len(), gas_used: sequential.gas_used, sequential_ms, parallel_ms, threads: options.threads })
+    Ok(BlockTiming {
+        number,
+        txs: block.txs.len(),
+        gas_used: sequential.gas_used,
+        sequential_ms,
+        parallel_ms,
+        threads: options.threads,
+        executions: stats.executions,
+        aborts: stats.aborts,
+        dependencies: stats.dependencies,
+    })
 }

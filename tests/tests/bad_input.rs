@@ -67,7 +67,7 @@ fn replay_reports_a_block_with_missing_fields_and_continues() {
     let broken = fs::read_to_string(dir.join("46147/block.json")).unwrap().replace("\"gasUsed\"", "\"gasUsedGone\"");
     fs::write(dir.join("46147/block.json"), broken).unwrap();
 
-    let options = replay::ReplayOptions { blocks: vec![], check_threads: vec![2], threads: 2, runs: 0, json: false };
+    let options = replay::ReplayOptions { blocks: vec![], check_threads: vec![2], threads: 2, runs: 0, json: false, force_parallel: false };
     let (counts, _) = replay::run(&dir, &options).expect("run");
     assert_eq!(counts.passed, 1, "{:?}", counts.failures);
     assert_eq!(counts.failed(), 1);

@@ -45,7 +45,7 @@ fn eest_blockchain_tests_all_forks() {
 #[test]
 fn mainnet_blocks_parallel_equals_sequential() {
     let dir = corpus::mainnet_blocks().expect("mainnet blocks corpus");
-    let options = replay::ReplayOptions { blocks: vec![], check_threads: vec![1, 2, 4, 8], threads: 2, runs: 0, json: false };
+    let options = replay::ReplayOptions { blocks: vec![], check_threads: vec![1, 2, 4, 8], threads: 2, runs: 0, json: false, force_parallel: false };
     let (counts, _) = replay::run(&dir, &options).expect("replay run");
     assert_clean("mainnet blocks", &counts, 67);
 }

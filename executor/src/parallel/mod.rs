@@ -19,11 +19,11 @@ pub mod worker;
 use crate::{
     block::{check_block_limits, tx_blob_gas, BlockInput, InvalidTxPolicy, TxPhase},
     error::BlockError,
-    overlay::{BlockOverlay, OverlayAccount},
+    overlay::BlockOverlay,
     receipt::TxReceipt,
     state::StateSource,
 };
-use alloy_primitives::{map::HashMap, Address, U256};
+use alloy_primitives::{map::HashMap, Address};
 use mv_memory::{AccountValue, Location, MvMemory, Value};
 use parking_lot::Mutex;
 use revm::{
@@ -34,7 +34,7 @@ use revm::{
     database::DatabaseRef,
     state::AccountInfo,
 };
-use std::{collections::HashSet, num::NonZeroUsize};
+use std::num::NonZeroUsize;
 use worker::{Halt, Shared};
 
 /// Index of a transaction in the block.
@@ -68,49 +68,90 @@ pub enum TxOutcome {
 
 /// What a parallel run produced.
 pub enum ParallelOutcome {
-    /// The block's transaction phase, ready to apply to the overlay.
+    /// The block's transaction phase; its writes are in the overlay.
     Done(ParallelResult),
-    /// Block-STM could not produce an exact result: run the block sequentially.
+    /// Block-STM could not produce an exact result: rebuild the overlay, run the block
+    /// sequentially.
     Fallback(FallbackReason),
 }
 
-/// The merged result of a parallel run, not yet applied to the overlay.
+/// The result of a parallel run, already merged into the overlay.
 pub struct ParallelResult {
-    phase: TxPhase,
-    accounts: HashMap<Address, OverlayAccount>,
+    pub(crate) phase: TxPhase,
+    /// Counters of the run.
+    pub stats: ParallelStats,
 }
 
-impl ParallelResult {
-    /// Writes the merged accounts into the overlay the run read from.
-    pub(crate) fn apply<S: StateSource>(self, overlay: &mut BlockOverlay<'_, S>) -> Result<TxPhase, BlockError> {
-        for (address, account) in self.accounts {
-            overlay.set_account(address, account);
+/// What a parallel run did, beyond its result.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ParallelStats {
+    /// Incarnations executed.
+    pub executions: usize,
+    /// Validations run.
+    pub validations: usize,
+    /// Incarnations aborted by validation.
+    pub aborts: usize,
+    /// Executions parked on a dependency.
+    pub dependencies: usize,
+    /// Microseconds the workers ran (execution and validation).
+    pub run_us: u64,
+    /// Microseconds of the serial merge after the run.
+    pub merge_us: u64,
+}
+
+/// An account's fields with its code, from the block's new code or the pre-block state.
+fn account_info<S: StateSource>(
+    value: AccountValue,
+    codes: &dashmap::DashMap<alloy_primitives::B256, revm::bytecode::Bytecode, rustc_hash::FxBuildHasher>,
+    overlay: &BlockOverlay<'_, S>,
+) -> Result<AccountInfo, BlockError> {
+    let code = if value.code_hash == revm::primitives::KECCAK_EMPTY {
+        None
+    } else {
+        match codes.get(&value.code_hash) {
+            Some(code) => Some(code.clone()),
+            None => Some(overlay.code_by_hash_ref(value.code_hash)?),
         }
-        Ok(self.phase)
-    }
+    };
+    Ok(AccountInfo { balance: value.balance, nonce: value.nonce, code_hash: value.code_hash, code, ..Default::default() })
 }
 
 /// Executes `txs` with Block-STM on `threads` threads over `base` (the pre-block overlay).
 pub(crate) fn execute_transactions<S: StateSource>(
-    base: &BlockOverlay<'_, S>,
+    overlay: &mut BlockOverlay<'_, S>,
     input: &BlockInput,
     txs: &[TxEnv],
     threads: NonZeroUsize,
     policy: InvalidTxPolicy,
 ) -> Result<ParallelOutcome, BlockError> {
     let beneficiary = input.block.beneficiary;
-    let mv = MvMemory::new(txs.len(), &[Location::Account(beneficiary)]);
+    let mv = MvMemory::new(txs.len(), beneficiary);
     let scheduler = scheduler::Scheduler::new(txs.len());
     let outcomes: Vec<Mutex<Option<TxOutcome>>> = (0..txs.len()).map(|_| Mutex::new(None)).collect();
     let halt = Mutex::new(None);
-    let shared = Shared { base, input, txs, mv: &mv, scheduler: &scheduler, outcomes: &outcomes, halt: &halt };
     let workers = threads.get().min(txs.len().max(1));
-    std::thread::scope(|scope| {
-        for _ in 1..workers {
-            scope.spawn(|| worker::run(&shared));
-        }
-        worker::run(&shared);
-    });
+    let started = std::time::Instant::now();
+    {
+        let base: &BlockOverlay<'_, S> = overlay;
+        let shared = Shared { base, input, txs, mv: &mv, scheduler: &scheduler, outcomes: &outcomes, halt: &halt };
+        std::thread::scope(|scope| {
+            for _ in 1..workers {
+                scope.spawn(|| worker::run(&shared));
+            }
+            worker::run(&shared);
+        });
+    }
+    let run_us = started.elapsed().as_micros() as u64;
+    let merge_started = std::time::Instant::now();
+    let mut stats = ParallelStats {
+        run_us,
+        merge_us: 0,
+        executions: scheduler.stats.executions.load(std::sync::atomic::Ordering::Relaxed),
+        validations: scheduler.stats.validations.load(std::sync::atomic::Ordering::Relaxed),
+        aborts: scheduler.stats.aborts.load(std::sync::atomic::Ordering::Relaxed),
+        dependencies: scheduler.stats.dependencies.load(std::sync::atomic::Ordering::Relaxed),
+    };
+    tracing::trace!(?stats, txs = txs.len(), "parallel run finished");
     match halt.into_inner() {
         Some(Halt::Fallback(reason)) => return Ok(ParallelOutcome::Fallback(reason)),
         Some(Halt::Error(error)) => return Err(error),
@@ -124,7 +165,7 @@ pub(crate) fn execute_transactions<S: StateSource>(
     let mut phase = TxPhase::default();
     let mut cut = txs.len();
     let mut rejection: Option<BlockError> = None;
-    let mut cleared: HashSet<Address> = HashSet::new();
+    let mut cleared: Vec<Vec<Address>> = vec![Vec::new(); txs.len()];
     for (index, (tx, outcome)) in txs.iter().zip(outcomes).enumerate() {
         if let Err(error) = check_block_limits(input, index, tx, phase.gas_used, phase.blob_gas_used) {
             cut = index;
@@ -135,7 +176,7 @@ pub(crate) fn execute_transactions<S: StateSource>(
         }
         match outcome.into_inner() {
             Some(TxOutcome::Executed { result, cleared: wiped }) => {
-                cleared.extend(wiped);
+                cleared[index] = wiped;
                 let gas_used = result.tx_gas_used();
                 phase.gas_used += gas_used;
                 phase.blob_gas_used += tx_blob_gas(tx);
@@ -161,70 +202,55 @@ pub(crate) fn execute_transactions<S: StateSource>(
         }
     }
 
-    // Merge: per location, the last absolute write, with lazy deltas folded over it.
+    // Merge: replay each transaction's last write set, in block order, into the overlay, as a
+    // sequential commit would; lazy deltas are applied (and checked) against the value before
+    // them. A failed check leaves the overlay half-written: the caller rebuilds it.
     let spec = input.cfg.spec;
-    let (writes, codes) = mv.into_parts(cut);
-    let mut accounts: HashMap<Address, OverlayAccount> = HashMap::default();
-    let mut storage: Vec<(Address, U256, U256)> = Vec::new();
-    for (location, entries) in writes {
-        match location {
-            Location::Storage(address, slot) => {
-                if let Some((_, Value::Storage(value))) = entries.last() {
-                    storage.push((address, slot, *value));
+    let (write_sets, codes) = mv.into_write_sets();
+    overlay.reserve(cut * 2);
+    // Accounts that received lazy deltas keep their running value here and are written to the
+    // overlay once at the end (the beneficiary collects one credit per transaction).
+    let mut lazy_values: HashMap<Address, Option<AccountValue>> = HashMap::default();
+    for (tx, writes) in write_sets.into_iter().enumerate().take(cut) {
+        for address in &cleared[tx] {
+            overlay.clear_storage(*address)?;
+        }
+        for (location, value) in writes {
+            match (location, value) {
+                (Location::Storage(address, slot), Value::Storage(value)) => overlay.set_storage(address, slot, value)?,
+                (Location::Account(address), Value::Account(value)) => {
+                    lazy_values.remove(&address);
+                    let info = value.map(|v| account_info(v, &codes, overlay)).transpose()?;
+                    overlay.set_info(address, info)?;
                 }
-            }
-            Location::Account(address) => {
-                let base_value = base.basic_ref(address)?.map(|i| AccountValue { balance: i.balance, nonce: i.nonce, code_hash: i.code_hash });
-                let Ok((value, vanished)) = lazy::evaluate(base_value, entries.iter().map(|(_, v)| v), spec) else {
-                    return Ok(ParallelOutcome::Fallback(FallbackReason::LazyCheckFailed));
-                };
-                let info = value.map(|v| {
-                    let code = if v.code_hash == revm::primitives::KECCAK_EMPTY {
-                        None
-                    } else {
-                        codes.get(&v.code_hash).map(|c| c.clone()).or_else(|| base.code_by_hash_ref(v.code_hash).ok())
+                (Location::Account(address), delta) => {
+                    let current = match lazy_values.get(&address) {
+                        Some(value) => value.clone(),
+                        None => overlay.basic_ref(address)?.map(|i| AccountValue { balance: i.balance, nonce: i.nonce, code_hash: i.code_hash }),
                     };
-                    AccountInfo { balance: v.balance, nonce: v.nonce, code_hash: v.code_hash, code, ..Default::default() }
-                });
-                let entry = accounts.entry(address).or_default();
-                entry.info = info;
-                entry.storage_cleared |= vanished;
+                    let existed = current.is_some();
+                    let Ok(updated) = lazy::apply_delta(current, &delta, spec) else {
+                        return Ok(ParallelOutcome::Fallback(FallbackReason::LazyCheckFailed));
+                    };
+                    if existed && updated.is_none() {
+                        // Deleted as empty (EIP-161): its storage goes now, in block order.
+                        lazy_values.remove(&address);
+                        overlay.set_info(address, None)?;
+                    } else {
+                        lazy_values.insert(address, updated);
+                    }
+                }
+                (Location::Storage(..), _) => return Err(BlockError::Evm("storage location with an account value".into())),
             }
         }
+    }
+    for (address, value) in lazy_values {
+        let info = value.map(|v| account_info(v, &codes, overlay)).transpose()?;
+        overlay.set_info(address, info)?;
     }
     if let Some(error) = rejection {
         return Err(error);
     }
-    for address in cleared {
-        if !accounts.contains_key(&address) {
-            // Cleared without a surviving account write (its fields did not change).
-            let info = base.basic_ref(address)?;
-            accounts.insert(address, OverlayAccount { info, ..Default::default() });
-        }
-        if let Some(account) = accounts.get_mut(&address) {
-            account.storage_cleared = true;
-        }
-    }
-    for (address, slot, value) in storage {
-        if !accounts.contains_key(&address) {
-            let info = base.basic_ref(address)?;
-            accounts.insert(address, OverlayAccount { info, ..Default::default() });
-        }
-        if let Some(entry) = accounts.get_mut(&address) {
-            entry.storage.insert(slot, value);
-        }
-    }
-    // The overlay may already hold pre-block writes (system calls) to these accounts: keep their
-    // storage unless this block's transactions wiped it.
-    for (address, account) in accounts.iter_mut() {
-        if let Some(previous) = base.account(address) {
-            if !account.storage_cleared {
-                for (slot, value) in &previous.storage {
-                    account.storage.entry(*slot).or_insert(*value);
-                }
-                account.storage_cleared = previous.storage_cleared;
-            }
-        }
-    }
-    Ok(ParallelOutcome::Done(ParallelResult { phase, accounts }))
+    stats.merge_us = merge_started.elapsed().as_micros() as u64;
+    Ok(ParallelOutcome::Done(ParallelResult { phase, stats }))
 }

@@ -13,7 +13,6 @@ use parking_lot::Mutex;
 use revm::bytecode::Bytecode;
 use rustc_hash::FxBuildHasher;
 use smallvec::SmallVec;
-use std::collections::BTreeMap;
 
 /// A location in the state that transactions read and write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -104,27 +103,45 @@ pub struct Resolved {
 /// A transaction's reads, checked again at validation.
 pub type ReadSet = Vec<(Location, Origins)>;
 
+/// The versions of one location, sorted by transaction index. Most locations have one or two
+/// writers, so a small sorted vector beats a tree (no node allocation per location).
+type Versions = SmallVec<[(TxIdx, Entry); 1]>;
+
+fn upsert(versions: &mut Versions, tx: TxIdx, entry: Entry) {
+    match versions.binary_search_by_key(&tx, |(t, _)| *t) {
+        Ok(i) => versions[i].1 = entry,
+        Err(i) => versions.insert(i, (tx, entry)),
+    }
+}
+
+/// A transaction's writes: location and value, in the order it made them.
+pub type WriteSet = Vec<(Location, Value)>;
+
 /// The multi-version memory of one block.
+///
+/// The beneficiary's account, which every transaction writes (its fee), lives in a dense array
+/// with one slot per transaction instead of the shared map: no lock is contended and no tree
+/// grows with the block.
 pub struct MvMemory {
-    data: DashMap<Location, BTreeMap<TxIdx, Entry>, FxBuildHasher>,
-    last_writes: Vec<Mutex<Vec<Location>>>,
+    data: DashMap<Location, Versions, FxBuildHasher>,
+    beneficiary: Location,
+    beneficiary_slots: Vec<Mutex<Option<Entry>>>,
+    last_writes: Vec<Mutex<WriteSet>>,
     last_reads: Vec<Mutex<ReadSet>>,
     /// Code deployed by transactions of this block, by hash.
     pub codes: DashMap<B256, Bytecode, FxBuildHasher>,
 }
 
 impl MvMemory {
-    /// A memory for `block_size` transactions, with ESTIMATE markers seeded at `seeded` for every
-    /// transaction (the beneficiary: every transaction pays it, so a reader of its balance must
-    /// wait for all lower transactions instead of reading a partial sum).
-    pub fn new(block_size: usize, seeded: &[Location]) -> Self {
-        let data = DashMap::with_hasher(FxBuildHasher);
-        for location in seeded {
-            data.insert(*location, (0..block_size).map(|tx| (tx, Entry::Estimate)).collect());
-        }
+    /// A memory for `block_size` transactions. Every transaction is expected to write the
+    /// `beneficiary` account (its fee), so its slots start as ESTIMATE markers: a reader of the
+    /// beneficiary's balance waits for all lower transactions instead of reading a partial sum.
+    pub fn new(block_size: usize, beneficiary: Address) -> Self {
         Self {
-            data,
-            last_writes: (0..block_size).map(|_| Mutex::new(seeded.to_vec())).collect(),
+            data: DashMap::with_hasher(FxBuildHasher),
+            beneficiary: Location::Account(beneficiary),
+            beneficiary_slots: (0..block_size).map(|_| Mutex::new(Some(Entry::Estimate))).collect(),
+            last_writes: (0..block_size).map(|_| Mutex::new(Vec::new())).collect(),
             last_reads: (0..block_size).map(|_| Mutex::new(Vec::new())).collect(),
             codes: DashMap::with_hasher(FxBuildHasher),
         }
@@ -132,18 +149,40 @@ impl MvMemory {
 
     /// Whether any transaction wrote (or is expected to write) `location`.
     pub fn has_writes(&self, location: &Location) -> bool {
-        self.data.contains_key(location)
+        *location == self.beneficiary || self.data.contains_key(location)
     }
 
     /// Reads `location` as transaction `tx` sees it. `Err(blocking)` when an ESTIMATE of
     /// transaction `blocking` is in the way.
     pub fn read(&self, location: &Location, tx: TxIdx) -> Result<Resolved, TxIdx> {
         let mut resolved = Resolved::default();
+        if *location == self.beneficiary {
+            for writer in (0..tx).rev() {
+                match &*self.beneficiary_slots[writer].lock() {
+                    None => {}
+                    Some(Entry::Estimate) => return Err(writer),
+                    Some(Entry::Data(incarnation, value)) => {
+                        resolved.origins.push(Origin::Version(writer, *incarnation));
+                        if value.is_absolute() {
+                            resolved.absolute = Some(value.clone());
+                            resolved.deltas.reverse();
+                            return Ok(resolved);
+                        }
+                        resolved.deltas.push(value.clone());
+                    }
+                }
+            }
+            resolved.origins.push(Origin::Base);
+            resolved.deltas.reverse();
+            return Ok(resolved);
+        }
         let Some(versions) = self.data.get(location) else {
             resolved.origins.push(Origin::Base);
             return Ok(resolved);
         };
-        for (&writer, entry) in versions.range(..tx).rev() {
+        let below = versions.partition_point(|(t, _)| *t < tx);
+        for (writer, entry) in versions[..below].iter().rev() {
+            let writer = *writer;
             match entry {
                 Entry::Estimate => return Err(writer),
                 Entry::Data(incarnation, value) => {
@@ -166,45 +205,65 @@ impl MvMemory {
     /// previous incarnation at locations not written again are removed. Returns whether a
     /// location was written that the previous incarnation did not write (then higher
     /// transactions must be validated again).
-    pub fn record(&self, tx: TxIdx, incarnation: Incarnation, reads: ReadSet, writes: Vec<(Location, Value)>) -> bool {
-        let locations: Vec<Location> = writes.iter().map(|(location, _)| *location).collect();
-        for (location, value) in writes {
-            self.data.entry(location).or_default().insert(tx, Entry::Data(incarnation, value));
+    pub fn record(&self, tx: TxIdx, incarnation: Incarnation, reads: ReadSet, writes: WriteSet) -> bool {
+        let mut wrote_beneficiary = false;
+        // A beneficiary write is new when the previous incarnation left the slot empty (it was
+        // invalid): readers above may have walked past it. A seeded or aborted slot holds an
+        // ESTIMATE, which readers waited on instead.
+        let mut beneficiary_new = false;
+        for (location, value) in &writes {
+            if *location == self.beneficiary {
+                let old = self.beneficiary_slots[tx].lock().replace(Entry::Data(incarnation, value.clone()));
+                beneficiary_new = old.is_none();
+                wrote_beneficiary = true;
+            } else {
+                upsert(&mut self.data.entry(*location).or_default(), tx, Entry::Data(incarnation, value.clone()));
+            }
         }
-        let previous = std::mem::replace(&mut *self.last_writes[tx].lock(), locations.clone());
+        if !wrote_beneficiary {
+            *self.beneficiary_slots[tx].lock() = None;
+        }
+        let mut last = self.last_writes[tx].lock();
+        let previous = std::mem::replace(&mut *last, writes);
+        let contains = |set: &WriteSet, location: &Location| set.iter().any(|(l, _)| l == location);
         let wrote_new;
-        if previous.len() <= 8 && locations.len() <= 8 {
-            for location in &previous {
-                if !locations.contains(location) {
+        if previous.len() <= 8 && last.len() <= 8 {
+            for (location, _) in &previous {
+                if *location != self.beneficiary && !contains(&last, location) {
                     self.remove_entry(location, tx);
                 }
             }
-            wrote_new = locations.iter().any(|l| !previous.contains(l));
+            wrote_new = last.iter().any(|(l, _)| *l != self.beneficiary && !contains(&previous, l));
         } else {
-            let new_set: rustc_hash::FxHashSet<&Location> = locations.iter().collect();
-            let old_set: rustc_hash::FxHashSet<&Location> = previous.iter().collect();
-            for location in &previous {
-                if !new_set.contains(location) {
+            let new_set: rustc_hash::FxHashSet<&Location> = last.iter().map(|(l, _)| l).collect();
+            let old_set: rustc_hash::FxHashSet<&Location> = previous.iter().map(|(l, _)| l).collect();
+            for (location, _) in &previous {
+                if *location != self.beneficiary && !new_set.contains(location) {
                     self.remove_entry(location, tx);
                 }
             }
-            wrote_new = locations.iter().any(|l| !old_set.contains(l));
+            wrote_new = last.iter().any(|(l, _)| *l != self.beneficiary && !old_set.contains(l));
         }
+        drop(last);
         *self.last_reads[tx].lock() = reads;
-        wrote_new
+        wrote_new || beneficiary_new
     }
 
     fn remove_entry(&self, location: &Location, tx: TxIdx) {
         if let Some(mut versions) = self.data.get_mut(location) {
-            versions.remove(&tx);
+            if let Ok(i) = versions.binary_search_by_key(&tx, |(t, _)| *t) {
+                versions.remove(i);
+            }
         }
     }
 
     /// Replaces the last writes of `tx` by ESTIMATE markers (its incarnation was aborted).
     pub fn convert_writes_to_estimates(&self, tx: TxIdx) {
-        for location in self.last_writes[tx].lock().iter() {
-            if let Some(mut versions) = self.data.get_mut(location) {
-                versions.insert(tx, Entry::Estimate);
+        for (location, _) in self.last_writes[tx].lock().iter() {
+            if *location == self.beneficiary {
+                *self.beneficiary_slots[tx].lock() = Some(Entry::Estimate);
+            } else if let Some(mut versions) = self.data.get_mut(location) {
+                upsert(&mut versions, tx, Entry::Estimate);
             }
         }
     }
@@ -218,21 +277,9 @@ impl MvMemory {
         })
     }
 
-    /// Consumes the memory into, for each location, its entries below `cut` in block order, and
-    /// the code deployed in the block.
-    /// Every entry must be data by now (the scheduler has finished).
-    pub fn into_parts(self, cut: TxIdx) -> (Vec<(Location, Vec<(TxIdx, Value)>)>, DashMap<B256, Bytecode, FxBuildHasher>) {
-        let writes = self.data.into_iter().filter_map(move |(location, versions)| {
-            let entries: Vec<(TxIdx, Value)> = versions
-                .into_iter()
-                .filter(|(tx, _)| *tx < cut)
-                .filter_map(|(tx, entry)| match entry {
-                    Entry::Data(_, value) => Some((tx, value)),
-                    Entry::Estimate => None,
-                })
-                .collect();
-            (!entries.is_empty()).then_some((location, entries))
-        });
-        (writes.collect(), self.codes)
+    /// Consumes the memory into each transaction's last write set, in block order, and the code
+    /// deployed in the block.
+    pub fn into_write_sets(self) -> (Vec<WriteSet>, DashMap<B256, Bytecode, FxBuildHasher>) {
+        (self.last_writes.into_iter().map(Mutex::into_inner).collect(), self.codes)
     }
 }

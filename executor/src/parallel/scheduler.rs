@@ -42,6 +42,21 @@ pub struct Scheduler {
     halted: AtomicBool,
     states: Vec<Mutex<TxState>>,
     dependents: Vec<Mutex<Vec<TxIdx>>>,
+    /// Counters of the run, for diagnostics and benchmarks.
+    pub stats: SchedulerStats,
+}
+
+/// Counters of one parallel run.
+#[derive(Debug, Default)]
+pub struct SchedulerStats {
+    /// Incarnations executed (the first execution of each transaction included).
+    pub executions: AtomicUsize,
+    /// Validations run.
+    pub validations: AtomicUsize,
+    /// Validations that aborted an incarnation.
+    pub aborts: AtomicUsize,
+    /// Executions stopped by an ESTIMATE and parked as a dependency.
+    pub dependencies: AtomicUsize,
 }
 
 impl Scheduler {
@@ -57,6 +72,7 @@ impl Scheduler {
             halted: AtomicBool::new(false),
             states: (0..block_size).map(|_| Mutex::new(TxState { incarnation: 0, status: Status::ReadyToExecute })).collect(),
             dependents: (0..block_size).map(|_| Mutex::new(Vec::new())).collect(),
+            stats: SchedulerStats::default(),
         }
     }
 

@@ -89,6 +89,7 @@ fn execute<S: StateSource>(
     incarnation: Incarnation,
 ) -> Option<Task> {
     loop {
+        shared.scheduler.stats.executions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match execute_once(shared, evm, tx) {
             Ok(ExecOutcome::Done(outcome, writes)) => {
                 let reads = std::mem::take(&mut evm.ctx.journaled_state.database.reads);
@@ -98,6 +99,7 @@ fn execute<S: StateSource>(
             }
             Ok(ExecOutcome::Blocked(blocking)) => {
                 if shared.scheduler.add_dependency(tx, blocking) {
+                    shared.scheduler.stats.dependencies.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     return None;
                 }
                 // The blocking transaction finished meanwhile: execute again at once.
@@ -113,7 +115,9 @@ fn execute<S: StateSource>(
 fn validate<S>(shared: &Shared<'_, S>, tx: TxIdx, incarnation: Incarnation) -> Option<Task> {
     let valid = shared.mv.validate_reads(tx);
     let aborted = !valid && shared.scheduler.try_validation_abort(tx, incarnation);
+    shared.scheduler.stats.validations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if aborted {
+        shared.scheduler.stats.aborts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         shared.mv.convert_writes_to_estimates(tx);
     }
     shared.scheduler.finish_validation(tx, aborted)
