@@ -86,3 +86,66 @@ pub fn evaluate<'a>(
     }
     Ok((account, vanished))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use super::super::mv_memory::Debit;
+    use alloy_primitives::{B256, U256};
+
+    fn account(balance: u64, nonce: u64) -> Option<AccountValue> {
+        Some(AccountValue { balance: U256::from(balance), nonce, code_hash: KECCAK_EMPTY })
+    }
+
+    fn debit(amount: u64, required: u64, nonce: u64) -> Value {
+        Value::Debit(Debit { amount: U256::from(amount), required: U256::from(required), nonce })
+    }
+
+    #[test]
+    fn debit_checks_nonce_and_balance_before_paying() {
+        let spec = SpecId::CANCUN;
+        assert_eq!(apply_delta(account(100, 3), &debit(60, 100, 3), spec), Ok(account(40, 4)));
+        assert_eq!(apply_delta(account(99, 3), &debit(60, 100, 3), spec), Err(LazyError::InsufficientBalance));
+        assert_eq!(apply_delta(account(100, 2), &debit(60, 100, 3), spec), Err(LazyError::NonceMismatch));
+        // A sender that does not exist has nonce 0 and no balance.
+        assert_eq!(apply_delta(None, &debit(0, 0, 0), spec), Ok(account(0, 1)));
+        assert_eq!(apply_delta(None, &debit(1, 1, 0), spec), Err(LazyError::InsufficientBalance));
+    }
+
+    #[test]
+    fn credit_touch_deletes_empty_accounts_from_spurious_dragon_on() {
+        let zero = Value::Credit { amount: U256::ZERO, no_code: false };
+        assert_eq!(apply_delta(account(0, 0), &zero, SpecId::CANCUN), Ok(None));
+        assert_eq!(apply_delta(None, &zero, SpecId::CANCUN), Ok(None));
+        assert_eq!(apply_delta(None, &zero, SpecId::HOMESTEAD), Ok(account(0, 0)));
+        let five = Value::Credit { amount: U256::from(5), no_code: true };
+        assert_eq!(apply_delta(None, &five, SpecId::CANCUN), Ok(account(5, 0)));
+    }
+
+    #[test]
+    fn plain_transfers_require_no_code_on_both_sides() {
+        let contract = Some(AccountValue { balance: U256::from(10), nonce: 1, code_hash: B256::repeat_byte(1) });
+        let to_recipient = Value::Credit { amount: U256::from(1), no_code: true };
+        assert_eq!(apply_delta(contract.clone(), &to_recipient, SpecId::CANCUN), Err(LazyError::HasCode));
+        // The beneficiary may be a contract: its fee credit has no such condition.
+        let fee = Value::Credit { amount: U256::from(1), no_code: false };
+        assert!(apply_delta(contract.clone(), &fee, SpecId::CANCUN).is_ok());
+        assert_eq!(apply_delta(contract, &debit(1, 1, 1), SpecId::CANCUN), Err(LazyError::HasCode));
+    }
+
+    #[test]
+    fn evaluation_follows_block_order_and_reports_deletion() {
+        let entries = [
+            Value::Credit { amount: U256::from(50), no_code: true },
+            debit(30, 40, 0),
+            Value::Account(account(7, 9)),
+            Value::Credit { amount: U256::from(3), no_code: false },
+        ];
+        assert_eq!(evaluate(None, entries.iter(), SpecId::CANCUN), Ok((account(10, 9), false)));
+        // The same debit before the credit that funds it fails, as it would sequentially.
+        let reordered = [debit(30, 40, 0), Value::Credit { amount: U256::from(50), no_code: true }];
+        assert_eq!(evaluate(None, reordered.iter(), SpecId::CANCUN), Err(LazyError::InsufficientBalance));
+        let deleted = [Value::Account(None)];
+        assert_eq!(evaluate(account(1, 1), deleted.iter(), SpecId::CANCUN), Ok((None, true)));
+    }
+}

@@ -283,3 +283,57 @@ impl MvMemory {
         (self.last_writes.into_iter().map(Mutex::into_inner).collect(), self.codes)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(n: u64) -> Location {
+        Location::Storage(Address::repeat_byte(1), U256::from(n))
+    }
+
+    #[test]
+    fn a_reader_sees_the_highest_write_below_it() {
+        let mv = MvMemory::new(4, Address::repeat_byte(0xbe));
+        mv.record(0, 0, Vec::new(), vec![(slot(1), Value::Storage(U256::from(10)))]);
+        mv.record(2, 0, Vec::new(), vec![(slot(1), Value::Storage(U256::from(30)))]);
+        let at = |tx| mv.read(&slot(1), tx).map(|r| (r.absolute, r.origins.to_vec()));
+        assert_eq!(at(0), Ok((None, vec![Origin::Base])));
+        assert_eq!(at(1), Ok((Some(Value::Storage(U256::from(10))), vec![Origin::Version(0, 0)])));
+        assert_eq!(at(3), Ok((Some(Value::Storage(U256::from(30))), vec![Origin::Version(2, 0)])));
+    }
+
+    #[test]
+    fn an_aborted_write_blocks_readers_and_validation_notices_the_change() {
+        let mv = MvMemory::new(3, Address::repeat_byte(0xbe));
+        mv.record(0, 0, Vec::new(), vec![(slot(1), Value::Storage(U256::from(1)))]);
+        let read = mv.read(&slot(1), 2).expect("readable");
+        mv.record(2, 0, vec![(slot(1), read.origins)], Vec::new());
+        assert!(mv.validate_reads(2));
+        mv.convert_writes_to_estimates(0);
+        assert_eq!(mv.read(&slot(1), 2).map(|_| ()), Err(0));
+        assert!(!mv.validate_reads(2));
+        // The next incarnation writes elsewhere: the estimate goes, the read's origin changed.
+        let wrote_new = mv.record(0, 1, Vec::new(), vec![(slot(2), Value::Storage(U256::from(2)))]);
+        assert!(wrote_new);
+        assert!(!mv.validate_reads(2));
+    }
+
+    #[test]
+    fn beneficiary_reads_wait_for_every_lower_transaction_then_sum_the_credits() {
+        let beneficiary = Address::repeat_byte(0xbe);
+        let location = Location::Account(beneficiary);
+        let mv = MvMemory::new(3, beneficiary);
+        assert_eq!(mv.read(&location, 2).map(|_| ()), Err(1));
+        mv.record(1, 0, Vec::new(), vec![(location, Value::Credit { amount: U256::from(5), no_code: false })]);
+        assert_eq!(mv.read(&location, 2).map(|_| ()), Err(0));
+        // Transaction 0 was invalid: it writes nothing, and the reader goes down to the base.
+        mv.record(0, 0, Vec::new(), Vec::new());
+        let resolved = mv.read(&location, 2).expect("readable");
+        assert_eq!(resolved.origins.to_vec(), vec![Origin::Version(1, 0), Origin::Base]);
+        assert_eq!(resolved.deltas.to_vec(), vec![Value::Credit { amount: U256::from(5), no_code: false }]);
+        // Transaction 0 becomes valid and pays: that is a new write readers may have missed.
+        let wrote_new = mv.record(0, 1, Vec::new(), vec![(location, Value::Credit { amount: U256::from(1), no_code: false })]);
+        assert!(wrote_new);
+    }
+}
