@@ -294,6 +294,24 @@ pub fn execute_block<S: StateSource>(
     })
 }
 
+impl TxPhase {
+    /// Appends an executed transaction: its receipt and its gas.
+    pub(crate) fn include(&mut self, index: usize, tx: &TxEnv, result: revm::context::result::ExecutionResult) {
+        let gas_used = result.tx_gas_used();
+        self.gas_used += gas_used;
+        self.blob_gas_used += tx_blob_gas(tx);
+        self.included.push(index);
+        self.receipts.push(TxReceipt {
+            tx_type: tx.tx_type,
+            success: result.is_success(),
+            gas_used,
+            cumulative_gas_used: self.gas_used,
+            logs: result.into_logs(),
+            post_state: None,
+        });
+    }
+}
+
 /// Checks, in block order, whether transaction `index` still fits the block's gas and blob gas.
 /// Returns the error for [`InvalidTxPolicy::Reject`]; under `Skip` the caller ends the block.
 pub(crate) fn check_block_limits(

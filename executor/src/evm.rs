@@ -4,7 +4,7 @@ use revm::{
     context::{BlockEnv, CfgEnv, Context, TxEnv},
     context_interface::{ContextTr, JournalTr},
     database::Database,
-    handler::{EthFrame, EvmTr, EvmTrError, FrameResult, Handler, MainnetHandler},
+    handler::{EthFrame, EvmTr, EvmTrError, FrameResult, Handler},
     interpreter::interpreter::EthInterpreter,
     state::EvmState,
     MainBuilder, MainContext,
@@ -22,17 +22,16 @@ pub fn build_evm<DB: Database>(db: DB, cfg: CfgEnv, block: BlockEnv) -> PseqEvm<
     Context::mainnet().with_db(db).with_cfg(cfg).with_block(block).build_mainnet()
 }
 
-/// revm's mainnet handler with the beneficiary reward left out: the parallel path pays the fee
+/// revm's mainnet handler (the trait's default stages) with the beneficiary reward left out: the parallel path pays the fee
 /// itself, as a deferred balance delta, so that paying it creates no dependency between
 /// transactions. Everything else (validation, execution, refunds) is revm's own code.
 pub struct DeferredFeeHandler<EVM, ERROR> {
-    inner: MainnetHandler<EVM, ERROR, EthFrame<EthInterpreter>>,
     _marker: PhantomData<(EVM, ERROR)>,
 }
 
 impl<EVM, ERROR> Default for DeferredFeeHandler<EVM, ERROR> {
     fn default() -> Self {
-        Self { inner: MainnetHandler::default(), _marker: PhantomData }
+        Self { _marker: PhantomData }
     }
 }
 
@@ -46,7 +45,6 @@ where
     type HaltReason = revm::context::result::HaltReason;
 
     fn reward_beneficiary(&self, _evm: &mut EVM, _result: &mut FrameResult) -> Result<(), ERROR> {
-        let _ = &self.inner;
         Ok(())
     }
 }

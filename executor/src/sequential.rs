@@ -2,11 +2,10 @@
 //! into the block overlay before the next one runs. It is the oracle for the parallel path.
 
 use crate::{
-    block::{check_block_limits, tx_blob_gas, BlockInput, InvalidTxPolicy, TxPhase},
+    block::{check_block_limits, BlockInput, InvalidTxPolicy, TxPhase},
     error::BlockError,
     evm::build_evm,
     overlay::BlockOverlay,
-    receipt::TxReceipt,
     state::StateSource,
 };
 use revm::{
@@ -35,19 +34,7 @@ pub(crate) fn execute_transactions<S: StateSource>(
         match evm.transact(tx.clone()) {
             Ok(outcome) => {
                 evm.ctx.journaled_state.database.commit(outcome.state);
-                let result = outcome.result;
-                let gas_used = result.tx_gas_used();
-                phase.gas_used += gas_used;
-                phase.blob_gas_used += tx_blob_gas(tx);
-                phase.included.push(index);
-                phase.receipts.push(TxReceipt {
-                    tx_type: tx.tx_type,
-                    success: result.is_success(),
-                    gas_used,
-                    cumulative_gas_used: phase.gas_used,
-                    logs: result.into_logs(),
-                    post_state: None,
-                });
+                phase.include(index, tx, outcome.result);
             }
             Err(EVMError::Transaction(reason)) => match policy {
                 InvalidTxPolicy::Reject => return Err(BlockError::InvalidTransaction { index, reason }),

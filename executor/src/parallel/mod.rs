@@ -17,10 +17,9 @@ pub mod view;
 pub mod worker;
 
 use crate::{
-    block::{check_block_limits, tx_blob_gas, BlockInput, InvalidTxPolicy, TxPhase},
+    block::{check_block_limits, BlockInput, InvalidTxPolicy, TxPhase},
     error::BlockError,
     overlay::BlockOverlay,
-    receipt::TxReceipt,
     state::StateSource,
 };
 use alloy_primitives::{map::HashMap, Address};
@@ -177,18 +176,7 @@ pub(crate) fn execute_transactions<S: StateSource>(
         match outcome.into_inner() {
             Some(TxOutcome::Executed { result, cleared: wiped }) => {
                 cleared[index] = wiped;
-                let gas_used = result.tx_gas_used();
-                phase.gas_used += gas_used;
-                phase.blob_gas_used += tx_blob_gas(tx);
-                phase.included.push(index);
-                phase.receipts.push(TxReceipt {
-                    tx_type: tx.tx_type,
-                    success: result.is_success(),
-                    gas_used,
-                    cumulative_gas_used: phase.gas_used,
-                    logs: result.into_logs(),
-                    post_state: None,
-                });
+                phase.include(index, tx, result);
             }
             Some(TxOutcome::Invalid(reason)) => match policy {
                 InvalidTxPolicy::Reject => {

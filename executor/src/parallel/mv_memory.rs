@@ -100,6 +100,22 @@ pub struct Resolved {
     pub deltas: SmallVec<[Value; 1]>,
 }
 
+impl Resolved {
+    /// Takes in the next entry below the reader (walking down). `Err` on an ESTIMATE; `Ok(true)`
+    /// once an absolute value ends the walk.
+    fn step(&mut self, writer: TxIdx, entry: &Entry) -> Result<bool, TxIdx> {
+        let Entry::Data(incarnation, value) = entry else { return Err(writer) };
+        self.origins.push(Origin::Version(writer, *incarnation));
+        if value.is_absolute() {
+            self.absolute = Some(value.clone());
+            self.deltas.reverse();
+            return Ok(true);
+        }
+        self.deltas.push(value.clone());
+        Ok(false)
+    }
+}
+
 /// A transaction's reads, checked again at validation.
 pub type ReadSet = Vec<(Location, Origins)>;
 
@@ -158,41 +174,17 @@ impl MvMemory {
         let mut resolved = Resolved::default();
         if *location == self.beneficiary {
             for writer in (0..tx).rev() {
-                match &*self.beneficiary_slots[writer].lock() {
-                    None => {}
-                    Some(Entry::Estimate) => return Err(writer),
-                    Some(Entry::Data(incarnation, value)) => {
-                        resolved.origins.push(Origin::Version(writer, *incarnation));
-                        if value.is_absolute() {
-                            resolved.absolute = Some(value.clone());
-                            resolved.deltas.reverse();
-                            return Ok(resolved);
-                        }
-                        resolved.deltas.push(value.clone());
+                if let Some(entry) = &*self.beneficiary_slots[writer].lock() {
+                    if resolved.step(writer, entry)? {
+                        return Ok(resolved);
                     }
                 }
             }
-            resolved.origins.push(Origin::Base);
-            resolved.deltas.reverse();
-            return Ok(resolved);
-        }
-        let Some(versions) = self.data.get(location) else {
-            resolved.origins.push(Origin::Base);
-            return Ok(resolved);
-        };
-        let below = versions.partition_point(|(t, _)| *t < tx);
-        for (writer, entry) in versions[..below].iter().rev() {
-            let writer = *writer;
-            match entry {
-                Entry::Estimate => return Err(writer),
-                Entry::Data(incarnation, value) => {
-                    resolved.origins.push(Origin::Version(writer, *incarnation));
-                    if value.is_absolute() {
-                        resolved.absolute = Some(value.clone());
-                        resolved.deltas.reverse();
-                        return Ok(resolved);
-                    }
-                    resolved.deltas.push(value.clone());
+        } else if let Some(versions) = self.data.get(location) {
+            let below = versions.partition_point(|(t, _)| *t < tx);
+            for (writer, entry) in versions[..below].iter().rev() {
+                if resolved.step(*writer, entry)? {
+                    return Ok(resolved);
                 }
             }
         }
