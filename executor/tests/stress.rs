@@ -281,6 +281,7 @@ fn generated_blocks_cover_invalid_and_skipped_transactions() {
     let mut reverted = 0;
     let mut parallel_runs = 0;
     let mut lazy_fallbacks = 0;
+    let mut selfdestruct_fallbacks = 0;
     for seed in 0..200 {
         let world = generate(seed);
         if execute_block(&world.state, &world.input, &world.txs, &ExecutionOptions::sequential()).is_err() {
@@ -295,12 +296,15 @@ fn generated_blocks_cover_invalid_and_skipped_transactions() {
         match parallel.path {
             ExecutedPath::Parallel => parallel_runs += 1,
             ExecutedPath::ParallelFallback(FallbackReason::LazyCheckFailed) => lazy_fallbacks += 1,
+            ExecutedPath::ParallelFallback(FallbackReason::SelfDestruct) => selfdestruct_fallbacks += 1,
             _ => {}
         }
     }
     assert!(parallel_runs > 90, "only {parallel_runs} of 200 blocks ran through Block-STM to the end");
+    // Both fallbacks are exercised on purpose (and their results compared by the main test).
     assert!(lazy_fallbacks > 0, "no block exercised a failing lazy check");
-    eprintln!("rejected {rejected}, skipped {skipped}, reverted {reverted}, parallel {parallel_runs}, lazy fallbacks {lazy_fallbacks}");
+    assert!(selfdestruct_fallbacks > 0, "no block exercised the pre-Cancun SELFDESTRUCT fallback");
+    eprintln!("rejected {rejected}, skipped {skipped}, reverted {reverted}, parallel {parallel_runs}, lazy fallbacks {lazy_fallbacks}, selfdestruct fallbacks {selfdestruct_fallbacks}");
     assert!(rejected > 20, "only {rejected} blocks rejected");
     assert!(skipped > 50, "only {skipped} transactions skipped");
     assert!(reverted > 50, "only {reverted} transactions failed");
