@@ -326,7 +326,7 @@ pub(crate) fn check_block_limits(
         return Err(BlockError::BlockGasLimitExceeded { index, gas_limit: tx.gas_limit, remaining });
     }
     if let Some(max) = input.max_blob_gas {
-        if blob_gas_used + tx_blob_gas(tx) > max {
+        if blob_gas_used.saturating_add(tx_blob_gas(tx)) > max {
             return Err(BlockError::BlobGasLimitExceeded { index });
         }
     }
@@ -335,5 +335,5 @@ pub(crate) fn check_block_limits(
 
 /// Blob gas of a transaction (EIP-4844).
 pub(crate) fn tx_blob_gas(tx: &TxEnv) -> u64 {
-    tx.blob_hashes.len() as u64 * alloy_eips::eip4844::DATA_GAS_PER_BLOB
+    (tx.blob_hashes.len() as u64).saturating_mul(alloy_eips::eip4844::DATA_GAS_PER_BLOB)
 }

@@ -15,6 +15,8 @@
 //! [`StateDiff`] whichever path runs. The executor knows nothing of storage, RPC or async: it reads a
 //! [`StateSource`] and returns results.
 
+#![warn(missing_docs)]
+
 pub mod block;
 pub mod diff;
 pub mod error;

@@ -322,7 +322,7 @@ fn validate_header(
     if header.parent_hash != head.hash {
         return Err("parent hash mismatch".into());
     }
-    if header.number != parent.number + 1 {
+    if Some(header.number) != parent.number.checked_add(1) {
         return Err(format!("number {} does not follow parent {}", header.number, parent.number));
     }
     if header.timestamp <= parent.timestamp {
@@ -335,7 +335,7 @@ fn validate_header(
         return Err("gas used above gas limit".into());
     }
     let parent_gas_limit =
-        if network.is_london_activation(header.number) { parent.gas_limit * BaseFeeParams::ethereum().elasticity_multiplier as u64 } else { parent.gas_limit };
+        if network.is_london_activation(header.number) { parent.gas_limit.saturating_mul(BaseFeeParams::ethereum().elasticity_multiplier as u64) } else { parent.gas_limit };
     let diff = header.gas_limit.abs_diff(parent_gas_limit);
     if diff >= parent_gas_limit / 1024 || header.gas_limit < 5000 {
         return Err(format!("gas limit {} outside the bounds of parent {}", header.gas_limit, parent_gas_limit));
@@ -380,7 +380,7 @@ fn validate_header(
             return Err(format!("excess blob gas {excess} != expected {expected}"));
         }
         let used = header.blob_gas_used.unwrap_or_default();
-        if used > params.max_blob_gas_per_block() || used % alloy_eips::eip4844::DATA_GAS_PER_BLOB != 0 {
+        if used > params.max_blob_gas_per_block() || !used.is_multiple_of(alloy_eips::eip4844::DATA_GAS_PER_BLOB) {
             return Err(format!("blob gas used {used} invalid"));
         }
     }
@@ -403,10 +403,10 @@ fn validate_body(block: &Block<TxEnvelope, Header>, spec: SpecId) -> Result<(), 
         return Err("more than two ommers".into());
     }
     for (i, ommer) in block.body.ommers.iter().enumerate() {
-        if ommer.number >= header.number || ommer.number + 7 <= header.number {
+        if ommer.number >= header.number || ommer.number.saturating_add(7) <= header.number {
             return Err(format!("ommer {i} at an invalid depth"));
         }
-        if ommer.number + 1 == header.number && ommer.parent_hash != header.parent_hash {
+        if ommer.number.saturating_add(1) == header.number && ommer.parent_hash != header.parent_hash {
             return Err(format!("ommer {i} is not a sibling"));
         }
         if block.body.ommers[..i].iter().any(|o| o.hash_slow() == ommer.hash_slow()) {

@@ -49,7 +49,8 @@ impl Network {
         };
         let (after, activation) = if let Some((after, at)) = rest.split_once("AtTime") {
             let at = at.trim_end_matches('k').parse::<u64>().map_err(|_| unknown())?;
-            (after, Activation::Timestamp(at * if rest.ends_with('k') { 1000 } else { 1 }))
+            let scale = if rest.ends_with('k') { 1000 } else { 1 };
+            (after, Activation::Timestamp(at.checked_mul(scale).ok_or_else(unknown)?))
         } else if let Some((after, at)) = rest.split_once("At") {
             (after, Activation::Block(at.parse().map_err(|_| unknown())?))
         } else {

@@ -5,6 +5,8 @@
 //! historical mainnet blocks ([`replay`]). Each runner prints progress and closes with a line
 //! `N passed, M failed, K skipped` ([`report::Counts`]).
 
+#![warn(missing_docs)]
+
 pub mod bench;
 pub mod blocktest;
 pub mod chainspec;

@@ -32,12 +32,19 @@ pub enum Halt {
 
 /// Shared state of one parallel run.
 pub struct Shared<'a, S> {
+    /// The pre-block state (the overlay after the pre-block rules).
     pub base: &'a S,
+    /// The block's environment and rules.
     pub input: &'a BlockInput,
+    /// The block's transactions.
     pub txs: &'a [TxEnv],
+    /// The multi-version memory.
     pub mv: &'a MvMemory,
+    /// The task scheduler.
     pub scheduler: &'a Scheduler,
+    /// The last outcome of each transaction.
     pub outcomes: &'a [Mutex<Option<TxOutcome>>],
+    /// Why the run stopped early, if it did.
     pub halt: &'a Mutex<Option<Halt>>,
 }
 
