@@ -80,20 +80,27 @@ impl<'a, S: StateSource> VersionedView<'a, S> {
     }
 
     /// Reads the account at `address` through the multi-version memory, applying lazy deltas.
-    fn read_account(&mut self, address: Address) -> Result<Option<AccountValue>, ViewError> {
+    /// Also returns the account's code when the pre-block state supplied it with the account.
+    fn read_account(&mut self, address: Address) -> Result<(Option<AccountValue>, Option<Bytecode>), ViewError> {
         let location = Location::Account(address);
         let resolved = self.mv.read(&location, self.tx).map_err(ViewError::Blocked)?;
-        let mut account = match resolved.absolute {
-            Some(Value::Account(value)) => value,
-            _ => self.base_account(address)?,
+        let (mut account, mut code) = match resolved.absolute {
+            Some(Value::Account(value)) => (value, None),
+            _ => match self.base.basic_ref(address)? {
+                Some(info) => (Some(AccountValue { balance: info.balance, nonce: info.nonce, code_hash: info.code_hash }), info.code),
+                None => (None, None),
+            },
         };
         for delta in &resolved.deltas {
             // A failed check gives a value no validated execution can keep: the end-of-block
             // evaluation repeats every check and falls back to sequential execution.
             account = apply_delta(account, delta, self.spec).unwrap_or_else(|_| None);
         }
+        if account.is_none() {
+            code = None;
+        }
         self.reads.push((location, resolved.origins));
-        Ok(account)
+        Ok((account, code))
     }
 
     fn code(&self, code_hash: B256) -> Result<Bytecode, StateError> {
@@ -119,10 +126,14 @@ impl<S: StateSource> Database for VersionedView<'_, S> {
                 return Ok(None);
             }
         }
-        let account = self.read_account(address)?;
+        let (account, known_code) = self.read_account(address)?;
         self.read_accounts.insert(address, account.clone());
         let Some(account) = account else { return Ok(None) };
-        let code = self.code(account.code_hash)?;
+        // Deltas never change code, so code that came with the pre-block account still fits.
+        let code = match known_code {
+            Some(code) if account.code_hash != KECCAK_EMPTY => code,
+            _ => self.code(account.code_hash)?,
+        };
         Ok(Some(AccountInfo {
             balance: account.balance,
             nonce: account.nonce,
