@@ -1,0 +1,403 @@
+//! [`Storage`]: opening a datadir, genesis, block commits and the chain reads.
+
+use crate::{
+    cache::StateCache,
+    codec::{decode_block_ref, decode_number, decode_value, encode_block_ref, StoredAccount},
+    error::{Result, StorageError},
+    tables,
+    update::{prepare, History, StateUpdate},
+};
+use alloy_consensus::{Block, BlockBody, Header, ReceiptEnvelope, TxEnvelope};
+use alloy_eips::eip2718::{Decodable2718, Encodable2718};
+use alloy_primitives::{Address, B256, U256};
+use alloy_rlp::{Decodable, Encodable};
+use parking_lot::{Mutex, RwLock};
+use pseq_executor::{StateDiff, TxReceipt};
+use rocksdb::{BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+use std::path::{Path, PathBuf};
+
+/// Version of the on-disk layout; a datadir with another one is refused.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The column family `name`; a missing one means the datadir is not ours.
+pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a ColumnFamily> {
+    db.cf_handle(name).ok_or_else(|| StorageError::corrupt(format!("column family {name} missing")))
+}
+
+/// How a datadir is opened.
+#[derive(Debug, Clone)]
+pub struct StorageOptions {
+    /// RocksDB block cache in bytes.
+    pub block_cache_bytes: usize,
+    /// Entries of the in-process state cache (accounts and slots each).
+    pub state_cache_entries: usize,
+    /// fsync every commit (survives power loss, not just a killed process).
+    pub sync_writes: bool,
+}
+
+impl Default for StorageOptions {
+    fn default() -> Self {
+        Self { block_cache_bytes: 256 << 20, state_cache_entries: 1 << 20, sync_writes: false }
+    }
+}
+
+/// The chain a datadir holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainIdentity {
+    /// EIP-155 chain id.
+    pub chain_id: u64,
+    /// Hash of block 0.
+    pub genesis_hash: B256,
+}
+
+/// One account of a genesis allocation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GenesisAccount {
+    /// Balance in wei.
+    pub balance: U256,
+    /// Nonce.
+    pub nonce: u64,
+    /// Runtime code (empty for none).
+    pub code: alloy_primitives::Bytes,
+    /// Non-zero storage.
+    pub storage: std::collections::BTreeMap<U256, U256>,
+}
+
+/// The RocksDB-backed state and chain of one node. Shared between threads (`&self` everywhere);
+/// commits and unwinds serialise on an internal lock.
+pub struct Storage {
+    db: DB,
+    path: PathBuf,
+    identity: ChainIdentity,
+    head: RwLock<(u64, B256)>,
+    write_lock: Mutex<()>,
+    write_options: WriteOptions,
+    pub(crate) cache: StateCache,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage").field("path", &self.path).field("identity", &self.identity).field("head", &*self.head.read()).finish()
+    }
+}
+
+fn open_db(path: &Path, options: &StorageOptions) -> Result<DB> {
+    let cache = Cache::new_lru_cache(options.block_cache_bytes);
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(&cache);
+    table.set_bloom_filter(10.0, false);
+    table.set_cache_index_and_filter_blocks(true);
+    let mut cf_options = Options::default();
+    cf_options.set_block_based_table_factory(&table);
+    cf_options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    let mut db_options = Options::default();
+    db_options.create_if_missing(true);
+    db_options.create_missing_column_families(true);
+    db_options.set_max_background_jobs(2);
+    db_options.set_keep_log_file_num(4);
+    let descriptors = tables::ALL.iter().map(|name| ColumnFamilyDescriptor::new(*name, cf_options.clone()));
+    Ok(DB::open_cf_descriptors(&db_options, path, descriptors)?)
+}
+
+impl Storage {
+    /// Opens an initialised datadir. Fails on another schema version, a missing genesis or a
+    /// corrupt database.
+    pub fn open(path: &Path, options: &StorageOptions) -> Result<Self> {
+        let db = open_db(path, options)?;
+        let meta = cf(&db, tables::META)?;
+        let Some(schema) = db.get_cf(meta, tables::META_SCHEMA)? else {
+            return Err(StorageError::NotInitialised(path.display().to_string()));
+        };
+        let found = u32::from_be_bytes(schema.as_slice().try_into().map_err(|_| StorageError::corrupt("schema version"))?);
+        if found != SCHEMA_VERSION {
+            return Err(StorageError::WrongSchema { found, expected: SCHEMA_VERSION });
+        }
+        let chain = db.get_cf(meta, tables::META_CHAIN)?.ok_or_else(|| StorageError::corrupt("chain identity missing"))?;
+        let (chain_id, genesis_hash) = decode_block_ref(&chain)?;
+        let head = db.get_cf(meta, tables::META_HEAD)?.ok_or_else(|| StorageError::corrupt("head missing"))?;
+        let head = decode_block_ref(&head)?;
+        let mut write_options = WriteOptions::default();
+        write_options.set_sync(options.sync_writes);
+        Ok(Self {
+            db,
+            path: path.to_path_buf(),
+            identity: ChainIdentity { chain_id, genesis_hash },
+            head: RwLock::new(head),
+            write_lock: Mutex::new(()),
+            write_options,
+            cache: StateCache::new(options.state_cache_entries),
+        })
+    }
+
+    /// Opens the datadir, initialising it with this genesis when it is new. An existing datadir
+    /// must hold the same chain (chain id and genesis hash), else [`StorageError::WrongChain`].
+    /// The genesis header's state root must match the allocation.
+    pub fn open_or_init(
+        path: &Path,
+        options: &StorageOptions,
+        chain_id: u64,
+        genesis: &Header,
+        alloc: &[(Address, GenesisAccount)],
+    ) -> Result<Self> {
+        let genesis_hash = genesis.hash_slow();
+        match Self::open(path, options) {
+            Ok(storage) => {
+                let wanted = ChainIdentity { chain_id, genesis_hash };
+                if storage.identity != wanted {
+                    return Err(StorageError::WrongChain(format!(
+                        "datadir has chain id {} and genesis {}, expected chain id {} and genesis {}",
+                        storage.identity.chain_id, storage.identity.genesis_hash, chain_id, genesis_hash
+                    )));
+                }
+                Ok(storage)
+            }
+            Err(StorageError::NotInitialised(_)) => Self::init(path, options, chain_id, genesis, alloc),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn init(path: &Path, options: &StorageOptions, chain_id: u64, genesis: &Header, alloc: &[(Address, GenesisAccount)]) -> Result<Self> {
+        let db = open_db(path, options)?;
+        let genesis_hash = genesis.hash_slow();
+        let mut write_options = WriteOptions::default();
+        write_options.set_sync(true);
+        let storage = Self {
+            db,
+            path: path.to_path_buf(),
+            identity: ChainIdentity { chain_id, genesis_hash },
+            head: RwLock::new((0, B256::ZERO)),
+            write_lock: Mutex::new(()),
+            write_options,
+            cache: StateCache::new(options.state_cache_entries),
+        };
+        let diff = crate::genesis::alloc_diff(alloc);
+        let update = prepare(&storage, &diff, History::Skip)?;
+        if update.state_root != genesis.state_root {
+            return Err(StorageError::StateRootMismatch { computed: update.state_root, expected: genesis.state_root });
+        }
+        let mut batch = WriteBatch::default();
+        update.write_into(&storage.db, &mut batch)?;
+        let block = Block { header: genesis.clone(), body: BlockBody::<TxEnvelope>::default() };
+        storage.write_block_data(&mut batch, &block, genesis_hash, &[])?;
+        let meta = cf(&storage.db, tables::META)?;
+        batch.put_cf(meta, tables::META_SCHEMA, SCHEMA_VERSION.to_be_bytes());
+        batch.put_cf(meta, tables::META_CHAIN, encode_block_ref(chain_id, &genesis_hash));
+        storage.db.write_opt(batch, &storage.write_options)?;
+        drop(storage);
+        // Reopen with the caller's options: the head and identity now come from disk.
+        Self::open(path, options)
+    }
+
+    pub(crate) fn db(&self) -> &DB {
+        &self.db
+    }
+
+    /// The datadir.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Chain id and genesis hash of the datadir.
+    pub fn identity(&self) -> ChainIdentity {
+        self.identity
+    }
+
+    /// The head: number and hash of the last committed block.
+    pub fn head(&self) -> (u64, B256) {
+        *self.head.read()
+    }
+
+    /// Computes the state root and the writes of a block's state changes on top of the head,
+    /// without writing anything.
+    pub fn prepare_state(&self, diff: &StateDiff) -> Result<StateUpdate> {
+        let next = self.head().0.checked_add(1).ok_or_else(|| StorageError::corrupt("block number overflow"))?;
+        prepare(self, diff, History::Record(next))
+    }
+
+    /// Commits a block on top of the head in one atomic write: state, trie nodes, history, the
+    /// block, its receipts and transaction index, and the new head. The header's state root must
+    /// equal the update's; the update must have been prepared on the current head.
+    pub fn commit_block(&self, block: &Block<TxEnvelope>, receipts: &[TxReceipt], update: StateUpdate) -> Result<B256> {
+        let _guard = self.write_lock.lock();
+        let head = self.head();
+        let header = &block.header;
+        let hash = header.hash_slow();
+        if Some(header.number) != head.0.checked_add(1) || header.parent_hash != head.1 {
+            return Err(StorageError::NotOnHead { number: header.number, hash, head_number: head.0, head_hash: head.1 });
+        }
+        if update.parent != head {
+            return Err(StorageError::StaleUpdate { prepared: update.parent.0, head: head.0 });
+        }
+        if update.state_root != header.state_root {
+            return Err(StorageError::StateRootMismatch { computed: update.state_root, expected: header.state_root });
+        }
+        let mut batch = WriteBatch::default();
+        update.write_into(&self.db, &mut batch)?;
+        batch.put_cf(cf(&self.db, tables::CHANGESETS)?, tables::number_key(header.number), update.changes.encode());
+        let receipts: Vec<ReceiptEnvelope> = receipts.iter().map(TxReceipt::envelope).collect();
+        self.write_block_data(&mut batch, block, hash, &receipts)?;
+        self.db.write_opt(batch, &self.write_options)?;
+        self.cache.apply(&update.cache);
+        *self.head.write() = (header.number, hash);
+        Ok(hash)
+    }
+
+    /// Block data and the head pointer, into `batch`.
+    fn write_block_data(&self, batch: &mut WriteBatch, block: &Block<TxEnvelope>, hash: B256, receipts: &[ReceiptEnvelope]) -> Result<()> {
+        let number = block.header.number;
+        batch.put_cf(cf(&self.db, tables::HEADERS)?, hash, alloy_rlp::encode(&block.header));
+        batch.put_cf(cf(&self.db, tables::BODIES)?, hash, alloy_rlp::encode(&block.body));
+        let mut encoded = Vec::new();
+        let items: Vec<alloy_primitives::Bytes> = receipts.iter().map(|r| r.encoded_2718().into()).collect();
+        items.encode(&mut encoded);
+        batch.put_cf(cf(&self.db, tables::RECEIPTS)?, hash, encoded);
+        let lookup = cf(&self.db, tables::TX_LOOKUP)?;
+        for (index, tx) in block.body.transactions.iter().enumerate() {
+            let mut value = [0u8; 12];
+            value[..8].copy_from_slice(&number.to_be_bytes());
+            value[8..].copy_from_slice(&(index as u32).to_be_bytes());
+            batch.put_cf(lookup, tx.trie_hash(), value);
+        }
+        batch.put_cf(cf(&self.db, tables::HASH_TO_NUMBER)?, hash, tables::number_key(number));
+        batch.put_cf(cf(&self.db, tables::CANONICAL)?, tables::number_key(number), hash);
+        batch.put_cf(cf(&self.db, tables::META)?, tables::META_HEAD, encode_block_ref(number, &hash));
+        Ok(())
+    }
+
+    /// Removes the head block's data from `batch` (for unwinding).
+    pub(crate) fn delete_block_data(&self, batch: &mut WriteBatch, number: u64, hash: B256) -> Result<()> {
+        if let Some(body) = self.body(&hash)? {
+            let lookup = cf(&self.db, tables::TX_LOOKUP)?;
+            for tx in &body.transactions {
+                batch.delete_cf(lookup, tx.trie_hash());
+            }
+        }
+        for table in [tables::HEADERS, tables::BODIES, tables::RECEIPTS, tables::HASH_TO_NUMBER] {
+            batch.delete_cf(cf(&self.db, table)?, hash);
+        }
+        batch.delete_cf(cf(&self.db, tables::CANONICAL)?, tables::number_key(number));
+        batch.delete_cf(cf(&self.db, tables::CHANGESETS)?, tables::number_key(number));
+        Ok(())
+    }
+
+    pub(crate) fn write(&self, batch: WriteBatch) -> Result<()> {
+        Ok(self.db.write_opt(batch, &self.write_options)?)
+    }
+
+    pub(crate) fn set_head(&self, head: (u64, B256)) {
+        *self.head.write() = head;
+    }
+
+    pub(crate) fn lock_writes(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.write_lock.lock()
+    }
+
+    /// The canonical hash of block `number`.
+    pub fn canonical_hash(&self, number: u64) -> Result<Option<B256>> {
+        let value = self.db.get_pinned_cf(cf(&self.db, tables::CANONICAL)?, tables::number_key(number))?;
+        value.map(|v| if v.len() == 32 { Ok(B256::from_slice(&v)) } else { Err(StorageError::corrupt("canonical hash length")) }).transpose()
+    }
+
+    /// The number of the block with this hash.
+    pub fn block_number(&self, hash: &B256) -> Result<Option<u64>> {
+        self.db.get_pinned_cf(cf(&self.db, tables::HASH_TO_NUMBER)?, hash)?.map(|v| decode_number(&v)).transpose()
+    }
+
+    /// The header with this hash.
+    pub fn header(&self, hash: &B256) -> Result<Option<Header>> {
+        let Some(bytes) = self.db.get_pinned_cf(cf(&self.db, tables::HEADERS)?, hash)? else { return Ok(None) };
+        Header::decode(&mut bytes.as_ref()).map(Some).map_err(|e| StorageError::corrupt(format!("header {hash}: {e}")))
+    }
+
+    /// The canonical header at `number`.
+    pub fn header_by_number(&self, number: u64) -> Result<Option<Header>> {
+        match self.canonical_hash(number)? {
+            Some(hash) => self.header(&hash),
+            None => Ok(None),
+        }
+    }
+
+    /// The body of the block with this hash.
+    pub fn body(&self, hash: &B256) -> Result<Option<BlockBody<TxEnvelope>>> {
+        let Some(bytes) = self.db.get_pinned_cf(cf(&self.db, tables::BODIES)?, hash)? else { return Ok(None) };
+        BlockBody::decode(&mut bytes.as_ref()).map(Some).map_err(|e| StorageError::corrupt(format!("body {hash}: {e}")))
+    }
+
+    /// The receipts of the block with this hash.
+    pub fn receipts(&self, hash: &B256) -> Result<Option<Vec<ReceiptEnvelope>>> {
+        let Some(bytes) = self.db.get_pinned_cf(cf(&self.db, tables::RECEIPTS)?, hash)? else { return Ok(None) };
+        let items = Vec::<alloy_primitives::Bytes>::decode(&mut bytes.as_ref()).map_err(|e| StorageError::corrupt(format!("receipts {hash}: {e}")))?;
+        items
+            .iter()
+            .map(|item| ReceiptEnvelope::decode_2718(&mut item.as_ref()).map_err(|e| StorageError::corrupt(format!("receipt in {hash}: {e}"))))
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+
+    /// Where a transaction is: block number and index.
+    pub fn transaction_location(&self, tx_hash: &B256) -> Result<Option<(u64, u32)>> {
+        let Some(bytes) = self.db.get_pinned_cf(cf(&self.db, tables::TX_LOOKUP)?, tx_hash)? else { return Ok(None) };
+        if bytes.len() != 12 {
+            return Err(StorageError::corrupt("transaction lookup length"));
+        }
+        let number = decode_number(&bytes[..8])?;
+        let index = u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+        Ok(Some((number, index)))
+    }
+
+    /// The account (with its storage root) at the head, by hashed address.
+    pub(crate) fn hashed_account(&self, hashed: &B256) -> Result<Option<StoredAccount>> {
+        self.db.get_pinned_cf(cf(&self.db, tables::HASHED_ACCOUNTS)?, hashed)?.map(|v| StoredAccount::decode(&v)).transpose()
+    }
+
+    /// The account at the head, by address (no cache).
+    pub(crate) fn plain_account(&self, address: &Address) -> Result<Option<StoredAccount>> {
+        self.db.get_pinned_cf(cf(&self.db, tables::ACCOUNTS)?, address)?.map(|v| StoredAccount::decode(&v)).transpose()
+    }
+
+    /// A slot at the head (no cache).
+    pub(crate) fn plain_slot(&self, address: &Address, slot: &U256) -> Result<U256> {
+        self.db.get_pinned_cf(cf(&self.db, tables::STORAGE)?, tables::storage_key(address, slot))?.map(|v| decode_value(&v)).transpose().map(Option::unwrap_or_default)
+    }
+
+    /// Every non-zero slot of an account at the head.
+    pub(crate) fn plain_slots(&self, address: &Address) -> Result<Vec<(U256, U256)>> {
+        let mut iter = self.db.raw_iterator_cf(cf(&self.db, tables::STORAGE)?);
+        iter.seek(address);
+        let mut slots = Vec::new();
+        while let Some((key, value)) = iter.item() {
+            if key.len() != 52 || &key[..20] != address.as_slice() {
+                break;
+            }
+            slots.push((U256::from_be_slice(&key[20..]), decode_value(value)?));
+            iter.next();
+        }
+        iter.status()?;
+        Ok(slots)
+    }
+
+    /// Bytecode by hash.
+    pub(crate) fn code(&self, hash: &B256) -> Result<Option<alloy_primitives::Bytes>> {
+        Ok(self.db.get_cf(cf(&self.db, tables::CODE)?, hash)?.map(Into::into))
+    }
+
+    /// Sets the safe and finalized blocks (Engine API fork choice).
+    pub fn set_safe_finalized(&self, safe: Option<(u64, B256)>, finalized: Option<(u64, B256)>) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        let meta = cf(&self.db, tables::META)?;
+        if let Some((n, h)) = safe {
+            batch.put_cf(meta, tables::META_SAFE, encode_block_ref(n, &h));
+        }
+        if let Some((n, h)) = finalized {
+            batch.put_cf(meta, tables::META_FINALIZED, encode_block_ref(n, &h));
+        }
+        self.write(batch)
+    }
+
+    /// The safe and finalized blocks, where set.
+    pub fn safe_finalized(&self) -> Result<(Option<(u64, B256)>, Option<(u64, B256)>)> {
+        let meta = cf(&self.db, tables::META)?;
+        let read = |key: &[u8]| -> Result<Option<(u64, B256)>> { self.db.get_cf(meta, key)?.map(|v| decode_block_ref(&v)).transpose() };
+        Ok((read(tables::META_SAFE)?, read(tables::META_FINALIZED)?))
+    }
+}

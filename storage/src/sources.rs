@@ -1,0 +1,209 @@
+//! [`TrieSource`]s over RocksDB: stored nodes and leaves, with the leaves a pending update
+//! changes laid over the stored ones.
+
+use crate::{
+    codec::{decode_node, decode_value, storage_leaf_rlp, StoredAccount},
+    error::Result,
+    tables,
+    trie::TrieSource,
+};
+use alloy_primitives::{B256, U256};
+use alloy_trie::{BranchNodeCompact, Nibbles};
+use rocksdb::{DBRawIterator, DB};
+use std::collections::BTreeMap;
+
+/// Stored nodes of one trie: the account trie (empty key prefix) or one account's storage trie
+/// (prefix = hashed address).
+pub(crate) struct NodeReader<'a> {
+    iter: DBRawIterator<'a>,
+    prefix: Vec<u8>,
+    key: Vec<u8>,
+    /// A wiped storage trie: every stored node is gone.
+    empty: bool,
+}
+
+impl<'a> NodeReader<'a> {
+    pub(crate) fn new(db: &'a DB, table: &str, prefix: &[u8], empty: bool) -> Result<Self> {
+        let cf = crate::db::cf(db, table)?;
+        Ok(Self { iter: db.raw_iterator_cf(cf), prefix: prefix.to_vec(), key: Vec::with_capacity(prefix.len() + 64), empty })
+    }
+
+    fn seek(&mut self, path: &Nibbles) -> Result<Option<(Vec<u8>, BranchNodeCompact)>> {
+        if self.empty {
+            return Ok(None);
+        }
+        self.key.clear();
+        self.key.extend_from_slice(&self.prefix);
+        self.key.extend(path.to_vec());
+        self.iter.seek(&self.key);
+        match self.iter.item() {
+            Some((key, value)) if key.starts_with(&self.key) => Ok(Some((key[self.prefix.len()..].to_vec(), decode_node(value)?))),
+            _ => {
+                self.iter.status()?;
+                Ok(None)
+            }
+        }
+    }
+
+    fn node(&mut self, path: &Nibbles) -> Result<Option<BranchNodeCompact>> {
+        let wanted = path.len();
+        Ok(self.seek(path)?.filter(|(key, _)| key.len() == wanted).map(|(_, node)| node))
+    }
+
+    fn first_under(&mut self, prefix: &Nibbles) -> Result<Option<(Nibbles, BranchNodeCompact)>> {
+        match self.seek(prefix)? {
+            Some((key, node)) => {
+                if key.len() > 64 || key.iter().any(|n| *n > 0x0f) {
+                    return Err(crate::StorageError::corrupt("trie node key is not a nibble path"));
+                }
+                Ok(Some((Nibbles::from_nibbles_unchecked(&key), node)))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+/// The account trie: stored nodes, stored accounts, and the accounts an update changes
+/// (`None` = deleted) as leaf RLP.
+pub(crate) struct AccountTrieSource<'a> {
+    pub nodes: NodeReader<'a>,
+    pub leaves: DBRawIterator<'a>,
+    pub overlay: &'a BTreeMap<B256, Option<Vec<u8>>>,
+}
+
+impl TrieSource for AccountTrieSource<'_> {
+    fn node(&mut self, path: &Nibbles) -> Result<Option<BranchNodeCompact>> {
+        self.nodes.node(path)
+    }
+
+    fn first_node_under(&mut self, prefix: &Nibbles) -> Result<Option<(Nibbles, BranchNodeCompact)>> {
+        self.nodes.first_under(prefix)
+    }
+
+    fn leaves(&mut self, lo: &B256, hi: &B256, f: &mut dyn FnMut(&B256, &[u8])) -> Result<()> {
+        let mut overlay = self.overlay.range(*lo..=*hi).peekable();
+        self.leaves.seek(lo);
+        loop {
+            let stored = match self.leaves.item() {
+                Some((key, value)) if key.len() == 32 && key <= hi.as_slice() => Some((B256::from_slice(key), value)),
+                Some((key, _)) if key.len() != 32 => return Err(crate::StorageError::corrupt("hashed account key length")),
+                _ => None,
+            };
+            match (stored, overlay.peek()) {
+                (None, None) => break,
+                (Some((key, _)), Some((pending, _))) if **pending <= key => {
+                    let (pending, value) = overlay.next().expect("peeked");
+                    if let Some(value) = value {
+                        f(pending, value);
+                    }
+                    if **pending == key {
+                        self.leaves.next();
+                    }
+                }
+                (None, Some(_)) => {
+                    let (pending, value) = overlay.next().expect("peeked");
+                    if let Some(value) = value {
+                        f(pending, value);
+                    }
+                }
+                (Some((key, value)), _) => {
+                    let rlp = StoredAccount::decode(value)?.leaf_rlp();
+                    f(&key, &rlp);
+                    self.leaves.next();
+                }
+            }
+        }
+        self.leaves.status()?;
+        Ok(())
+    }
+}
+
+/// One account's storage trie: stored nodes and slots (none when `wiped`), and the slots an
+/// update changes (zero = deleted).
+pub(crate) struct StorageTrieSource<'a> {
+    pub nodes: NodeReader<'a>,
+    pub leaves: DBRawIterator<'a>,
+    pub hashed_address: B256,
+    pub wiped: bool,
+    pub overlay: &'a BTreeMap<B256, U256>,
+}
+
+impl TrieSource for StorageTrieSource<'_> {
+    fn node(&mut self, path: &Nibbles) -> Result<Option<BranchNodeCompact>> {
+        self.nodes.node(path)
+    }
+
+    fn first_node_under(&mut self, prefix: &Nibbles) -> Result<Option<(Nibbles, BranchNodeCompact)>> {
+        self.nodes.first_under(prefix)
+    }
+
+    fn leaves(&mut self, lo: &B256, hi: &B256, f: &mut dyn FnMut(&B256, &[u8])) -> Result<()> {
+        let mut overlay = self.overlay.range(*lo..=*hi).peekable();
+        let start = tables::hashed_storage_key(&self.hashed_address, lo);
+        let end = tables::hashed_storage_key(&self.hashed_address, hi);
+        if !self.wiped {
+            self.leaves.seek(start);
+        }
+        loop {
+            let stored = match self.leaves.item() {
+                _ if self.wiped => None,
+                Some((key, value)) if key.len() == 64 && key <= end.as_slice() && key >= start.as_slice() => {
+                    Some((B256::from_slice(&key[32..]), value))
+                }
+                _ => None,
+            };
+            match (stored, overlay.peek()) {
+                (None, None) => break,
+                (Some((key, _)), Some((pending, _))) if **pending <= key => {
+                    let (pending, value) = overlay.next().expect("peeked");
+                    if !value.is_zero() {
+                        f(pending, &storage_leaf_rlp(value));
+                    }
+                    if **pending == key {
+                        self.leaves.next();
+                    }
+                }
+                (None, Some(_)) => {
+                    let (pending, value) = overlay.next().expect("peeked");
+                    if !value.is_zero() {
+                        f(pending, &storage_leaf_rlp(value));
+                    }
+                }
+                (Some((key, value)), _) => {
+                    let value = decode_value(value)?;
+                    f(&key, &storage_leaf_rlp(&value));
+                    self.leaves.next();
+                }
+            }
+        }
+        if !self.wiped {
+            self.leaves.status()?;
+        }
+        Ok(())
+    }
+}
+
+/// Reader of the account trie.
+pub(crate) fn account_source<'a>(db: &'a DB, overlay: &'a BTreeMap<B256, Option<Vec<u8>>>) -> Result<AccountTrieSource<'a>> {
+    Ok(AccountTrieSource {
+        nodes: NodeReader::new(db, tables::ACCOUNT_TRIE, &[], false)?,
+        leaves: db.raw_iterator_cf(crate::db::cf(db, tables::HASHED_ACCOUNTS)?),
+        overlay,
+    })
+}
+
+/// Reader of one storage trie.
+pub(crate) fn storage_source<'a>(
+    db: &'a DB,
+    hashed_address: B256,
+    wiped: bool,
+    overlay: &'a BTreeMap<B256, U256>,
+) -> Result<StorageTrieSource<'a>> {
+    Ok(StorageTrieSource {
+        nodes: NodeReader::new(db, tables::STORAGE_TRIE, hashed_address.as_slice(), wiped)?,
+        leaves: db.raw_iterator_cf(crate::db::cf(db, tables::HASHED_STORAGE)?),
+        hashed_address,
+        wiped,
+        overlay,
+    })
+}

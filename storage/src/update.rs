@@ -1,0 +1,251 @@
+//! Turning a block's [`StateDiff`] into a [`StateUpdate`]: the new state root and every write
+//! (plain and hashed state, trie nodes, history), computed against the stored head without
+//! writing anything. Committing it is one `WriteBatch` ([`crate::Storage::commit_block`]).
+
+use crate::{
+    codec::{decode_value, encode_value, StoredAccount},
+    db::{cf, Storage},
+    error::{Result, StorageError},
+    sources::{account_source, storage_source},
+    tables,
+    trie::{incremental_root, RootUpdate},
+};
+use alloy_primitives::{keccak256, Address, B256, U256};
+use alloy_trie::{Nibbles, EMPTY_ROOT_HASH};
+use pseq_executor::{revm::primitives::KECCAK_EMPTY, StateDiff};
+use rocksdb::{WriteBatch, DB};
+use std::collections::BTreeMap;
+
+/// One write of a [`StateUpdate`].
+#[derive(Debug, Clone)]
+pub(crate) enum Op {
+    Put(&'static str, Vec<u8>, Vec<u8>),
+    Delete(&'static str, Vec<u8>),
+    DeleteRange(&'static str, Vec<u8>, Vec<u8>),
+}
+
+/// The keys one block changed (stored per block, for unwinding).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ChangeSet {
+    pub accounts: Vec<Address>,
+    pub slots: Vec<(Address, U256)>,
+}
+
+impl ChangeSet {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + self.accounts.len() * 20 + self.slots.len() * 52);
+        out.extend_from_slice(&(self.accounts.len() as u32).to_be_bytes());
+        out.extend_from_slice(&(self.slots.len() as u32).to_be_bytes());
+        for address in &self.accounts {
+            out.extend_from_slice(address.as_slice());
+        }
+        for (address, slot) in &self.slots {
+            out.extend_from_slice(&tables::storage_key(address, slot));
+        }
+        out
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self> {
+        let bad = || StorageError::corrupt("changeset");
+        if bytes.len() < 8 {
+            return Err(bad());
+        }
+        let accounts = u32::from_be_bytes(bytes[..4].try_into().map_err(|_| bad())?) as usize;
+        let slots = u32::from_be_bytes(bytes[4..8].try_into().map_err(|_| bad())?) as usize;
+        let expected = accounts.checked_mul(20).and_then(|a| slots.checked_mul(52).and_then(|s| a.checked_add(s))).and_then(|n| n.checked_add(8));
+        if expected != Some(bytes.len()) {
+            return Err(bad());
+        }
+        let body = &bytes[8..];
+        let (account_bytes, slot_bytes) = body.split_at(accounts * 20);
+        Ok(Self {
+            accounts: account_bytes.chunks_exact(20).map(Address::from_slice).collect(),
+            slots: slot_bytes.chunks_exact(52).map(|c| (Address::from_slice(&c[..20]), U256::from_be_slice(&c[20..]))).collect(),
+        })
+    }
+}
+
+/// Cache entries to refresh after the update is written.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CacheChanges {
+    pub accounts: Vec<(Address, Option<StoredAccount>)>,
+    pub slots: Vec<(Address, U256, U256)>,
+    pub wiped: Vec<Address>,
+}
+
+/// A block's state changes, ready to commit: the new state root and the writes that produce it.
+#[derive(Debug)]
+pub struct StateUpdate {
+    /// Head (number, hash) the update was computed on; it commits only there.
+    pub(crate) parent: (u64, B256),
+    /// The state root after the update.
+    pub state_root: B256,
+    pub(crate) ops: Vec<Op>,
+    pub(crate) changes: ChangeSet,
+    pub(crate) cache: CacheChanges,
+    /// Number of trie nodes written or deleted.
+    pub trie_nodes_changed: usize,
+}
+
+impl StateUpdate {
+    pub(crate) fn write_into(&self, db: &DB, batch: &mut WriteBatch) -> Result<()> {
+        for op in &self.ops {
+            match op {
+                Op::Put(table, key, value) => batch.put_cf(cf(db, table)?, key, value),
+                Op::Delete(table, key) => batch.delete_cf(cf(db, table)?, key),
+                Op::DeleteRange(table, from, to) => batch.delete_range_cf(cf(db, table)?, from, to),
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of writes the update holds.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether the update writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// Whether to record the values before the update (a block going forward) or not (genesis, an
+/// unwind putting them back).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum History {
+    Record(u64),
+    Skip,
+}
+
+/// One account's part of the update, computed before the account trie.
+struct AccountPart {
+    hashed: B256,
+    leaf: Option<Vec<u8>>,
+}
+
+pub(crate) fn prepare(storage: &Storage, diff: &StateDiff, history: History) -> Result<StateUpdate> {
+    let db = storage.db();
+    let parent = storage.head();
+    let mut ops = Vec::new();
+    let mut changes = ChangeSet::default();
+    let mut cache = CacheChanges::default();
+    let mut account_overlay: BTreeMap<B256, Option<Vec<u8>>> = BTreeMap::new();
+    let mut trie_nodes_changed = 0;
+
+    for (address, change) in &diff.accounts {
+        let hashed = keccak256(address);
+        let old = storage.hashed_account(&hashed)?;
+        let wiped = change.info.is_none() || change.storage_cleared;
+        if let History::Record(block) = history {
+            let value = old.map(|a| a.encode_full().to_vec()).unwrap_or_default();
+            ops.push(Op::Put(tables::ACCOUNT_HISTORY, tables::account_history_key(address, block).to_vec(), value));
+            changes.accounts.push(*address);
+        }
+
+        // Storage: wipe first (the batch applies in order), then the slots the block set.
+        let mut slot_overlay: BTreeMap<B256, U256> = BTreeMap::new();
+        let mut recorded: Vec<U256> = Vec::new();
+        if wiped && old.is_some_and(|a| a.storage_root != EMPTY_ROOT_HASH) {
+            let existing = storage.plain_slots(address)?;
+            for (slot, value) in &existing {
+                if let History::Record(block) = history {
+                    ops.push(Op::Put(tables::STORAGE_HISTORY, tables::storage_history_key(address, slot, block).to_vec(), encode_value(value)));
+                    changes.slots.push((*address, *slot));
+                    recorded.push(*slot);
+                }
+            }
+            ops.push(Op::DeleteRange(tables::STORAGE, address.to_vec(), tables::prefix_end(address.as_slice())));
+            ops.push(Op::DeleteRange(tables::HASHED_STORAGE, hashed.to_vec(), tables::prefix_end(hashed.as_slice())));
+            ops.push(Op::DeleteRange(tables::STORAGE_TRIE, hashed.to_vec(), tables::prefix_end(hashed.as_slice())));
+        }
+        if wiped {
+            cache.wiped.push(*address);
+        }
+        recorded.sort();
+        for (slot, value) in &change.storage {
+            if let History::Record(block) = history {
+                if recorded.binary_search(slot).is_err() {
+                    let before = storage.plain_slot(address, slot)?;
+                    ops.push(Op::Put(tables::STORAGE_HISTORY, tables::storage_history_key(address, slot, block).to_vec(), encode_value(&before)));
+                    changes.slots.push((*address, *slot));
+                }
+            }
+            if change.info.is_none() {
+                continue;
+            }
+            let plain_key = tables::storage_key(address, slot).to_vec();
+            let hashed_slot = keccak256(B256::from(*slot));
+            let hashed_key = tables::hashed_storage_key(&hashed, &hashed_slot).to_vec();
+            if value.is_zero() {
+                ops.push(Op::Delete(tables::STORAGE, plain_key));
+                ops.push(Op::Delete(tables::HASHED_STORAGE, hashed_key));
+            } else {
+                ops.push(Op::Put(tables::STORAGE, plain_key, encode_value(value)));
+                ops.push(Op::Put(tables::HASHED_STORAGE, hashed_key, encode_value(value)));
+            }
+            slot_overlay.insert(hashed_slot, *value);
+            cache.slots.push((*address, *slot, *value));
+        }
+
+        let part = match &change.info {
+            None => {
+                ops.push(Op::Delete(tables::ACCOUNTS, address.to_vec()));
+                ops.push(Op::Delete(tables::HASHED_ACCOUNTS, hashed.to_vec()));
+                cache.accounts.push((*address, None));
+                AccountPart { hashed, leaf: None }
+            }
+            Some(info) => {
+                let old_root = if wiped { EMPTY_ROOT_HASH } else { old.map(|a| a.storage_root).unwrap_or(EMPTY_ROOT_HASH) };
+                let storage_root = if slot_overlay.is_empty() {
+                    old_root
+                } else {
+                    let mut source = storage_source(db, hashed, wiped || old_root == EMPTY_ROOT_HASH, &slot_overlay)?;
+                    let changed: Vec<B256> = slot_overlay.keys().copied().collect();
+                    let update = incremental_root(&mut source, &changed)?;
+                    trie_nodes_changed += push_trie_ops(&mut ops, tables::STORAGE_TRIE, hashed.as_slice(), &update);
+                    update.root
+                };
+                if let Some(code) = &info.code {
+                    if info.code_hash != KECCAK_EMPTY {
+                        ops.push(Op::Put(tables::CODE, info.code_hash.to_vec(), code.original_bytes().to_vec()));
+                    }
+                }
+                let stored = StoredAccount { nonce: info.nonce, balance: info.balance, code_hash: info.code_hash, storage_root };
+                ops.push(Op::Put(tables::ACCOUNTS, address.to_vec(), stored.encode_plain().to_vec()));
+                ops.push(Op::Put(tables::HASHED_ACCOUNTS, hashed.to_vec(), stored.encode_full().to_vec()));
+                cache.accounts.push((*address, Some(stored)));
+                AccountPart { hashed, leaf: Some(stored.leaf_rlp()) }
+            }
+        };
+        account_overlay.insert(part.hashed, part.leaf);
+    }
+
+    let mut source = account_source(db, &account_overlay)?;
+    let changed: Vec<B256> = account_overlay.keys().copied().collect();
+    let update = incremental_root(&mut source, &changed)?;
+    drop(source);
+    trie_nodes_changed += push_trie_ops(&mut ops, tables::ACCOUNT_TRIE, &[], &update);
+    Ok(StateUpdate { parent, state_root: update.root, ops, changes, cache, trie_nodes_changed })
+}
+
+/// Writes and deletes of one trie's nodes; returns how many.
+fn push_trie_ops(ops: &mut Vec<Op>, table: &'static str, prefix: &[u8], update: &RootUpdate) -> usize {
+    let key = |path: &Nibbles| {
+        let mut key = prefix.to_vec();
+        key.extend(path.to_vec());
+        key
+    };
+    for path in &update.removed {
+        ops.push(Op::Delete(table, key(path)));
+    }
+    for (path, node) in &update.updated {
+        ops.push(Op::Put(table, key(path), crate::codec::encode_node(node)));
+    }
+    update.removed.len() + update.updated.len()
+}
+
+/// The value of a history entry: the slot before the block.
+pub(crate) fn decode_history_slot(bytes: &[u8]) -> Result<U256> {
+    decode_value(bytes)
+}

@@ -1,0 +1,245 @@
+//! Property tests of the RocksDB state against the in-memory reference state: random blocks of
+//! account and storage changes (creations, updates, deletions, storage wipes) committed through
+//! the incremental trie must give the from-scratch root of the reference after every block;
+//! historical views must read what the reference held then; unwinding to any block and
+//! importing other blocks must end exactly where a fresh import of the same blocks ends.
+
+use alloy_consensus::{Block, BlockBody, Header, TxEnvelope};
+use alloy_primitives::{keccak256, Address, Bytes, B256, U256};
+use pseq_executor::{
+    revm::{bytecode::Bytecode, database::DatabaseRef, primitives::KECCAK_EMPTY},
+    AccountDiff, AccountState, InMemoryState, StateDiff,
+};
+use pseq_storage::{GenesisAccount, Storage, StorageOptions};
+use std::collections::BTreeMap;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const ADDRESSES: u64 = 48;
+const SLOTS: u64 = 24;
+
+fn address(i: u64) -> Address {
+    Address::with_last_byte(i as u8 + 1)
+}
+
+fn code(i: u64) -> Bytes {
+    Bytes::from(vec![0x60, i as u8, 0x60, 0x00, 0x55, 0x00])
+}
+
+/// A random block's worth of changes on top of `state`.
+fn random_diff(rng: &mut Rng, state: &InMemoryState) -> StateDiff {
+    let mut diff = StateDiff::default();
+    for _ in 0..1 + rng.below(12) {
+        let a = rng.below(ADDRESSES);
+        let address = address(a);
+        let existing = state.basic_ref(address).unwrap();
+        let change = match rng.below(10) {
+            0 => AccountDiff { info: None, storage_cleared: true, storage: BTreeMap::new() },
+            kind => {
+                let (code_hash, code) = match (&existing, a % 3) {
+                    (Some(info), _) => (info.code_hash, None),
+                    (None, 0) => {
+                        let code = code(a);
+                        (keccak256(&code), Some(Bytecode::new_raw(code)))
+                    }
+                    (None, _) => (KECCAK_EMPTY, None),
+                };
+                let mut storage = BTreeMap::new();
+                for _ in 0..rng.below(8) {
+                    let value = if rng.below(4) == 0 { U256::ZERO } else { U256::from(rng.next()) };
+                    storage.insert(U256::from(rng.below(SLOTS)) << (8 * rng.below(3)), value);
+                }
+                let info = AccountState {
+                    balance: U256::from(rng.next() % 1_000_000),
+                    nonce: existing.as_ref().map_or(0, |i| i.nonce) + rng.below(2),
+                    code_hash,
+                    code,
+                };
+                AccountDiff { info: Some(info), storage_cleared: kind == 1, storage }
+            }
+        };
+        diff.accounts.insert(address, change);
+    }
+    diff
+}
+
+fn genesis(rng: &mut Rng) -> (Vec<(Address, GenesisAccount)>, InMemoryState, Header) {
+    let mut alloc = Vec::new();
+    let mut state = InMemoryState::new();
+    for a in 0..ADDRESSES / 2 {
+        let mut account = GenesisAccount { balance: U256::from(rng.next()), nonce: rng.below(3), ..Default::default() };
+        if a % 4 == 0 {
+            account.code = code(a);
+            for s in 0..rng.below(SLOTS) {
+                account.storage.insert(U256::from(s), U256::from(rng.next()));
+            }
+        }
+        alloc.push((address(a), account));
+    }
+    let diff = StateDiff {
+        accounts: alloc
+            .iter()
+            .map(|(address, account)| {
+                let (code_hash, code) = if account.code.is_empty() {
+                    (KECCAK_EMPTY, None)
+                } else {
+                    (keccak256(&account.code), Some(Bytecode::new_raw(account.code.clone())))
+                };
+                let info = AccountState { balance: account.balance, nonce: account.nonce, code_hash, code };
+                (*address, AccountDiff { info: Some(info), storage_cleared: false, storage: account.storage.clone() })
+            })
+            .collect(),
+    };
+    state.apply_diff(&diff);
+    let header = Header { state_root: state.state_root(), gas_limit: 30_000_000, ..Default::default() };
+    (alloc, state, header)
+}
+
+/// Commits `diff` as the next block; returns the new hash.
+fn commit(storage: &Storage, diff: &StateDiff, timestamp: u64) -> B256 {
+    let (number, parent_hash) = storage.head();
+    let update = storage.prepare_state(diff).unwrap();
+    let header = Header { number: number + 1, parent_hash, state_root: update.state_root, timestamp, gas_limit: 30_000_000, ..Default::default() };
+    let block = Block { header, body: BlockBody::<TxEnvelope>::default() };
+    storage.commit_block(&block, &[], update).unwrap()
+}
+
+/// Every account and slot the test can touch reads the same from both.
+fn assert_same_reads(view: &impl DatabaseRef<Error = pseq_executor::StateError>, reference: &impl DatabaseRef<Error = pseq_executor::StateError>, context: &str) {
+    for a in 0..ADDRESSES {
+        let address = address(a);
+        let ours = view.basic_ref(address).unwrap();
+        let theirs = reference.basic_ref(address).unwrap();
+        assert_eq!(ours.as_ref().map(|i| (i.balance, i.nonce, i.code_hash)), theirs.as_ref().map(|i| (i.balance, i.nonce, i.code_hash)), "{context}: account {address}");
+        if let Some(info) = &ours {
+            if info.code_hash != KECCAK_EMPTY {
+                assert_eq!(view.code_by_hash_ref(info.code_hash).unwrap().original_bytes(), reference.code_by_hash_ref(info.code_hash).unwrap().original_bytes());
+            }
+        }
+        for s in 0..SLOTS {
+            for shift in 0..3 {
+                let slot = U256::from(s) << (8 * shift);
+                assert_eq!(view.storage_ref(address, slot).unwrap(), reference.storage_ref(address, slot).unwrap(), "{context}: {address} slot {slot}");
+            }
+        }
+    }
+}
+
+#[test]
+fn incremental_roots_history_and_unwind_match_the_reference() {
+    for seed in 1..=6u64 {
+        let mut rng = Rng(seed * 0x2545_f491_4f6c_dd1d);
+        let dir = tempfile::tempdir().unwrap();
+        let (alloc, genesis_state, genesis_header) = genesis(&mut rng);
+        let storage = Storage::open_or_init(dir.path(), &StorageOptions::default(), 1337, &genesis_header, &alloc).unwrap();
+        assert_eq!(storage.head().0, 0);
+
+        // Forward: N blocks, root checked after each against the reference.
+        let blocks = 25;
+        let mut snapshots = vec![genesis_state.clone()];
+        let mut diffs = Vec::new();
+        let mut state = genesis_state.clone();
+        for n in 1..=blocks {
+            let diff = random_diff(&mut rng, &state);
+            state.apply_diff(&diff);
+            commit(&storage, &diff, n);
+            let header = storage.header_by_number(n).unwrap().unwrap();
+            assert_eq!(header.state_root, state.state_root(), "seed {seed} block {n}");
+            snapshots.push(state.clone());
+            diffs.push(diff);
+        }
+        let report = storage.verify(&mut |_| {}).unwrap();
+        assert!(report.ok(), "seed {seed}: {report:?}");
+
+        // History: every block's view reads what the reference held then.
+        for k in [0, 1, blocks / 2, blocks - 1, blocks] {
+            assert_same_reads(&storage.state_at(k).unwrap(), &snapshots[k as usize], &format!("seed {seed} history at {k}"));
+        }
+        assert_same_reads(&storage.latest(), &state, &format!("seed {seed} head"));
+
+        // Unwind to k, then import different blocks; compare with a fresh import of the same.
+        let k = 1 + rng.below(blocks - 1);
+        storage.unwind_to(k).unwrap();
+        assert_eq!(storage.head().0, k);
+        assert!(storage.header_by_number(k + 1).unwrap().is_none());
+        assert_same_reads(&storage.latest(), &snapshots[k as usize], &format!("seed {seed} after unwind to {k}"));
+        let mut state = snapshots[k as usize].clone();
+        let mut new_diffs = diffs[..k as usize].to_vec();
+        for n in k + 1..=k + 10 {
+            let diff = random_diff(&mut rng, &state);
+            state.apply_diff(&diff);
+            commit(&storage, &diff, 1000 + n);
+            assert_eq!(storage.header_by_number(n).unwrap().unwrap().state_root, state.state_root(), "seed {seed} re-import block {n}");
+            new_diffs.push(diff);
+        }
+        let fresh_dir = tempfile::tempdir().unwrap();
+        let fresh = Storage::open_or_init(fresh_dir.path(), &StorageOptions::default(), 1337, &genesis_header, &alloc).unwrap();
+        for (i, diff) in new_diffs.iter().enumerate() {
+            let n = i as u64 + 1;
+            commit(&fresh, diff, if n <= k { n } else { 1000 + n });
+        }
+        assert_eq!(fresh.head(), storage.head(), "seed {seed}: same blocks, same head hash");
+        assert_same_reads(&storage.latest(), &fresh.latest(), &format!("seed {seed} unwound vs fresh"));
+        assert!(storage.verify(&mut |_| {}).unwrap().ok());
+
+        // A reopened datadir has the same head and reads.
+        let head = storage.head();
+        drop(storage);
+        let reopened = Storage::open(dir.path(), &StorageOptions::default()).unwrap();
+        assert_eq!(reopened.head(), head);
+        assert_same_reads(&reopened.latest(), &state, &format!("seed {seed} reopened"));
+    }
+}
+
+#[test]
+fn a_datadir_of_another_chain_or_schema_is_refused() {
+    let mut rng = Rng(99);
+    let dir = tempfile::tempdir().unwrap();
+    let (alloc, _, header) = genesis(&mut rng);
+    drop(Storage::open_or_init(dir.path(), &StorageOptions::default(), 1, &header, &alloc).unwrap());
+    let wrong_id = Storage::open_or_init(dir.path(), &StorageOptions::default(), 2, &header, &alloc).unwrap_err();
+    assert!(matches!(wrong_id, pseq_storage::StorageError::WrongChain(_)), "{wrong_id}");
+    let other = Header { timestamp: 5, ..header.clone() };
+    let wrong_genesis = Storage::open_or_init(dir.path(), &StorageOptions::default(), 1, &other, &alloc).unwrap_err();
+    assert!(matches!(wrong_genesis, pseq_storage::StorageError::WrongChain(_)), "{wrong_genesis}");
+
+    let empty = tempfile::tempdir().unwrap();
+    assert!(matches!(Storage::open(empty.path(), &StorageOptions::default()).unwrap_err(), pseq_storage::StorageError::NotInitialised(_)));
+
+    let bad_root = Header { state_root: B256::repeat_byte(1), ..header };
+    let fresh = tempfile::tempdir().unwrap();
+    let err = Storage::open_or_init(fresh.path(), &StorageOptions::default(), 1, &bad_root, &alloc).unwrap_err();
+    assert!(matches!(err, pseq_storage::StorageError::StateRootMismatch { .. }), "{err}");
+}
+
+#[test]
+fn a_block_with_a_wrong_root_or_parent_writes_nothing() {
+    let mut rng = Rng(7);
+    let dir = tempfile::tempdir().unwrap();
+    let (alloc, state, header) = genesis(&mut rng);
+    let storage = Storage::open_or_init(dir.path(), &StorageOptions::default(), 1, &header, &alloc).unwrap();
+    let diff = random_diff(&mut rng, &state);
+    let (number, parent_hash) = storage.head();
+    let update = storage.prepare_state(&diff).unwrap();
+    let wrong = Header { number: number + 1, parent_hash, state_root: B256::repeat_byte(7), ..Default::default() };
+    let err = storage.commit_block(&Block { header: wrong, body: BlockBody::default() }, &[], update).unwrap_err();
+    assert!(matches!(err, pseq_storage::StorageError::StateRootMismatch { .. }), "{err}");
+    let update = storage.prepare_state(&diff).unwrap();
+    let orphan = Header { number: number + 1, parent_hash: B256::repeat_byte(3), state_root: update.state_root, ..Default::default() };
+    let err = storage.commit_block(&Block { header: orphan, body: BlockBody::default() }, &[], update).unwrap_err();
+    assert!(matches!(err, pseq_storage::StorageError::NotOnHead { .. }), "{err}");
+    assert_eq!(storage.head().0, 0);
+    assert_same_reads(&storage.latest(), &state, "after refused commits");
+    assert!(storage.verify(&mut |_| {}).unwrap().ok());
+}
