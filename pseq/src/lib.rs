@@ -8,10 +8,13 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod bench_state;
 pub mod blocktest;
 pub mod chainspec;
 pub mod corpus;
-pub mod fork;
+pub mod chain_import;
+pub mod import;
+pub use pseq_config::fork;
 pub mod replay;
 pub mod report;
 pub mod statetest;

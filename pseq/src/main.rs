@@ -1,7 +1,7 @@
 //! The `pseq` command line.
 
 use clap::{Args, Parser, Subcommand};
-use pseq::{bench, blocktest, corpus, replay, report::Counts, statetest};
+use pseq::{bench, bench_state, blocktest, chain_import, corpus, replay, report::Counts, statetest};
 use pseq_executor::ExecutionOptions;
 use std::{path::PathBuf, process::ExitCode};
 
@@ -47,6 +47,28 @@ enum Command {
         paths: Vec<PathBuf>,
         #[command(flatten)]
         exec: ExecArgs,
+        /// Where each test keeps its state: `memory`, or `rocksdb` (a fresh datadir per test,
+        /// incremental state roots).
+        #[arg(long, default_value = "memory", value_parser = ["memory", "rocksdb"])]
+        storage: String,
+    },
+    /// Import a chain file (concatenated RLP blocks) into a datadir, validating every block.
+    Import {
+        /// The node's datadir (created from the genesis when new).
+        #[arg(long)]
+        datadir: PathBuf,
+        /// geth-format genesis file of the chain.
+        #[arg(long)]
+        genesis: PathBuf,
+        /// The chain file.
+        chain: PathBuf,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Datadir maintenance.
+    Db {
+        #[command(subcommand)]
+        what: DbCommand,
     },
     /// Re-execute historical mainnet blocks (the mainnet-blocks corpus format).
     Replay {
@@ -74,7 +96,65 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum DbCommand {
+    /// Recompute the state root from every stored account and slot; compare with the head.
+    Verify {
+        /// The node's datadir.
+        #[arg(long)]
+        datadir: PathBuf,
+    },
+    /// Unwind the chain to an earlier block.
+    Unwind {
+        /// The node's datadir.
+        #[arg(long)]
+        datadir: PathBuf,
+        /// Block to keep as the new head.
+        #[arg(long)]
+        to: u64,
+    },
+}
+
+#[derive(Subcommand)]
 enum BenchCommand {
+    /// Incremental state root vs from scratch on a large RocksDB state.
+    StateRoot {
+        /// Plain accounts in the state.
+        #[arg(long, default_value_t = 1_000_000)]
+        accounts: u64,
+        /// Contracts holding storage.
+        #[arg(long, default_value_t = 10_000)]
+        contracts: u64,
+        /// Slots per contract.
+        #[arg(long, default_value_t = 100)]
+        slots_per_contract: u64,
+        /// Accounts changed, and slots changed, by the timed update.
+        #[arg(long, default_value_t = 10_000)]
+        updates: u64,
+        /// Timed runs of the incremental root.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Folder for the temporary datadir.
+        #[arg(long, default_value = "target")]
+        work_dir: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Execute, root and commit 1-gigagas raw-transfer blocks on a RocksDB datadir.
+    Commit {
+        /// Blocks to commit.
+        #[arg(long, default_value_t = 5)]
+        blocks: usize,
+        /// Threads of the executor (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Folder for the temporary datadir.
+        #[arg(long, default_value = "target")]
+        work_dir: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Execute synthetic blocks sequentially and in parallel; print medians.
     Exec {
         /// Workloads (comma separated): raw-transfers, erc20, hot-recipient, sequential-chain.
@@ -145,6 +225,23 @@ fn finish(result: Result<Counts, String>) -> ExitCode {
     }
 }
 
+fn print_result<T: serde::Serialize>(result: Result<T, String>, json: bool, text: impl Fn(&T) -> String) -> ExitCode {
+    match result {
+        Ok(r) if json => {
+            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            println!("{}", text(&r));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
@@ -178,9 +275,72 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Blocktest { paths, exec } => {
-            let options = blocktest::BlockTestOptions { exec: exec.options(), compare: exec.compare };
+        Command::Bench { what: BenchCommand::StateRoot { accounts, contracts, slots_per_contract, updates, runs, work_dir, json } } => {
+            let params = bench_state::StateRootParams { accounts, contracts, slots_per_contract, updates, runs };
+            print_result(bench_state::state_root(params, &work_dir), json, |r| {
+                format!(
+                    "state of {} accounts and {} slots (built in {:.1} s); update of {} accounts and {} slots: incremental root {:.1} ms, from scratch {:.1} ms: {:.1}x; {} trie nodes changed; datadir {:.0} MiB; peak RSS {:.0} MiB",
+                    r.accounts, r.slots, r.build_s, r.updated_accounts, r.updated_slots, r.incremental_ms, r.from_scratch_ms, r.speedup, r.trie_nodes_changed, r.datadir_mb, r.peak_rss_mb
+                )
+            })
+        }
+        Command::Bench { what: BenchCommand::Commit { blocks, threads, work_dir, json } } => {
+            let threads = threads.unwrap_or_else(default_threads);
+            let contracts = corpus::corpora_dir().join("contracts");
+            print_result(bench_state::commit(blocks, threads, &contracts, &work_dir), json, |r| {
+                format!(
+                    "{} blocks of {} txs ({} gas): execute {:.0} ms, state root {:.0} ms, commit {:.0} ms per block: {:.2} blocks/s (root + commit), {:.0} MB/s written, datadir +{:.1} MiB per block",
+                    r.blocks, r.txs_per_block, r.gas_per_block, r.execute_ms, r.state_root_ms, r.commit_ms, r.blocks_per_s, r.commit_mb_per_s, r.mb_per_block
+                )
+            })
+        }
+        Command::Blocktest { paths, exec, storage } => {
+            let backend = if storage == "rocksdb" { blocktest::StateBackend::RocksDb } else { blocktest::StateBackend::Memory };
+            let options = blocktest::BlockTestOptions { exec: exec.options(), compare: exec.compare, backend };
             finish(blocktest::run(&paths, &options))
+        }
+        Command::Import { datadir, genesis, chain, exec } => match chain_import::import(&datadir, &genesis, &chain, &exec.options()) {
+            Ok(summary) => {
+                println!("{} blocks imported ({} already present), head {}", summary.imported, summary.already_present, summary.head);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Db { what: DbCommand::Verify { datadir } } => match chain_import::verify(&datadir) {
+            Ok(report) => {
+                println!(
+                    "head {}: computed state root {}, header {}; {} accounts, {} slots, {} storage-root mismatches: {}",
+                    report.head,
+                    report.computed_root,
+                    report.header_root,
+                    report.accounts,
+                    report.slots,
+                    report.storage_root_mismatches,
+                    if report.ok() { "OK" } else { "MISMATCH" }
+                );
+                if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Db { what: DbCommand::Unwind { datadir, to } } => {
+            let result = pseq_storage::Storage::open(&datadir, &pseq_storage::StorageOptions::default())
+                .and_then(|s| s.unwind_to(to).map(|()| s.head().0));
+            match result {
+                Ok(head) => {
+                    println!("unwound to block {head}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Replay { dir, blocks, check_threads, threads, runs, json, force_parallel } => {
             let threads = threads.unwrap_or_else(default_threads);

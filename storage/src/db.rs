@@ -63,6 +63,15 @@ pub struct GenesisAccount {
     pub storage: std::collections::BTreeMap<U256, U256>,
 }
 
+/// A committed block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// Hash of the block.
+    pub hash: B256,
+    /// Bytes of the write batch (state, trie, history, block, receipts).
+    pub bytes: usize,
+}
+
 /// The RocksDB-backed state and chain of one node. Shared between threads (`&self` everywhere);
 /// commits and unwinds serialise on an internal lock.
 pub struct Storage {
@@ -95,6 +104,10 @@ fn open_db(path: &Path, options: &StorageOptions) -> Result<DB> {
     db_options.create_missing_column_families(true);
     db_options.set_max_background_jobs(2);
     db_options.set_keep_log_file_num(4);
+    db_options.set_log_level(rocksdb::LogLevel::Warn);
+    // RocksDB opens table files with 16 threads per column family by default: 272 thread
+    // spawns per open, which dominated opening small datadirs.
+    db_options.set_max_file_opening_threads(2);
     let descriptors = tables::ALL.iter().map(|name| ColumnFamilyDescriptor::new(*name, cf_options.clone()));
     Ok(DB::open_cf_descriptors(&db_options, path, descriptors)?)
 }
@@ -103,7 +116,11 @@ impl Storage {
     /// Opens an initialised datadir. Fails on another schema version, a missing genesis or a
     /// corrupt database.
     pub fn open(path: &Path, options: &StorageOptions) -> Result<Self> {
-        let db = open_db(path, options)?;
+        Self::from_db(open_db(path, options)?, path, options)
+    }
+
+    /// Reads the identity and head of an opened database.
+    fn from_db(db: DB, path: &Path, options: &StorageOptions) -> Result<Self> {
         let meta = cf(&db, tables::META)?;
         let Some(schema) = db.get_cf(meta, tables::META_SCHEMA)? else {
             return Err(StorageError::NotInitialised(path.display().to_string()));
@@ -140,7 +157,11 @@ impl Storage {
         alloc: &[(Address, GenesisAccount)],
     ) -> Result<Self> {
         let genesis_hash = genesis.hash_slow();
-        match Self::open(path, options) {
+        let db = open_db(path, options)?;
+        if db.get_cf(cf(&db, tables::META)?, tables::META_SCHEMA)?.is_none() {
+            return Self::init(db, path, options, chain_id, genesis, alloc);
+        }
+        match Self::from_db(db, path, options) {
             Ok(storage) => {
                 let wanted = ChainIdentity { chain_id, genesis_hash };
                 if storage.identity != wanted {
@@ -151,16 +172,14 @@ impl Storage {
                 }
                 Ok(storage)
             }
-            Err(StorageError::NotInitialised(_)) => Self::init(path, options, chain_id, genesis, alloc),
             Err(e) => Err(e),
         }
     }
 
-    fn init(path: &Path, options: &StorageOptions, chain_id: u64, genesis: &Header, alloc: &[(Address, GenesisAccount)]) -> Result<Self> {
-        let db = open_db(path, options)?;
+    fn init(db: DB, path: &Path, options: &StorageOptions, chain_id: u64, genesis: &Header, alloc: &[(Address, GenesisAccount)]) -> Result<Self> {
         let genesis_hash = genesis.hash_slow();
         let mut write_options = WriteOptions::default();
-        write_options.set_sync(true);
+        write_options.set_sync(options.sync_writes);
         let storage = Self {
             db,
             path: path.to_path_buf(),
@@ -183,9 +202,8 @@ impl Storage {
         batch.put_cf(meta, tables::META_SCHEMA, SCHEMA_VERSION.to_be_bytes());
         batch.put_cf(meta, tables::META_CHAIN, encode_block_ref(chain_id, &genesis_hash));
         storage.db.write_opt(batch, &storage.write_options)?;
-        drop(storage);
-        // Reopen with the caller's options: the head and identity now come from disk.
-        Self::open(path, options)
+        storage.set_head((genesis.number, genesis_hash));
+        Ok(storage)
     }
 
     pub(crate) fn db(&self) -> &DB {
@@ -217,7 +235,7 @@ impl Storage {
     /// Commits a block on top of the head in one atomic write: state, trie nodes, history, the
     /// block, its receipts and transaction index, and the new head. The header's state root must
     /// equal the update's; the update must have been prepared on the current head.
-    pub fn commit_block(&self, block: &Block<TxEnvelope>, receipts: &[TxReceipt], update: StateUpdate) -> Result<B256> {
+    pub fn commit_block(&self, block: &Block<TxEnvelope>, receipts: &[TxReceipt], update: StateUpdate) -> Result<Committed> {
         let _guard = self.write_lock.lock();
         let head = self.head();
         let header = &block.header;
@@ -236,10 +254,11 @@ impl Storage {
         batch.put_cf(cf(&self.db, tables::CHANGESETS)?, tables::number_key(header.number), update.changes.encode());
         let receipts: Vec<ReceiptEnvelope> = receipts.iter().map(TxReceipt::envelope).collect();
         self.write_block_data(&mut batch, block, hash, &receipts)?;
+        let bytes = batch.size_in_bytes();
         self.db.write_opt(batch, &self.write_options)?;
         self.cache.apply(&update.cache);
         *self.head.write() = (header.number, hash);
-        Ok(hash)
+        Ok(Committed { hash, bytes })
     }
 
     /// Block data and the head pointer, into `batch`.

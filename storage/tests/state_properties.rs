@@ -112,7 +112,7 @@ fn commit(storage: &Storage, diff: &StateDiff, timestamp: u64) -> B256 {
     let update = storage.prepare_state(diff).unwrap();
     let header = Header { number: number + 1, parent_hash, state_root: update.state_root, timestamp, gas_limit: 30_000_000, ..Default::default() };
     let block = Block { header, body: BlockBody::<TxEnvelope>::default() };
-    storage.commit_block(&block, &[], update).unwrap()
+    storage.commit_block(&block, &[], update).unwrap().hash
 }
 
 /// Every account and slot the test can touch reads the same from both.

@@ -43,7 +43,7 @@ fn blockchain_test_runner_reports_bad_files_and_continues() {
     fs::write(dir.join("c_unknown_network.json"), text.replace("\"network\": \"Cancun\"", "\"network\": \"Atlantis\"")).unwrap();
     fs::write(dir.join("d_missing_field.json"), text.replace("\"lastblockhash\"", "\"lastblockhash_gone\"")).unwrap();
 
-    let options = blocktest::BlockTestOptions { exec: ExecutionOptions::force_parallel(2), compare: true };
+    let options = blocktest::BlockTestOptions { exec: ExecutionOptions::force_parallel(2), compare: true, backend: Default::default() };
     let counts = blocktest::run(&[dir.clone()], &options).expect("run");
     assert!(counts.passed > 0, "the valid file still ran");
     let failures = counts.failures.join("\n");

@@ -37,7 +37,7 @@ fn eest_state_tests_cancun_prague_osaka() {
 #[test]
 fn eest_blockchain_tests_all_forks() {
     let dir = corpus::blockchain_tests().expect("blockchain test corpus");
-    let options = blocktest::BlockTestOptions { exec: ExecutionOptions::force_parallel(2), compare: true };
+    let options = blocktest::BlockTestOptions { exec: ExecutionOptions::force_parallel(2), compare: true, backend: Default::default() };
     let counts = blocktest::run(&[dir], &options).expect("blockchain tests run");
     assert_clean("blockchain tests", &counts, 22_000);
 }
