@@ -61,3 +61,9 @@ pub fn blockchain_tests() -> Result<PathBuf, String> {
 pub fn mainnet_blocks() -> Result<PathBuf, String> {
     Ok(unpacked("mainnet-blocks")?.join("mainnet-blocks"))
 }
+
+/// The execution-apis JSON-RPC conformance suite (`.../execution-apis-rpc-compat`, holding
+/// `osaka-*/tests` and `prague-*/tests`, each with `genesis.json` and `chain.rlp`).
+pub fn rpc_compat() -> Result<PathBuf, String> {
+    Ok(unpacked("execution-apis-rpc-compat")?.join("execution-apis-rpc-compat"))
+}
