@@ -400,6 +400,15 @@ impl Storage {
         Ok(self.db.get_cf(cf(&self.db, tables::CODE)?, hash)?.map(Into::into))
     }
 
+    /// Flushes every column family's memtable to table files (RocksDB keeps recent writes in
+    /// memory tables; a long-running node has most of its state in table files).
+    pub fn flush(&self) -> Result<()> {
+        for name in tables::ALL {
+            self.db.flush_cf(cf(&self.db, name)?)?;
+        }
+        Ok(())
+    }
+
     /// Sets the safe and finalized blocks (Engine API fork choice).
     pub fn set_safe_finalized(&self, safe: Option<(u64, B256)>, finalized: Option<(u64, B256)>) -> Result<()> {
         let mut batch = WriteBatch::default();

@@ -12,10 +12,67 @@ use alloy_trie::{BranchNodeCompact, Nibbles};
 use rocksdb::{DBRawIterator, DB};
 use std::collections::BTreeMap;
 
+/// A RocksDB iterator that remembers the bound it was last positioned at, so that reads in
+/// ascending key order (which is how a trie walk reads) step forward instead of seeking again:
+/// after a range is read, the iterator already sits on the first key of the next one.
+pub(crate) struct Cursor<'a> {
+    iter: DBRawIterator<'a>,
+    /// The iterator is at the first key >= this bound (or at the end).
+    bound: Option<Vec<u8>>,
+}
+
+impl<'a> Cursor<'a> {
+    pub(crate) fn new(iter: DBRawIterator<'a>) -> Self {
+        Self { iter, bound: None }
+    }
+
+    /// Positions at the first key >= `target`.
+    pub(crate) fn seek(&mut self, target: &[u8]) {
+        /// Forward steps tried before a real seek (a step is much cheaper than a seek).
+        const STEPS: usize = 4;
+        if self.bound.as_deref().is_some_and(|bound| bound <= target) {
+            for _ in 0..=STEPS {
+                match self.iter.key() {
+                    // At or past the target: the first key >= bound is also the first >= target.
+                    Some(key) if key >= target => return,
+                    None if self.iter.status().is_ok() => return,
+                    Some(_) => self.next(),
+                    None => break,
+                }
+            }
+        }
+        self.iter.seek(target);
+        let mut bound = self.bound.take().unwrap_or_default();
+        bound.clear();
+        bound.extend_from_slice(target);
+        self.bound = Some(bound);
+    }
+
+    /// Moves to the next key (the position stays the first key >= the old bound's successor).
+    pub(crate) fn next(&mut self) {
+        if let Some(key) = self.iter.key() {
+            let mut bound = self.bound.take().unwrap_or_default();
+            bound.clear();
+            bound.extend_from_slice(key);
+            bound.push(0);
+            self.iter.next();
+            self.bound = Some(bound);
+        }
+    }
+
+    pub(crate) fn item(&self) -> Option<(&[u8], &[u8])> {
+        self.iter.item()
+    }
+
+    pub(crate) fn status(&self) -> Result<(), rocksdb::Error> {
+        self.iter.status()
+    }
+}
+
 /// Stored nodes of one trie: the account trie (empty key prefix) or one account's storage trie
 /// (prefix = hashed address).
 pub(crate) struct NodeReader<'a> {
-    iter: DBRawIterator<'a>,
+    iter: Cursor<'a>,
     prefix: Vec<u8>,
     key: Vec<u8>,
     /// A wiped storage trie: every stored node is gone.
@@ -25,7 +82,7 @@ pub(crate) struct NodeReader<'a> {
 impl<'a> NodeReader<'a> {
     pub(crate) fn new(db: &'a DB, table: &str, prefix: &[u8], empty: bool) -> Result<Self> {
         let cf = crate::db::cf(db, table)?;
-        Ok(Self { iter: db.raw_iterator_cf(cf), prefix: prefix.to_vec(), key: Vec::with_capacity(prefix.len() + 64), empty })
+        Ok(Self { iter: Cursor::new(db.raw_iterator_cf(cf)), prefix: prefix.to_vec(), key: Vec::with_capacity(prefix.len() + 64), empty })
     }
 
     fn seek(&mut self, path: &Nibbles) -> Result<Option<(Vec<u8>, BranchNodeCompact)>> {
@@ -35,7 +92,9 @@ impl<'a> NodeReader<'a> {
         self.key.clear();
         self.key.extend_from_slice(&self.prefix);
         self.key.extend(path.to_vec());
-        self.iter.seek(&self.key);
+        let key = std::mem::take(&mut self.key);
+        self.iter.seek(&key);
+        self.key = key;
         match self.iter.item() {
             Some((key, value)) if key.starts_with(&self.key) => Ok(Some((key[self.prefix.len()..].to_vec(), decode_node(value)?))),
             _ => {
@@ -67,7 +126,7 @@ impl<'a> NodeReader<'a> {
 /// (`None` = deleted) as leaf RLP.
 pub(crate) struct AccountTrieSource<'a> {
     pub nodes: NodeReader<'a>,
-    pub leaves: DBRawIterator<'a>,
+    pub leaves: Cursor<'a>,
     pub overlay: &'a BTreeMap<B256, Option<Vec<u8>>>,
 }
 
@@ -82,7 +141,7 @@ impl TrieSource for AccountTrieSource<'_> {
 
     fn leaves(&mut self, lo: &B256, hi: &B256, f: &mut dyn FnMut(&B256, &[u8])) -> Result<()> {
         let mut overlay = self.overlay.range(*lo..=*hi).peekable();
-        self.leaves.seek(lo);
+        self.leaves.seek(lo.as_slice());
         loop {
             let stored = match self.leaves.item() {
                 Some((key, value)) if key.len() == 32 && key <= hi.as_slice() => Some((B256::from_slice(key), value)),
@@ -122,7 +181,7 @@ impl TrieSource for AccountTrieSource<'_> {
 /// update changes (zero = deleted).
 pub(crate) struct StorageTrieSource<'a> {
     pub nodes: NodeReader<'a>,
-    pub leaves: DBRawIterator<'a>,
+    pub leaves: Cursor<'a>,
     pub hashed_address: B256,
     pub wiped: bool,
     pub overlay: &'a BTreeMap<B256, U256>,
@@ -142,7 +201,7 @@ impl TrieSource for StorageTrieSource<'_> {
         let start = tables::hashed_storage_key(&self.hashed_address, lo);
         let end = tables::hashed_storage_key(&self.hashed_address, hi);
         if !self.wiped {
-            self.leaves.seek(start);
+            self.leaves.seek(&start);
         }
         loop {
             let stored = match self.leaves.item() {
@@ -187,7 +246,7 @@ impl TrieSource for StorageTrieSource<'_> {
 pub(crate) fn account_source<'a>(db: &'a DB, overlay: &'a BTreeMap<B256, Option<Vec<u8>>>) -> Result<AccountTrieSource<'a>> {
     Ok(AccountTrieSource {
         nodes: NodeReader::new(db, tables::ACCOUNT_TRIE, &[], false)?,
-        leaves: db.raw_iterator_cf(crate::db::cf(db, tables::HASHED_ACCOUNTS)?),
+        leaves: Cursor::new(db.raw_iterator_cf(crate::db::cf(db, tables::HASHED_ACCOUNTS)?)),
         overlay,
     })
 }
@@ -201,7 +260,7 @@ pub(crate) fn storage_source<'a>(
 ) -> Result<StorageTrieSource<'a>> {
     Ok(StorageTrieSource {
         nodes: NodeReader::new(db, tables::STORAGE_TRIE, hashed_address.as_slice(), wiped)?,
-        leaves: db.raw_iterator_cf(crate::db::cf(db, tables::HASHED_STORAGE)?),
+        leaves: Cursor::new(db.raw_iterator_cf(crate::db::cf(db, tables::HASHED_STORAGE)?)),
         hashed_address,
         wiped,
         overlay,

@@ -56,7 +56,7 @@ pub(crate) fn incremental_root(source: &mut impl TrieSource, changed: &[B256]) -
             return Ok(RootUpdate { root, ..Default::default() });
         }
     }
-    let mut walker = Walker { source, changed, hb: HashBuilder::default().with_updates(true), visited: Vec::new() };
+    let mut walker = Walker { source, changed, hb: HashBuilder::default().with_updates(true), visited: Vec::new(), strip: 0 };
     match root_node {
         Some(node) => walker.walk(root_path, &node)?,
         None => walker.subtree(root_path, None, true)?,
@@ -66,6 +66,115 @@ pub(crate) fn incremental_root(source: &mut impl TrieSource, changed: &[B256]) -
     let (_, updated) = walker.hb.split();
     let removed = visited.into_iter().filter(|path| !updated.contains_key(path)).collect();
     Ok(RootUpdate { root, updated, removed })
+}
+
+/// Changed keys below which [`incremental_root_parallel`] splits the work.
+const PARALLEL_MIN_CHANGES: usize = 256;
+
+/// [`incremental_root`] with the root's changed children computed on up to `threads` threads.
+///
+/// A changed child of the root that is a stored branch node is built by a walker of its own
+/// whose builder sees keys without their first nibble: it builds the subtree as a standalone
+/// trie, whose root node is exactly the child node (same RLP), whose stored nodes are the
+/// child's (paths re-prefixed) and whose root hash the root level then adds like an unchanged
+/// child. When a child does not come back as a stored branch node (it collapsed), the whole
+/// computation is redone sequentially, so the result and the stored nodes never differ from
+/// [`incremental_root`]'s.
+pub(crate) fn incremental_root_parallel<S, F>(make_source: &F, changed: &[B256], threads: usize) -> Result<RootUpdate>
+where
+    S: TrieSource,
+    F: Fn() -> Result<S> + Sync,
+{
+    let mut source = make_source()?;
+    let root_path = Nibbles::default();
+    let root_node = match source.node(&root_path)? {
+        Some(node) if threads > 1 && changed.len() >= PARALLEL_MIN_CHANGES => node,
+        _ => return incremental_root(&mut source, changed),
+    };
+    let jobs: Vec<u8> = (0..16u8)
+        .filter(|&n| {
+            let (lo, hi) = bounds(&Nibbles::from_nibbles([n]));
+            let index = changed.partition_point(|k| k < &lo);
+            root_node.tree_mask.is_bit_set(n) && root_node.hash_mask.is_bit_set(n) && changed.get(index).is_some_and(|k| k <= &hi)
+        })
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let sub_results: Vec<(u8, Result<Option<RootUpdate>>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.min(jobs.len()))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&nibble) = jobs.get(i) else { break };
+                        done.push((nibble, child_subtree(make_source, changed, nibble)));
+                    }
+                    done
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().unwrap_or_default()).collect()
+    });
+    if sub_results.len() != jobs.len() {
+        return incremental_root(&mut source, changed);
+    }
+    let mut subtrees: [Option<RootUpdate>; 16] = Default::default();
+    for (nibble, result) in sub_results {
+        match result? {
+            Some(update) => subtrees[nibble as usize] = Some(update),
+            None => return incremental_root(&mut source, changed),
+        }
+    }
+
+    let mut walker = Walker { source: &mut source, changed, hb: HashBuilder::default().with_updates(true), visited: vec![root_path], strip: 0 };
+    for nibble in 0..16u8 {
+        match &subtrees[nibble as usize] {
+            Some(sub) => walker.hb.add_branch(Nibbles::from_nibbles([nibble]), sub.root, true),
+            None => walker.child(root_path, &root_node, nibble)?,
+        }
+    }
+    let root = walker.hb.root();
+    let visited = std::mem::take(&mut walker.visited);
+    let (_, mut updated) = walker.hb.split();
+    let mut removed: Vec<Nibbles> = visited.into_iter().filter(|path| !updated.contains_key(path)).collect();
+    for sub in subtrees.into_iter().flatten() {
+        updated.extend(sub.updated);
+        removed.extend(sub.removed);
+    }
+    Ok(RootUpdate { root, updated, removed })
+}
+
+/// The subtree under root child `nibble`, built as a trie of its own; `None` when it is not a
+/// stored branch node any more.
+fn child_subtree<S, F>(make_source: &F, changed: &[B256], nibble: u8) -> Result<Option<RootUpdate>>
+where
+    S: TrieSource,
+    F: Fn() -> Result<S>,
+{
+    let mut source = make_source()?;
+    let path = Nibbles::from_nibbles([nibble]);
+    let Some(node) = source.node(&path)? else { return Ok(None) };
+    let mut walker = Walker { source: &mut source, changed, hb: HashBuilder::default().with_updates(true), visited: Vec::new(), strip: 1 };
+    walker.walk(path, &node)?;
+    let root = walker.hb.root();
+    let visited = std::mem::take(&mut walker.visited);
+    let (_, relative) = walker.hb.split();
+    let mut updated: HashMap<Nibbles, BranchNodeCompact> = HashMap::default();
+    let mut top_stored = false;
+    for (relative_path, mut node) in relative {
+        if relative_path.is_empty() {
+            top_stored = true;
+            node.root_hash = None;
+        }
+        let mut absolute = path;
+        absolute.extend(&relative_path);
+        updated.insert(absolute, node);
+    }
+    if !top_stored {
+        return Ok(None);
+    }
+    let removed = visited.into_iter().filter(|p| !updated.contains_key(p)).collect();
+    Ok(Some(RootUpdate { root, updated, removed }))
 }
 
 /// Computes a root from scratch over every leaf `source` has (ignoring stored nodes), with the
@@ -84,6 +193,9 @@ struct Walker<'a, S> {
     changed: &'a [B256],
     hb: HashBuilder,
     visited: Vec<Nibbles>,
+    /// Leading nibbles dropped from the keys the builder sees: a walker of the subtree under a
+    /// one-nibble prefix builds that subtree as a trie of its own (see [`incremental_root_parallel`]).
+    strip: usize,
 }
 
 impl<S: TrieSource> Walker<'_, S> {
@@ -95,31 +207,33 @@ impl<S: TrieSource> Walker<'_, S> {
 
     fn add_leaves(&mut self, lo: &B256, hi: &B256) -> Result<()> {
         let hb = &mut self.hb;
-        self.source.leaves(lo, hi, &mut |key, value| hb.add_leaf(Nibbles::unpack(key), value))
+        let strip = self.strip;
+        self.source.leaves(lo, hi, &mut |key, value| hb.add_leaf(Nibbles::unpack(key).slice(strip..), value))
     }
 
     /// Every child of the stored branch node at `path`.
     fn walk(&mut self, path: Nibbles, node: &BranchNodeCompact) -> Result<()> {
         self.visited.push(path);
-        let mut hash_index = 0;
         for nibble in 0..16u8 {
-            let mut child = path;
-            child.push(nibble);
-            if node.state_mask.is_bit_set(nibble) {
-                let hash = node.hash_mask.is_bit_set(nibble).then(|| {
-                    let hash = node.hashes[hash_index];
-                    hash_index += 1;
-                    hash
-                });
-                self.subtree(child, hash, node.tree_mask.is_bit_set(nibble))?;
-            } else {
-                let (lo, hi) = bounds(&child);
-                if self.changed_in(&lo, &hi) {
-                    self.add_leaves(&lo, &hi)?;
-                }
-            }
+            self.child(path, node, nibble)?;
         }
         Ok(())
+    }
+
+    /// Child `nibble` of the stored branch node at `path`.
+    fn child(&mut self, path: Nibbles, node: &BranchNodeCompact, nibble: u8) -> Result<()> {
+        let mut child = path;
+        child.push(nibble);
+        if node.state_mask.is_bit_set(nibble) {
+            let hash = node.hash_mask.is_bit_set(nibble).then(|| node.hash_for_nibble(nibble));
+            self.subtree(child, hash, node.tree_mask.is_bit_set(nibble))
+        } else {
+            let (lo, hi) = bounds(&child);
+            if self.changed_in(&lo, &hi) {
+                self.add_leaves(&lo, &hi)?;
+            }
+            Ok(())
+        }
     }
 
     /// The subtree under `prefix`, given what its parent stores about it.
@@ -127,7 +241,7 @@ impl<S: TrieSource> Walker<'_, S> {
         let (lo, hi) = bounds(&prefix);
         let changed = self.changed_in(&lo, &hi);
         if let (false, Some(hash)) = (changed, hash) {
-            self.hb.add_branch(prefix, hash, in_db);
+            self.hb.add_branch(prefix.slice(self.strip..), hash, in_db);
             return Ok(());
         }
         if !in_db {
@@ -308,6 +422,52 @@ mod tests {
                 }
                 expected_root = update.root;
             }
+        }
+    }
+
+    /// The parallel root (the root's changed children on their own threads) gives the same
+    /// root and exactly the same stored nodes as the sequential one, round after round.
+    #[test]
+    fn parallel_root_equals_sequential_root_and_nodes() {
+        for seed in 1..=4u64 {
+            let mut rng = Rng(seed * 0x2545_f491_4f6c_dd1d);
+            let mut trie = MemTrie::default();
+            for _ in 0..6_000 {
+                let key = rng.key(false);
+                trie.leaves.insert(key, vec![0x81; 1 + (rng.next() % 40) as usize]);
+            }
+            let initial = full_root(&mut trie.clone()).unwrap();
+            trie.apply(&initial);
+            for round in 0..5 {
+                let existing: Vec<B256> = trie.leaves.keys().copied().collect();
+                let mut changed = Vec::new();
+                let deletes_only = round == 4;
+                for _ in 0..400 {
+                    let key = if deletes_only || rng.next() % 2 == 0 { existing[(rng.next() % existing.len() as u64) as usize] } else { rng.key(false) };
+                    if deletes_only || rng.next() % 3 == 0 {
+                        trie.leaves.remove(&key);
+                    } else {
+                        trie.leaves.insert(key, vec![0x55; 1 + (rng.next() % 40) as usize]);
+                    }
+                    changed.push(key);
+                }
+                changed.sort();
+                changed.dedup();
+                let snapshot = trie.clone();
+                let parallel = incremental_root_parallel(&|| Ok(snapshot.clone()), &changed, 3).unwrap();
+                let sequential = incremental_root(&mut trie.clone(), &changed).unwrap();
+                assert_eq!(parallel.root, sequential.root, "seed {seed} round {round}");
+                let mut a = trie.clone();
+                a.apply(&parallel);
+                let mut b = trie.clone();
+                b.apply(&sequential);
+                assert_eq!(a.nodes, b.nodes, "seed {seed} round {round}: stored nodes differ");
+                trie = a;
+            }
+            let mut fresh = MemTrie { nodes: BTreeMap::new(), leaves: trie.leaves.clone() };
+            let full = full_root(&mut fresh).unwrap();
+            fresh.apply(&full);
+            assert_eq!(fresh.nodes, trie.nodes, "seed {seed}: nodes after rounds differ from a fresh build");
         }
     }
 

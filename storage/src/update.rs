@@ -8,7 +8,7 @@ use crate::{
     error::{Result, StorageError},
     sources::{account_source, storage_source},
     tables,
-    trie::{incremental_root, RootUpdate},
+    trie::{incremental_root, incremental_root_parallel, RootUpdate},
 };
 use alloy_primitives::{keccak256, Address, B256, U256};
 use alloy_trie::{Nibbles, EMPTY_ROOT_HASH};
@@ -118,115 +118,155 @@ pub(crate) enum History {
     Skip,
 }
 
-/// One account's part of the update, computed before the account trie.
-struct AccountPart {
+/// Accounts per block above which their storage tries are computed on several threads.
+const PARALLEL_ACCOUNTS: usize = 64;
+
+/// One account's writes, history and leaf, computed independently of the others.
+#[derive(Default)]
+struct AccountResult {
+    ops: Vec<Op>,
+    changes: ChangeSet,
+    cache: CacheChanges,
     hashed: B256,
     leaf: Option<Vec<u8>>,
+    trie_nodes: usize,
 }
 
 pub(crate) fn prepare(storage: &Storage, diff: &StateDiff, history: History) -> Result<StateUpdate> {
     let db = storage.db();
     let parent = storage.head();
-    let mut ops = Vec::new();
+    let accounts: Vec<(&Address, &pseq_executor::AccountDiff)> = diff.accounts.iter().collect();
+    let threads = if accounts.len() >= PARALLEL_ACCOUNTS { std::thread::available_parallelism().map_or(1, |n| n.get()).min(16) } else { 1 };
+    let results: Vec<AccountResult> = if threads <= 1 {
+        accounts.iter().map(|(address, change)| prepare_account(storage, address, change, history)).collect::<Result<_>>()?
+    } else {
+        let chunk = accounts.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = accounts
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || part.iter().map(|(address, change)| prepare_account(storage, address, change, history)).collect::<Result<Vec<_>>>()))
+                .collect();
+            let mut all = Vec::with_capacity(accounts.len());
+            for handle in handles {
+                all.extend(handle.join().map_err(|_| StorageError::corrupt("state root worker panicked"))??);
+            }
+            Ok::<_, StorageError>(all)
+        })?
+    };
+
+    let mut ops = Vec::with_capacity(results.iter().map(|r| r.ops.len()).sum::<usize>() + 64);
     let mut changes = ChangeSet::default();
     let mut cache = CacheChanges::default();
     let mut account_overlay: BTreeMap<B256, Option<Vec<u8>>> = BTreeMap::new();
     let mut trie_nodes_changed = 0;
-
-    for (address, change) in &diff.accounts {
-        let hashed = keccak256(address);
-        let old = storage.hashed_account(&hashed)?;
-        let wiped = change.info.is_none() || change.storage_cleared;
-        if let History::Record(block) = history {
-            let value = old.map(|a| a.encode_full().to_vec()).unwrap_or_default();
-            ops.push(Op::Put(tables::ACCOUNT_HISTORY, tables::account_history_key(address, block).to_vec(), value));
-            changes.accounts.push(*address);
-        }
-
-        // Storage: wipe first (the batch applies in order), then the slots the block set.
-        let mut slot_overlay: BTreeMap<B256, U256> = BTreeMap::new();
-        let mut recorded: Vec<U256> = Vec::new();
-        if wiped && old.is_some_and(|a| a.storage_root != EMPTY_ROOT_HASH) {
-            let existing = storage.plain_slots(address)?;
-            for (slot, value) in &existing {
-                if let History::Record(block) = history {
-                    ops.push(Op::Put(tables::STORAGE_HISTORY, tables::storage_history_key(address, slot, block).to_vec(), encode_value(value)));
-                    changes.slots.push((*address, *slot));
-                    recorded.push(*slot);
-                }
-            }
-            ops.push(Op::DeleteRange(tables::STORAGE, address.to_vec(), tables::prefix_end(address.as_slice())));
-            ops.push(Op::DeleteRange(tables::HASHED_STORAGE, hashed.to_vec(), tables::prefix_end(hashed.as_slice())));
-            ops.push(Op::DeleteRange(tables::STORAGE_TRIE, hashed.to_vec(), tables::prefix_end(hashed.as_slice())));
-        }
-        if wiped {
-            cache.wiped.push(*address);
-        }
-        recorded.sort();
-        for (slot, value) in &change.storage {
-            if let History::Record(block) = history {
-                if recorded.binary_search(slot).is_err() {
-                    let before = storage.plain_slot(address, slot)?;
-                    ops.push(Op::Put(tables::STORAGE_HISTORY, tables::storage_history_key(address, slot, block).to_vec(), encode_value(&before)));
-                    changes.slots.push((*address, *slot));
-                }
-            }
-            if change.info.is_none() {
-                continue;
-            }
-            let plain_key = tables::storage_key(address, slot).to_vec();
-            let hashed_slot = keccak256(B256::from(*slot));
-            let hashed_key = tables::hashed_storage_key(&hashed, &hashed_slot).to_vec();
-            if value.is_zero() {
-                ops.push(Op::Delete(tables::STORAGE, plain_key));
-                ops.push(Op::Delete(tables::HASHED_STORAGE, hashed_key));
-            } else {
-                ops.push(Op::Put(tables::STORAGE, plain_key, encode_value(value)));
-                ops.push(Op::Put(tables::HASHED_STORAGE, hashed_key, encode_value(value)));
-            }
-            slot_overlay.insert(hashed_slot, *value);
-            cache.slots.push((*address, *slot, *value));
-        }
-
-        let part = match &change.info {
-            None => {
-                ops.push(Op::Delete(tables::ACCOUNTS, address.to_vec()));
-                ops.push(Op::Delete(tables::HASHED_ACCOUNTS, hashed.to_vec()));
-                cache.accounts.push((*address, None));
-                AccountPart { hashed, leaf: None }
-            }
-            Some(info) => {
-                let old_root = if wiped { EMPTY_ROOT_HASH } else { old.map(|a| a.storage_root).unwrap_or(EMPTY_ROOT_HASH) };
-                let storage_root = if slot_overlay.is_empty() {
-                    old_root
-                } else {
-                    let mut source = storage_source(db, hashed, wiped || old_root == EMPTY_ROOT_HASH, &slot_overlay)?;
-                    let changed: Vec<B256> = slot_overlay.keys().copied().collect();
-                    let update = incremental_root(&mut source, &changed)?;
-                    trie_nodes_changed += push_trie_ops(&mut ops, tables::STORAGE_TRIE, hashed.as_slice(), &update);
-                    update.root
-                };
-                if let Some(code) = &info.code {
-                    if info.code_hash != KECCAK_EMPTY {
-                        ops.push(Op::Put(tables::CODE, info.code_hash.to_vec(), code.original_bytes().to_vec()));
-                    }
-                }
-                let stored = StoredAccount { nonce: info.nonce, balance: info.balance, code_hash: info.code_hash, storage_root };
-                ops.push(Op::Put(tables::ACCOUNTS, address.to_vec(), stored.encode_plain().to_vec()));
-                ops.push(Op::Put(tables::HASHED_ACCOUNTS, hashed.to_vec(), stored.encode_full().to_vec()));
-                cache.accounts.push((*address, Some(stored)));
-                AccountPart { hashed, leaf: Some(stored.leaf_rlp()) }
-            }
-        };
-        account_overlay.insert(part.hashed, part.leaf);
+    for result in results {
+        ops.extend(result.ops);
+        changes.accounts.extend(result.changes.accounts);
+        changes.slots.extend(result.changes.slots);
+        cache.accounts.extend(result.cache.accounts);
+        cache.slots.extend(result.cache.slots);
+        cache.wiped.extend(result.cache.wiped);
+        trie_nodes_changed += result.trie_nodes;
+        account_overlay.insert(result.hashed, result.leaf);
     }
 
-    let mut source = account_source(db, &account_overlay)?;
     let changed: Vec<B256> = account_overlay.keys().copied().collect();
-    let update = incremental_root(&mut source, &changed)?;
-    drop(source);
+    let parallelism = std::thread::available_parallelism().map_or(1, |n| n.get()).min(16);
+    let update = incremental_root_parallel(&|| account_source(db, &account_overlay), &changed, parallelism)?;
     trie_nodes_changed += push_trie_ops(&mut ops, tables::ACCOUNT_TRIE, &[], &update);
     Ok(StateUpdate { parent, state_root: update.root, ops, changes, cache, trie_nodes_changed })
+}
+
+/// One account: its plain and hashed writes, history, storage trie and new leaf.
+fn prepare_account(storage: &Storage, address: &Address, change: &pseq_executor::AccountDiff, history: History) -> Result<AccountResult> {
+    let db = storage.db();
+    let mut out = AccountResult::default();
+    let ops = &mut out.ops;
+    let hashed = keccak256(address);
+    let old = storage.hashed_account(&hashed)?;
+    let wiped = change.info.is_none() || change.storage_cleared;
+    if let History::Record(block) = history {
+        let value = old.map(|a| a.encode_full().to_vec()).unwrap_or_default();
+        ops.push(Op::Put(tables::ACCOUNT_HISTORY, tables::account_history_key(address, block).to_vec(), value));
+        out.changes.accounts.push(*address);
+    }
+
+    // Storage: wipe first (the batch applies in order), then the slots the block set.
+    let mut slot_overlay: BTreeMap<B256, U256> = BTreeMap::new();
+    let mut recorded: Vec<U256> = Vec::new();
+    if wiped && old.is_some_and(|a| a.storage_root != EMPTY_ROOT_HASH) {
+        let existing = storage.plain_slots(address)?;
+        for (slot, value) in &existing {
+            if let History::Record(block) = history {
+                ops.push(Op::Put(tables::STORAGE_HISTORY, tables::storage_history_key(address, slot, block).to_vec(), encode_value(value)));
+                out.changes.slots.push((*address, *slot));
+                recorded.push(*slot);
+            }
+        }
+        ops.push(Op::DeleteRange(tables::STORAGE, address.to_vec(), tables::prefix_end(address.as_slice())));
+        ops.push(Op::DeleteRange(tables::HASHED_STORAGE, hashed.to_vec(), tables::prefix_end(hashed.as_slice())));
+        ops.push(Op::DeleteRange(tables::STORAGE_TRIE, hashed.to_vec(), tables::prefix_end(hashed.as_slice())));
+    }
+    if wiped {
+        out.cache.wiped.push(*address);
+    }
+    recorded.sort();
+    for (slot, value) in &change.storage {
+        if let History::Record(block) = history {
+            if recorded.binary_search(slot).is_err() {
+                let before = storage.plain_slot(address, slot)?;
+                ops.push(Op::Put(tables::STORAGE_HISTORY, tables::storage_history_key(address, slot, block).to_vec(), encode_value(&before)));
+                out.changes.slots.push((*address, *slot));
+            }
+        }
+        if change.info.is_none() {
+            continue;
+        }
+        let plain_key = tables::storage_key(address, slot).to_vec();
+        let hashed_slot = keccak256(B256::from(*slot));
+        let hashed_key = tables::hashed_storage_key(&hashed, &hashed_slot).to_vec();
+        if value.is_zero() {
+            ops.push(Op::Delete(tables::STORAGE, plain_key));
+            ops.push(Op::Delete(tables::HASHED_STORAGE, hashed_key));
+        } else {
+            ops.push(Op::Put(tables::STORAGE, plain_key, encode_value(value)));
+            ops.push(Op::Put(tables::HASHED_STORAGE, hashed_key, encode_value(value)));
+        }
+        slot_overlay.insert(hashed_slot, *value);
+        out.cache.slots.push((*address, *slot, *value));
+    }
+
+    out.hashed = hashed;
+    match &change.info {
+        None => {
+            ops.push(Op::Delete(tables::ACCOUNTS, address.to_vec()));
+            ops.push(Op::Delete(tables::HASHED_ACCOUNTS, hashed.to_vec()));
+            out.cache.accounts.push((*address, None));
+        }
+        Some(info) => {
+            let old_root = if wiped { EMPTY_ROOT_HASH } else { old.map(|a| a.storage_root).unwrap_or(EMPTY_ROOT_HASH) };
+            let storage_root = if slot_overlay.is_empty() {
+                old_root
+            } else {
+                let mut source = storage_source(db, hashed, wiped || old_root == EMPTY_ROOT_HASH, &slot_overlay)?;
+                let changed: Vec<B256> = slot_overlay.keys().copied().collect();
+                let update = incremental_root(&mut source, &changed)?;
+                out.trie_nodes += push_trie_ops(ops, tables::STORAGE_TRIE, hashed.as_slice(), &update);
+                update.root
+            };
+            if let Some(code) = &info.code {
+                if info.code_hash != KECCAK_EMPTY {
+                    ops.push(Op::Put(tables::CODE, info.code_hash.to_vec(), code.original_bytes().to_vec()));
+                }
+            }
+            let stored = StoredAccount { nonce: info.nonce, balance: info.balance, code_hash: info.code_hash, storage_root };
+            ops.push(Op::Put(tables::ACCOUNTS, address.to_vec(), stored.encode_plain().to_vec()));
+            ops.push(Op::Put(tables::HASHED_ACCOUNTS, hashed.to_vec(), stored.encode_full().to_vec()));
+            out.cache.accounts.push((*address, Some(stored)));
+            out.leaf = Some(stored.leaf_rlp());
+        }
+    }
+    Ok(out)
 }
 
 /// Writes and deletes of one trie's nodes; returns how many.

@@ -1,7 +1,8 @@
 //! Conformance on external data, through the parallel path with the small-block fallback off and
 //! every case also executed sequentially (results must be identical):
 //! - EEST state tests, forks Cancun, Prague and Osaka;
-//! - every EEST blockchain test (all forks, invalid blocks included);
+//! - every EEST blockchain test (all forks, invalid blocks included), in memory and again with the
+//!   state in RocksDB (incremental state roots);
 //! - all 67 mainnet blocks at 1, 2, 4 and 8 threads.
 //!
 //! The corpora are unpacked from `../shared/corpora` into `target/corpora` on first use. A missing
@@ -40,6 +41,17 @@ fn eest_blockchain_tests_all_forks() {
     let options = blocktest::BlockTestOptions { exec: ExecutionOptions::force_parallel(2), compare: true, backend: Default::default() };
     let counts = blocktest::run(&[dir], &options).expect("blockchain tests run");
     assert_clean("blockchain tests", &counts, 22_000);
+}
+
+/// Every blockchain test again with its state in RocksDB: genesis and every valid block committed
+/// through `pseq-storage`, each header's state root checked against the incremental trie, the
+/// post-state root recomputed from scratch. Same passes and skips as the in-memory run.
+#[test]
+fn eest_blockchain_tests_all_forks_through_rocksdb() {
+    let dir = corpus::blockchain_tests().expect("blockchain test corpus");
+    let options = blocktest::BlockTestOptions { exec: ExecutionOptions::parallel(2), compare: false, backend: blocktest::StateBackend::RocksDb };
+    let counts = blocktest::run(&[dir], &options).expect("blockchain tests run");
+    assert_clean("blockchain tests (RocksDB)", &counts, 22_000);
 }
 
 #[test]
