@@ -17,4 +17,5 @@ PSEQ = cargo run --release -q -p pseq --
 conformance:
 	$(PSEQ) statetest --force-parallel --compare target/corpora/eest-v5.4.0-develop-state_tests/eest-v5.4.0-develop/state_tests
 	$(PSEQ) blocktest --force-parallel --compare target/corpora/eest-v5.4.0-develop-blockchain_tests/eest-v5.4.0-develop/blockchain_tests
+	$(PSEQ) blocktest --storage rocksdb --force-parallel --compare target/corpora/eest-v5.4.0-develop-blockchain_tests/eest-v5.4.0-develop/blockchain_tests
 	$(PSEQ) replay target/corpora/mainnet-blocks/mainnet-blocks --runs 0

@@ -179,15 +179,15 @@ impl TrieSource for AccountTrieSource<'_> {
 
 /// One account's storage trie: stored nodes and slots (none when `wiped`), and the slots an
 /// update changes (zero = deleted).
-pub(crate) struct StorageTrieSource<'a> {
-    pub nodes: NodeReader<'a>,
-    pub leaves: Cursor<'a>,
+pub(crate) struct StorageTrieSource<'a, 'b> {
+    pub nodes: &'b mut NodeReader<'a>,
+    pub leaves: &'b mut Cursor<'a>,
     pub hashed_address: B256,
     pub wiped: bool,
-    pub overlay: &'a BTreeMap<B256, U256>,
+    pub overlay: &'b BTreeMap<B256, U256>,
 }
 
-impl TrieSource for StorageTrieSource<'_> {
+impl TrieSource for StorageTrieSource<'_, '_> {
     fn node(&mut self, path: &Nibbles) -> Result<Option<BranchNodeCompact>> {
         self.nodes.node(path)
     }
@@ -251,18 +251,23 @@ pub(crate) fn account_source<'a>(db: &'a DB, overlay: &'a BTreeMap<B256, Option<
     })
 }
 
-/// Reader of one storage trie.
-pub(crate) fn storage_source<'a>(
-    db: &'a DB,
-    hashed_address: B256,
-    wiped: bool,
-    overlay: &'a BTreeMap<B256, U256>,
-) -> Result<StorageTrieSource<'a>> {
-    Ok(StorageTrieSource {
-        nodes: NodeReader::new(db, tables::STORAGE_TRIE, hashed_address.as_slice(), wiped)?,
-        leaves: Cursor::new(db.raw_iterator_cf(crate::db::cf(db, tables::HASHED_STORAGE)?)),
-        hashed_address,
-        wiped,
-        overlay,
-    })
+/// Iterators over the storage tries and slots, reused from one account to the next (creating
+/// a RocksDB iterator costs more than the few reads a small storage trie needs).
+pub(crate) struct StorageReaders<'a> {
+    nodes: NodeReader<'a>,
+    leaves: Cursor<'a>,
+}
+
+impl<'a> StorageReaders<'a> {
+    pub(crate) fn new(db: &'a DB) -> Result<Self> {
+        Ok(Self { nodes: NodeReader::new(db, tables::STORAGE_TRIE, &[], false)?, leaves: Cursor::new(db.raw_iterator_cf(crate::db::cf(db, tables::HASHED_STORAGE)?)) })
+    }
+
+    /// The storage trie of one account (`wiped`: as if it had no storage).
+    pub(crate) fn source<'b>(&'b mut self, hashed_address: B256, wiped: bool, overlay: &'b BTreeMap<B256, U256>) -> StorageTrieSource<'a, 'b> {
+        self.nodes.prefix.clear();
+        self.nodes.prefix.extend_from_slice(hashed_address.as_slice());
+        self.nodes.empty = wiped;
+        StorageTrieSource { nodes: &mut self.nodes, leaves: &mut self.leaves, hashed_address, wiped, overlay }
+    }
 }

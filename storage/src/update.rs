@@ -6,7 +6,7 @@ use crate::{
     codec::{decode_value, encode_value, StoredAccount},
     db::{cf, Storage},
     error::{Result, StorageError},
-    sources::{account_source, storage_source},
+    sources::{account_source, StorageReaders},
     tables,
     trie::{incremental_root, incremental_root_parallel, RootUpdate},
 };
@@ -135,16 +135,23 @@ struct AccountResult {
 pub(crate) fn prepare(storage: &Storage, diff: &StateDiff, history: History) -> Result<StateUpdate> {
     let db = storage.db();
     let parent = storage.head();
+    let started = std::time::Instant::now();
     let accounts: Vec<(&Address, &pseq_executor::AccountDiff)> = diff.accounts.iter().collect();
     let threads = if accounts.len() >= PARALLEL_ACCOUNTS { std::thread::available_parallelism().map_or(1, |n| n.get()).min(16) } else { 1 };
     let results: Vec<AccountResult> = if threads <= 1 {
-        accounts.iter().map(|(address, change)| prepare_account(storage, address, change, history)).collect::<Result<_>>()?
+        let mut readers = StorageReaders::new(db)?;
+        accounts.iter().map(|(address, change)| prepare_account(storage, &mut readers, address, change, history)).collect::<Result<_>>()?
     } else {
         let chunk = accounts.len().div_ceil(threads);
         std::thread::scope(|scope| {
             let handles: Vec<_> = accounts
                 .chunks(chunk)
-                .map(|part| scope.spawn(move || part.iter().map(|(address, change)| prepare_account(storage, address, change, history)).collect::<Result<Vec<_>>>()))
+                .map(|part| {
+                    scope.spawn(move || {
+                        let mut readers = StorageReaders::new(db)?;
+                        part.iter().map(|(address, change)| prepare_account(storage, &mut readers, address, change, history)).collect::<Result<Vec<_>>>()
+                    })
+                })
                 .collect();
             let mut all = Vec::with_capacity(accounts.len());
             for handle in handles {
@@ -170,16 +177,28 @@ pub(crate) fn prepare(storage: &Storage, diff: &StateDiff, history: History) -> 
         account_overlay.insert(result.hashed, result.leaf);
     }
 
+    let accounts_done = started.elapsed();
     let changed: Vec<B256> = account_overlay.keys().copied().collect();
     let parallelism = std::thread::available_parallelism().map_or(1, |n| n.get()).min(16);
     let update = incremental_root_parallel(&|| account_source(db, &account_overlay), &changed, parallelism)?;
     trie_nodes_changed += push_trie_ops(&mut ops, tables::ACCOUNT_TRIE, &[], &update);
+    tracing::debug!(
+        accounts = accounts.len(),
+        accounts_ms = accounts_done.as_secs_f64() * 1e3,
+        account_trie_ms = (started.elapsed() - accounts_done).as_secs_f64() * 1e3,
+        "state root prepared"
+    );
     Ok(StateUpdate { parent, state_root: update.root, ops, changes, cache, trie_nodes_changed })
 }
 
 /// One account: its plain and hashed writes, history, storage trie and new leaf.
-fn prepare_account(storage: &Storage, address: &Address, change: &pseq_executor::AccountDiff, history: History) -> Result<AccountResult> {
-    let db = storage.db();
+fn prepare_account(
+    storage: &Storage,
+    readers: &mut StorageReaders<'_>,
+    address: &Address,
+    change: &pseq_executor::AccountDiff,
+    history: History,
+) -> Result<AccountResult> {
     let mut out = AccountResult::default();
     let ops = &mut out.ops;
     let hashed = keccak256(address);
@@ -248,7 +267,7 @@ fn prepare_account(storage: &Storage, address: &Address, change: &pseq_executor:
             let storage_root = if slot_overlay.is_empty() {
                 old_root
             } else {
-                let mut source = storage_source(db, hashed, wiped || old_root == EMPTY_ROOT_HASH, &slot_overlay)?;
+                let mut source = readers.source(hashed, wiped || old_root == EMPTY_ROOT_HASH, &slot_overlay);
                 let changed: Vec<B256> = slot_overlay.keys().copied().collect();
                 let update = incremental_root(&mut source, &changed)?;
                 out.trie_nodes += push_trie_ops(ops, tables::STORAGE_TRIE, hashed.as_slice(), &update);
