@@ -89,6 +89,26 @@ fn a_datadir_of_another_chain_or_schema_is_refused() {
     let wrong_genesis = Storage::open_or_init(dir.path(), &StorageOptions::default(), 1, &other, &alloc).unwrap_err();
     assert!(matches!(wrong_genesis, pseq_storage::StorageError::WrongChain(_)), "{wrong_genesis}");
 
+    // Another schema version: refused with both numbers in the error.
+    {
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), pseq_storage::tables::ALL).unwrap();
+        let meta = db.cf_handle(pseq_storage::tables::META).unwrap();
+        db.put_cf(meta, pseq_storage::tables::META_SCHEMA, 999u32.to_be_bytes()).unwrap();
+    }
+    let err = Storage::open(dir.path(), &StorageOptions::default()).unwrap_err();
+    assert!(matches!(err, pseq_storage::StorageError::WrongSchema { found: 999, expected: pseq_storage::SCHEMA_VERSION }), "{err}");
+    assert!(err.to_string().contains("schema version 999"), "{err}");
+
+    // A corrupt head pointer: an error, not a panic.
+    {
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), pseq_storage::tables::ALL).unwrap();
+        let meta = db.cf_handle(pseq_storage::tables::META).unwrap();
+        db.put_cf(meta, pseq_storage::tables::META_SCHEMA, pseq_storage::SCHEMA_VERSION.to_be_bytes()).unwrap();
+        db.put_cf(meta, pseq_storage::tables::META_HEAD, [1u8, 2, 3]).unwrap();
+    }
+    let err = Storage::open(dir.path(), &StorageOptions::default()).unwrap_err();
+    assert!(matches!(err, pseq_storage::StorageError::Corrupt(_)), "{err}");
+
     let empty = tempfile::tempdir().unwrap();
     assert!(matches!(Storage::open(empty.path(), &StorageOptions::default()).unwrap_err(), pseq_storage::StorageError::NotInitialised(_)));
 
