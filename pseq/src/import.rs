@@ -221,10 +221,10 @@ fn validate_header(
             return Err(format!("base fee {base_fee} != expected {expected}"));
         }
     }
-    if spec.is_enabled_in(SpecId::MERGE) {
-        if !header.difficulty.is_zero() || !header.nonce.is_zero() || header.ommers_hash != alloy_consensus::EMPTY_OMMER_ROOT_HASH {
-            return Err("post-merge header with difficulty, nonce or ommers".into());
-        }
+    if spec.is_enabled_in(SpecId::MERGE)
+        && (!header.difficulty.is_zero() || !header.nonce.is_zero() || header.ommers_hash != alloy_consensus::EMPTY_OMMER_ROOT_HASH)
+    {
+        return Err("post-merge header with difficulty, nonce or ommers".into());
     }
     if let (Some(params), Some(excess)) = (params, header.excess_blob_gas) {
         // The child's fork sets every parameter, the EIP-7918 reserve price included (it is

@@ -16,6 +16,9 @@ use pseq_executor::{StateDiff, TxReceipt};
 use rocksdb::{BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 use std::path::{Path, PathBuf};
 
+/// A block by number and hash.
+pub type BlockRef = (u64, B256);
+
 /// Version of the on-disk layout; a datadir with another one is refused.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -410,7 +413,7 @@ impl Storage {
     }
 
     /// Sets the safe and finalized blocks (Engine API fork choice).
-    pub fn set_safe_finalized(&self, safe: Option<(u64, B256)>, finalized: Option<(u64, B256)>) -> Result<()> {
+    pub fn set_safe_finalized(&self, safe: Option<BlockRef>, finalized: Option<BlockRef>) -> Result<()> {
         let mut batch = WriteBatch::default();
         let meta = cf(&self.db, tables::META)?;
         if let Some((n, h)) = safe {
@@ -423,9 +426,9 @@ impl Storage {
     }
 
     /// The safe and finalized blocks, where set.
-    pub fn safe_finalized(&self) -> Result<(Option<(u64, B256)>, Option<(u64, B256)>)> {
+    pub fn safe_finalized(&self) -> Result<(Option<BlockRef>, Option<BlockRef>)> {
         let meta = cf(&self.db, tables::META)?;
-        let read = |key: &[u8]| -> Result<Option<(u64, B256)>> { self.db.get_cf(meta, key)?.map(|v| decode_block_ref(&v)).transpose() };
+        let read = |key: &[u8]| -> Result<Option<BlockRef>> { self.db.get_cf(meta, key)?.map(|v| decode_block_ref(&v)).transpose() };
         Ok((read(tables::META_SAFE)?, read(tables::META_FINALIZED)?))
     }
 }

@@ -28,7 +28,7 @@ mod update;
 mod verify;
 mod view;
 
-pub use db::{ChainIdentity, Committed, GenesisAccount, Storage, StorageOptions, SCHEMA_VERSION};
+pub use db::{BlockRef, ChainIdentity, Committed, GenesisAccount, Storage, StorageOptions, SCHEMA_VERSION};
 pub use error::{Result, StorageError};
 pub use update::StateUpdate;
 pub use verify::VerifyReport;
