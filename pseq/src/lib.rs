@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod bench_pool;
 pub mod bench_state;
 pub mod blocktest;
 pub mod chainspec;

@@ -1,7 +1,7 @@
 //! The `pseq` command line.
 
 use clap::{Args, Parser, Subcommand};
-use pseq::{bench, bench_state, blocktest, chain_import, corpus, replay, report::Counts, statetest};
+use pseq::{bench, bench_pool, bench_state, blocktest, chain_import, corpus, replay, report::Counts, statetest};
 use pseq_executor::ExecutionOptions;
 use std::{path::PathBuf, process::ExitCode};
 
@@ -136,6 +136,24 @@ enum BenchCommand {
         /// Folder for the temporary datadir.
         #[arg(long, default_value = "target")]
         work_dir: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Transaction admission: decode, recover senders, stateless checks.
+    Pool {
+        /// Signed transactions to admit.
+        #[arg(long, default_value_t = 20_000)]
+        txs: usize,
+        /// Distinct senders.
+        #[arg(long, default_value_t = 2_000)]
+        senders: usize,
+        /// Threads recovering senders (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Timed runs (median reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -282,6 +300,12 @@ fn main() -> ExitCode {
                     "state of {} accounts and {} slots (built in {:.1} s); update of {} accounts and {} slots: incremental root {:.1} ms, from scratch {:.1} ms: {:.1}x; {} trie nodes changed; datadir {:.0} MiB; peak RSS {:.0} MiB",
                     r.accounts, r.slots, r.build_s, r.updated_accounts, r.updated_slots, r.incremental_ms, r.from_scratch_ms, r.speedup, r.trie_nodes_changed, r.datadir_mb, r.peak_rss_mb
                 )
+            })
+        }
+        Command::Bench { what: BenchCommand::Pool { txs, senders, threads, runs, json } } => {
+            let threads = threads.unwrap_or_else(default_threads);
+            print_result(bench_pool::run(txs, senders, threads, runs), json, |r| {
+                format!("{} transactions from {} senders, {} threads: admission {:.0} tx/s (decode + sender recovery + stateless checks)", r.txs, r.senders, r.threads, r.admission_tx_per_s)
             })
         }
         Command::Bench { what: BenchCommand::Commit { blocks, threads, work_dir, json } } => {

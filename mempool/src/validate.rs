@@ -1,0 +1,139 @@
+//! Admission checks: decoding, sender recovery (batched over threads: it dominates admission
+//! cost), checks that need only the transaction (stateless) and checks against the sender's
+//! account (stateful).
+
+use crate::{config::ValidationConfig, error::PoolError, tx::PooledTx};
+use alloy_consensus::{transaction::SignerRecoverable, Transaction, TxEnvelope};
+use alloy_eips::eip2718::Decodable2718;
+use alloy_evm::FromRecoveredTx;
+use alloy_primitives::{Bytes, U256};
+use pseq_executor::revm::{
+    context::TxEnv,
+    context_interface::cfg::gas::calculate_initial_tx_gas_for_tx,
+    primitives::{eip3860::MAX_INITCODE_SIZE, hardfork::SpecId},
+};
+
+/// What the pool knows of a sender's account at the head.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SenderAccount {
+    /// Account nonce.
+    pub nonce: u64,
+    /// Balance in wei.
+    pub balance: U256,
+    /// Runtime code (empty for an EOA; an EIP-7702 delegation designator is allowed).
+    pub code: Bytes,
+}
+
+/// EIP-7702: code `0xef0100 ‖ address` delegates an EOA.
+fn is_delegation(code: &[u8]) -> bool {
+    code.len() == 23 && code.starts_with(&[0xef, 0x01, 0x00])
+}
+
+/// Decodes one EIP-2718 transaction as `eth_sendRawTransaction` receives it.
+pub fn decode(raw: &[u8], config: &ValidationConfig) -> Result<TxEnvelope, PoolError> {
+    if raw.len() > config.max_tx_bytes {
+        return Err(PoolError::OversizedData);
+    }
+    // A first byte below 0x80 names a typed transaction (EIP-2718); 0xc0 and up, a legacy RLP list.
+    if let Some(&ty) = raw.first() {
+        if (0x05..0x80).contains(&ty) {
+            return Err(PoolError::TxTypeNotSupported);
+        }
+    }
+    let mut buf = raw;
+    let tx = TxEnvelope::decode_2718(&mut buf).map_err(|e| PoolError::Decode(e.to_string()))?;
+    if !buf.is_empty() {
+        return Err(PoolError::Decode("trailing bytes".into()));
+    }
+    Ok(tx)
+}
+
+/// Decodes and recovers the sender.
+pub fn recover(raw: &[u8], config: &ValidationConfig) -> Result<PooledTx, PoolError> {
+    let tx = decode(raw, config)?;
+    let sender = tx.recover_signer().map_err(|_| PoolError::InvalidSender)?;
+    Ok(PooledTx::new(tx, sender))
+}
+
+/// Decodes and recovers a batch on up to `threads` threads, results in input order.
+pub fn recover_batch(raws: &[Bytes], config: &ValidationConfig, threads: usize) -> Vec<Result<PooledTx, PoolError>> {
+    let threads = threads.clamp(1, 64);
+    if threads == 1 || raws.len() < 64 {
+        return raws.iter().map(|raw| recover(raw, config)).collect();
+    }
+    let chunk = raws.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = raws.chunks(chunk).map(|part| scope.spawn(move || part.iter().map(|raw| recover(raw, config)).collect::<Vec<_>>())).collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|_| vec![Err(PoolError::InvalidSender); chunk])).collect()
+    })
+}
+
+/// Checks that need only the transaction and the chain: type, chain id, sizes, gas, fees.
+pub fn check_stateless(tx: &PooledTx, config: &ValidationConfig) -> Result<(), PoolError> {
+    let spec = config.spec;
+    let envelope = &tx.envelope;
+    let type_fork = match tx.tx_type() {
+        0 => SpecId::FRONTIER,
+        1 => SpecId::BERLIN,
+        2 => SpecId::LONDON,
+        3 if config.blobs_enabled => SpecId::CANCUN,
+        4 => SpecId::PRAGUE,
+        _ => return Err(PoolError::TxTypeNotSupported),
+    };
+    if !spec.is_enabled_in(type_fork) {
+        return Err(PoolError::TxTypeNotSupported);
+    }
+    if envelope.chain_id().is_some_and(|id| id != config.chain_id) {
+        return Err(PoolError::InvalidChainId);
+    }
+    if tx.encoded_len > config.max_tx_bytes {
+        return Err(PoolError::OversizedData);
+    }
+    if tx.nonce() == u64::MAX {
+        return Err(PoolError::NonceMax);
+    }
+    if tx.gas_limit() > config.block_gas_limit {
+        return Err(PoolError::ExceedsBlockGasLimit);
+    }
+    if tx.max_priority_fee_per_gas().is_some_and(|tip| tip > tx.max_fee_per_gas()) {
+        return Err(PoolError::TipAboveFeeCap);
+    }
+    if tx.max_fee_per_gas() < config.min_fee_cap {
+        return Err(PoolError::Underpriced);
+    }
+    if tx.max_cost().is_none() {
+        return Err(PoolError::GasUintOverflow);
+    }
+    if envelope.is_create() && spec.is_enabled_in(SpecId::SHANGHAI) && envelope.input().len() > MAX_INITCODE_SIZE {
+        return Err(PoolError::MaxInitCodeSizeExceeded);
+    }
+    if tx.tx_type() == 3 && envelope.blob_versioned_hashes().is_none_or(|h| h.is_empty()) {
+        return Err(PoolError::BlobMissingHashes);
+    }
+    let env = TxEnv::from_recovered_tx(envelope, tx.sender);
+    let gas = calculate_initial_tx_gas_for_tx(&env, spec, None);
+    let floor = if spec.is_enabled_in(SpecId::PRAGUE) { gas.floor_gas } else { 0 };
+    let intrinsic = gas.initial_regular_gas.saturating_add(gas.initial_state_gas).max(floor);
+    if tx.gas_limit() < intrinsic {
+        return Err(PoolError::IntrinsicGasTooLow);
+    }
+    Ok(())
+}
+
+/// Checks against the sender's account at the head: nonce, balance, code.
+pub fn check_stateful(tx: &PooledTx, account: &SenderAccount, config: &ValidationConfig) -> Result<(), PoolError> {
+    if !account.code.is_empty() && !is_delegation(&account.code) {
+        return Err(PoolError::SenderNotEoa);
+    }
+    if tx.nonce() < account.nonce {
+        return Err(PoolError::NonceTooLow);
+    }
+    if tx.nonce() - account.nonce > config.max_nonce_gap {
+        return Err(PoolError::NonceTooHigh);
+    }
+    let cost = tx.max_cost().ok_or(PoolError::GasUintOverflow)?;
+    if account.balance < cost {
+        return Err(PoolError::InsufficientFunds);
+    }
+    Ok(())
+}
