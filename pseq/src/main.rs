@@ -140,7 +140,7 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Transaction admission: decode, recover senders, stateless checks.
+    /// Transaction pool: admission rate, best-first ordering, memory per transaction.
     Pool {
         /// Signed transactions to admit.
         #[arg(long, default_value_t = 20_000)]
@@ -305,7 +305,10 @@ fn main() -> ExitCode {
         Command::Bench { what: BenchCommand::Pool { txs, senders, threads, runs, json } } => {
             let threads = threads.unwrap_or_else(default_threads);
             print_result(bench_pool::run(txs, senders, threads, runs), json, |r| {
-                format!("{} transactions from {} senders, {} threads: admission {:.0} tx/s (decode + sender recovery + stateless checks)", r.txs, r.senders, r.threads, r.admission_tx_per_s)
+                format!(
+                    "{} transactions from {} senders, {} threads: admission {:.0} tx/s (decode + sender recovery + stateless checks); first 10,000 best of {} pending in {:.2} ms; {:.0} bytes per pooled transaction",
+                    r.txs, r.senders, r.threads, r.admission_tx_per_s, r.pool_txs, r.best_first_10k_ms, r.bytes_per_tx
+                )
             })
         }
         Command::Bench { what: BenchCommand::Commit { blocks, threads, work_dir, json } } => {
