@@ -4,12 +4,13 @@
 //! recovering senders in parallel batches, stateless and stateful checks, each failure carrying
 //! geth's exact message, [`PoolError`]) and the pool itself ([`pool`]: pending, base-fee and
 //! queued sub-pools, replacement, limits and eviction, best-first iteration for the builder,
-//! pending-transaction events). Not yet: the journal.
+//! pending-transaction events) and its [`journal`] in the datadir.
 
 #![warn(missing_docs)]
 
 pub mod config;
 pub mod error;
+pub mod journal;
 pub mod pool;
 pub mod tx;
 pub mod validate;

@@ -216,3 +216,79 @@ fn pending_events_and_gap_filling() {
     assert_eq!(pool.best_transactions().map(|t| t.hash).collect::<Vec<_>>(), vec![second.hash]);
     assert_eq!(pool.add(sign(&key, 1, 100, 1, 1), SenderAccount { nonce: 1, balance: U256::from(10u64.pow(18)), code: Bytes::new() }, true).unwrap_err(), PoolError::AlreadyKnown);
 }
+
+#[test]
+fn the_journal_round_trips_and_revalidates() {
+    use pseq_mempool::journal;
+    let dir = std::env::temp_dir().join(format!("pseq-journal-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("pool.journal");
+    let keys: Vec<PrivateKeySigner> = (1..=3u8).map(|i| PrivateKeySigner::from_bytes(&B256::repeat_byte(0x40 + i)).unwrap()).collect();
+    let account = SenderAccount { nonce: 0, balance: U256::from(10u64.pow(18)), code: Bytes::new() };
+    let mut pool = Pool::new(PoolConfig::new(ValidationConfig::new(1, SpecId::PRAGUE)), 7);
+    for (k, key) in keys.iter().enumerate() {
+        for nonce in 0..4 {
+            // Sender 2 has a gap at nonce 2: its 3 stays queued.
+            if k == 2 && nonce == 2 {
+                continue;
+            }
+            pool.add(sign(key, nonce, 100, 2, 1), account.clone(), k == 0).unwrap();
+        }
+    }
+    assert_eq!(journal::save(&pool, &path).unwrap(), 11);
+    let entries = journal::load(&path).unwrap();
+    assert_eq!(entries.len(), 11);
+    assert_eq!(entries.iter().filter(|e| e.local).count(), 4);
+
+    // Restart on a head where sender 1's first two were mined.
+    let mut restarted = Pool::new(PoolConfig::new(ValidationConfig::new(1, SpecId::PRAGUE)), 7);
+    let mined = keys[1].address();
+    let result = journal::reload(&mut restarted, &entries, &mut |sender| SenderAccount { nonce: if sender == mined { 2 } else { 0 }, ..account.clone() });
+    assert_eq!(result.added, 9);
+    assert_eq!(result.dropped, vec![PoolError::NonceTooLow, PoolError::NonceTooLow]);
+    let status = restarted.status();
+    assert_eq!((status.pending, status.queued), (8, 1));
+    for (sender, txs) in restarted.content() {
+        for (nonce, entry) in txs {
+            assert_eq!(entry.local, sender == keys[0].address(), "local flag of {sender} {nonce}");
+        }
+    }
+
+    // A truncated or foreign file is a clear error, never a panic; a missing one is empty.
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+    let err = journal::load(&path).unwrap_err();
+    assert!(err.to_string().contains("corrupt: truncated transaction"), "{err}");
+    std::fs::write(&path, b"hello").unwrap();
+    assert!(journal::load(&path).unwrap_err().to_string().contains("not a pool journal"));
+    std::fs::remove_file(&path).unwrap();
+    assert!(journal::load(&path).unwrap().is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn pool_level_rejections() {
+    let key = PrivateKeySigner::from_bytes(&B256::repeat_byte(0x77)).unwrap();
+    let account = SenderAccount { nonce: 0, balance: U256::from(10u64.pow(18)), code: Bytes::new() };
+    let mut config = PoolConfig::new(ValidationConfig::new(1, SpecId::PRAGUE));
+    config.account_slots = 3;
+    config.queued = SubPoolLimit { max_txs: 2, max_bytes: 1 << 20 };
+    let mut pool = Pool::new(config, 7);
+    let first = sign(&key, 0, 100, 10, 1);
+    pool.add(first.clone(), account.clone(), false).unwrap();
+    assert_eq!(pool.add(first, account.clone(), false).unwrap_err(), PoolError::AlreadyKnown);
+    // 9% more is not enough; 10% on both fee cap and tip is.
+    assert_eq!(pool.add(sign(&key, 0, 109, 11, 1), account.clone(), false).unwrap_err(), PoolError::ReplacementUnderpriced);
+    assert_eq!(pool.add(sign(&key, 0, 110, 10, 1), account.clone(), false).unwrap_err(), PoolError::ReplacementUnderpriced);
+    assert!(pool.add(sign(&key, 0, 110, 11, 1), account.clone(), false).unwrap().replaced.is_some());
+    pool.add(sign(&key, 1, 100, 10, 1), account.clone(), false).unwrap();
+    pool.add(sign(&key, 2, 100, 10, 1), account.clone(), false).unwrap();
+    assert_eq!(pool.add(sign(&key, 3, 100, 10, 1), account.clone(), false).unwrap_err(), PoolError::AccountLimitExceeded);
+    // Queued holds two: a third gapped transaction of a lower tip is evicted at once.
+    let other = PrivateKeySigner::from_bytes(&B256::repeat_byte(0x78)).unwrap();
+    pool.add(sign(&other, 5, 100, 50, 1), account.clone(), false).unwrap();
+    pool.add(sign(&other, 6, 100, 50, 1), account.clone(), false).unwrap();
+    let third = PrivateKeySigner::from_bytes(&B256::repeat_byte(0x79)).unwrap();
+    assert_eq!(pool.add(sign(&third, 9, 100, 1, 1), account, false).unwrap_err(), PoolError::TxPoolFull);
+    assert_eq!(pool.status().queued, 2);
+}
