@@ -16,6 +16,8 @@ pub struct PooledTx {
     pub sender: Address,
     /// Length of its EIP-2718 encoding.
     pub encoded_len: usize,
+    /// [`Self::max_cost`], computed once (admission and every re-classification read it).
+    cost: Option<U256>,
 }
 
 impl PooledTx {
@@ -23,7 +25,8 @@ impl PooledTx {
     pub fn new(envelope: TxEnvelope, sender: Address) -> Self {
         let hash = *envelope.tx_hash();
         let encoded_len = envelope.encode_2718_len();
-        Self { envelope, hash, sender, encoded_len }
+        let cost = Self::cost_of(&envelope);
+        Self { envelope, hash, sender, encoded_len, cost }
     }
 
     /// Nonce.
@@ -55,10 +58,14 @@ impl PooledTx {
     /// The most the sender can be charged: value + gas limit x fee cap + blob gas x blob fee
     /// cap; `None` when that overflows 256 bits.
     pub fn max_cost(&self) -> Option<U256> {
-        let gas = U256::from(self.gas_limit()).checked_mul(U256::from(self.max_fee_per_gas()))?;
-        let blob_gas = self.envelope.blob_gas_used().unwrap_or_default();
-        let blob = U256::from(blob_gas).checked_mul(U256::from(self.envelope.max_fee_per_blob_gas().unwrap_or_default()))?;
-        gas.checked_add(blob)?.checked_add(self.envelope.value())
+        self.cost
+    }
+
+    fn cost_of(envelope: &TxEnvelope) -> Option<U256> {
+        let gas = U256::from(envelope.gas_limit()).checked_mul(U256::from(envelope.max_fee_per_gas()))?;
+        let blob_gas = envelope.blob_gas_used().unwrap_or_default();
+        let blob = U256::from(blob_gas).checked_mul(U256::from(envelope.max_fee_per_blob_gas().unwrap_or_default()))?;
+        gas.checked_add(blob)?.checked_add(envelope.value())
     }
 
     /// The tip per gas a block with this base fee earns from the transaction; `None` when the

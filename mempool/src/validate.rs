@@ -64,7 +64,8 @@ pub fn recover_batch(raws: &[Bytes], config: &ValidationConfig, threads: usize) 
     let chunk = raws.len().div_ceil(threads);
     std::thread::scope(|scope| {
         let handles: Vec<_> = raws.chunks(chunk).map(|part| scope.spawn(move || part.iter().map(|raw| recover(raw, config)).collect::<Vec<_>>())).collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|_| vec![Err(PoolError::InvalidSender); chunk])).collect()
+        // A panicking worker is a bug, not a bad transaction: pass the panic on.
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
     })
 }
 

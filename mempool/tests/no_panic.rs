@@ -10,15 +10,9 @@ use alloy_signer_local::PrivateKeySigner;
 use pseq_executor::revm::primitives::hardfork::SpecId;
 use pseq_mempool::{check_stateful, check_stateless, recover, SenderAccount, ValidationConfig};
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
+mod common;
+
+use common::Rng;
 
 fn seeds() -> Vec<Vec<u8>> {
     let signer = PrivateKeySigner::from_bytes(&B256::repeat_byte(7)).unwrap();

@@ -12,18 +12,9 @@ use alloy_signer_local::PrivateKeySigner;
 use pseq_executor::revm::primitives::hardfork::SpecId;
 use pseq_mempool::{Pool, PoolConfig, PoolError, PooledTx, SenderAccount, SubPool, SubPoolLimit, ValidationConfig};
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+mod common;
+
+use common::Rng;
 
 const SLOTS: usize = 5;
 

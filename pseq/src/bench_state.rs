@@ -14,7 +14,7 @@ use alloy_consensus::{Block, BlockBody, Header, TxEnvelope};
 use alloy_primitives::{Address, B256, U256};
 use pseq_executor::{
     execute_block,
-    revm::{database::DatabaseRef, primitives::KECCAK_EMPTY},
+    revm::primitives::KECCAK_EMPTY,
     AccountDiff, AccountState, ExecutionOptions, StateDiff,
 };
 use pseq_storage::{GenesisAccount, Storage, StorageOptions};
@@ -150,7 +150,6 @@ pub fn state_root(params: StateRootParams, work_dir: &Path) -> Result<StateRootR
         }
     }
     let mut updated_slots = 0;
-    let view = storage.latest();
     while updated_slots < params.updates.min(params.contracts * params.slots_per_contract) && params.contracts > 0 {
         seed = mix(seed);
         let address = contract(seed % params.contracts);
@@ -160,7 +159,6 @@ pub fn state_root(params: StateRootParams, work_dir: &Path) -> Result<StateRootR
             updated_slots += 1;
         }
     }
-    let _ = view.basic_ref(contract(0));
 
     let mut times = Vec::new();
     let mut root = B256::ZERO;

@@ -83,11 +83,6 @@ pub fn storage_leaf_rlp(value: &U256) -> Vec<u8> {
     alloy_rlp::encode(value)
 }
 
-/// Encodes a block number.
-pub fn encode_number(number: u64) -> [u8; 8] {
-    number.to_be_bytes()
-}
-
 /// Decodes a block number.
 pub fn decode_number(bytes: &[u8]) -> Result<u64> {
     let array: [u8; 8] = bytes.try_into().map_err(|_| StorageError::corrupt(format!("block number of {} bytes", bytes.len())))?;

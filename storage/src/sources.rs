@@ -10,7 +10,7 @@ use crate::{
 use alloy_primitives::{B256, U256};
 use alloy_trie::{BranchNodeCompact, Nibbles};
 use rocksdb::{DBRawIterator, DB};
-use std::collections::BTreeMap;
+use std::{borrow::Cow, collections::BTreeMap};
 
 /// A RocksDB iterator that remembers the bound it was last positioned at, so that reads in
 /// ascending key order (which is how a trie walk reads) step forward instead of seeking again:
@@ -140,40 +140,14 @@ impl TrieSource for AccountTrieSource<'_> {
     }
 
     fn leaves(&mut self, lo: &B256, hi: &B256, f: &mut dyn FnMut(&B256, &[u8])) -> Result<()> {
-        let mut overlay = self.overlay.range(*lo..=*hi).peekable();
         self.leaves.seek(lo.as_slice());
-        loop {
-            let stored = match self.leaves.item() {
-                Some((key, value)) if key.len() == 32 && key <= hi.as_slice() => Some((B256::from_slice(key), value)),
-                Some((key, _)) if key.len() != 32 => return Err(crate::StorageError::corrupt("hashed account key length")),
-                _ => None,
-            };
-            match (stored, overlay.peek()) {
-                (None, None) => break,
-                (Some((key, _)), Some((pending, _))) if **pending <= key => {
-                    let (pending, value) = overlay.next().expect("peeked");
-                    if let Some(value) = value {
-                        f(pending, value);
-                    }
-                    if **pending == key {
-                        self.leaves.next();
-                    }
-                }
-                (None, Some(_)) => {
-                    let (pending, value) = overlay.next().expect("peeked");
-                    if let Some(value) = value {
-                        f(pending, value);
-                    }
-                }
-                (Some((key, value)), _) => {
-                    let rlp = StoredAccount::decode(value)?.leaf_rlp();
-                    f(&key, &rlp);
-                    self.leaves.next();
-                }
-            }
-        }
-        self.leaves.status()?;
-        Ok(())
+        let stored_key = |key: &[u8]| match key.len() {
+            32 => Ok((key <= hi.as_slice()).then(|| B256::from_slice(key))),
+            _ => Err(crate::StorageError::corrupt("hashed account key length")),
+        };
+        let leaf = |value: &[u8]| Ok(StoredAccount::decode(value)?.leaf_rlp());
+        let pending = self.overlay.range(*lo..=*hi).map(|(key, value)| (*key, value.as_deref().map(Cow::Borrowed)));
+        merge_leaves(&mut self.leaves, &stored_key, &leaf, pending, f)
     }
 }
 
@@ -197,49 +171,59 @@ impl TrieSource for StorageTrieSource<'_, '_> {
     }
 
     fn leaves(&mut self, lo: &B256, hi: &B256, f: &mut dyn FnMut(&B256, &[u8])) -> Result<()> {
-        let mut overlay = self.overlay.range(*lo..=*hi).peekable();
         let start = tables::hashed_storage_key(&self.hashed_address, lo);
         let end = tables::hashed_storage_key(&self.hashed_address, hi);
-        if !self.wiped {
+        let wiped = self.wiped;
+        if !wiped {
             self.leaves.seek(&start);
         }
-        loop {
-            let stored = match self.leaves.item() {
-                _ if self.wiped => None,
-                Some((key, value)) if key.len() == 64 && key <= end.as_slice() && key >= start.as_slice() => {
-                    Some((B256::from_slice(&key[32..]), value))
-                }
-                _ => None,
-            };
-            match (stored, overlay.peek()) {
-                (None, None) => break,
-                (Some((key, _)), Some((pending, _))) if **pending <= key => {
-                    let (pending, value) = overlay.next().expect("peeked");
-                    if !value.is_zero() {
-                        f(pending, &storage_leaf_rlp(value));
-                    }
-                    if **pending == key {
-                        self.leaves.next();
-                    }
-                }
-                (None, Some(_)) => {
-                    let (pending, value) = overlay.next().expect("peeked");
-                    if !value.is_zero() {
-                        f(pending, &storage_leaf_rlp(value));
-                    }
-                }
-                (Some((key, value)), _) => {
-                    let value = decode_value(value)?;
-                    f(&key, &storage_leaf_rlp(&value));
-                    self.leaves.next();
-                }
-            }
-        }
-        if !self.wiped {
-            self.leaves.status()?;
-        }
-        Ok(())
+        // A wiped trie has no stored slots: the cursor (shared between accounts) is ignored.
+        let stored_key = |key: &[u8]| {
+            Ok((!wiped && key.len() == 64 && key >= start.as_slice() && key <= end.as_slice()).then(|| B256::from_slice(&key[32..])))
+        };
+        let leaf = |value: &[u8]| Ok(storage_leaf_rlp(&decode_value(value)?));
+        let pending = self.overlay.range(*lo..=*hi).map(|(key, value)| (*key, (!value.is_zero()).then(|| Cow::Owned(storage_leaf_rlp(value)))));
+        merge_leaves(self.leaves, &stored_key, &leaf, pending, f)
     }
+}
+
+/// Calls `f` with every leaf in key order: the stored ones under the cursor (while `stored_key`
+/// maps the cursor's key into the range) merged with the pending ones, which win on equal keys
+/// (`None`: deleted). `leaf` turns a stored value into the leaf's RLP.
+fn merge_leaves<'p>(
+    cursor: &mut Cursor<'_>,
+    stored_key: &dyn Fn(&[u8]) -> Result<Option<B256>>,
+    leaf: &dyn Fn(&[u8]) -> Result<Vec<u8>>,
+    pending: impl Iterator<Item = (B256, Option<Cow<'p, [u8]>>)>,
+    f: &mut dyn FnMut(&B256, &[u8]),
+) -> Result<()> {
+    let mut pending = pending.peekable();
+    loop {
+        let stored = match cursor.item() {
+            Some((key, _)) => stored_key(key)?,
+            None => None,
+        };
+        let take_pending = match (stored, pending.peek()) {
+            (None, None) => break,
+            (Some(key), Some((next, _))) => *next <= key,
+            (None, Some(_)) => true,
+            (Some(_), None) => false,
+        };
+        if take_pending {
+            let (key, value) = pending.next().expect("peeked");
+            if let Some(value) = value {
+                f(&key, &value);
+            }
+            if stored == Some(key) {
+                cursor.next();
+            }
+        } else if let (Some(key), Some((_, value))) = (stored, cursor.item()) {
+            f(&key, &leaf(value)?);
+            cursor.next();
+        }
+    }
+    cursor.status()?;
+    Ok(())
 }
 
 /// Reader of the account trie.

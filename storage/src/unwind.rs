@@ -6,7 +6,7 @@ use crate::{
     db::{cf, Storage},
     error::{Result, StorageError},
     tables,
-    update::{decode_history_slot, prepare, ChangeSet, History},
+    update::{prepare, ChangeSet, History},
 };
 use pseq_executor::{AccountDiff, AccountState, StateDiff};
 use rocksdb::WriteBatch;
@@ -58,7 +58,7 @@ impl Storage {
         for (address, slot) in &changes.slots {
             let key = tables::storage_history_key(address, slot, number);
             let old = db.get_cf(storage_history, key)?.ok_or_else(|| StorageError::corrupt(format!("history of {address} slot {slot} at {number} missing")))?;
-            let value = decode_history_slot(&old)?;
+            let value = crate::codec::decode_value(&old)?;
             let entry = diff.accounts.get_mut(address).ok_or_else(|| StorageError::corrupt("slot change without account change"))?;
             entry.storage.insert(*slot, value);
         }

@@ -3,7 +3,7 @@
 //! writing anything. Committing it is one `WriteBatch` ([`crate::Storage::commit_block`]).
 
 use crate::{
-    codec::{decode_value, encode_value, StoredAccount},
+    codec::{encode_value, StoredAccount},
     db::{cf, Storage},
     error::{Result, StorageError},
     sources::{account_source, StorageReaders},
@@ -213,7 +213,9 @@ fn prepare_account(
     // Storage: wipe first (the batch applies in order), then the slots the block set.
     let mut slot_overlay: BTreeMap<B256, U256> = BTreeMap::new();
     let mut recorded: Vec<U256> = Vec::new();
+    // Only an account that had storage can have non-zero slots in the cache to forget.
     if wiped && old.is_some_and(|a| a.storage_root != EMPTY_ROOT_HASH) {
+        out.cache.wiped.push(*address);
         let existing = storage.plain_slots(address)?;
         for (slot, value) in &existing {
             if let History::Record(block) = history {
@@ -225,9 +227,6 @@ fn prepare_account(
         ops.push(Op::DeleteRange(tables::STORAGE, address.to_vec(), tables::prefix_end(address.as_slice())));
         ops.push(Op::DeleteRange(tables::HASHED_STORAGE, hashed.to_vec(), tables::prefix_end(hashed.as_slice())));
         ops.push(Op::DeleteRange(tables::STORAGE_TRIE, hashed.to_vec(), tables::prefix_end(hashed.as_slice())));
-    }
-    if wiped {
-        out.cache.wiped.push(*address);
     }
     recorded.sort();
     for (slot, value) in &change.storage {
@@ -302,9 +301,4 @@ fn push_trie_ops(ops: &mut Vec<Op>, table: &'static str, prefix: &[u8], update: 
         ops.push(Op::Put(table, key(path), crate::codec::encode_node(node)));
     }
     update.removed.len() + update.updated.len()
-}
-
-/// The value of a history entry: the slot before the block.
-pub(crate) fn decode_history_slot(bytes: &[u8]) -> Result<U256> {
-    decode_value(bytes)
 }

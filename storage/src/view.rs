@@ -105,11 +105,6 @@ impl StateView<'_> {
         self.storage.cache.put_code(*hash, code.clone());
         Ok(code)
     }
-
-    /// The account at this view's block, with its storage root.
-    pub fn account_with_root(&self, address: &Address) -> Result<Option<StoredAccount>> {
-        self.account(address)
-    }
 }
 
 impl DatabaseRef for StateView<'_> {
