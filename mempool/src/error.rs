@@ -78,4 +78,7 @@ pub enum PoolError {
     /// The blob fee cap is below the current blob base fee.
     #[error("max fee per blob gas less than block blob gas fee")]
     BlobFeeCapTooLow,
+    /// The node could not read the sender's account (a storage error).
+    #[error("internal error: {0}")]
+    Internal(String),
 }

@@ -314,6 +314,26 @@ impl Pool {
         [self.sizes[0].1, self.sizes[1].1, self.sizes[2].1]
     }
 
+    /// The pooled transactions of one sender, by nonce.
+    pub fn sender_txs(&self, address: &Address) -> Option<&BTreeMap<u64, PoolEntry>> {
+        self.senders.get(address).map(|s| &s.txs)
+    }
+
+    /// The nonce a new transaction of `address` should take: the first nonce at or above
+    /// `account_nonce` that the pool does not hold (`eth_getTransactionCount(addr, "pending")`).
+    pub fn next_nonce(&self, address: &Address, account_nonce: u64) -> u64 {
+        let mut next = account_nonce;
+        if let Some(txs) = self.sender_txs(address) {
+            for nonce in txs.range(account_nonce..).map(|(n, _)| *n) {
+                if nonce != next {
+                    break;
+                }
+                next += 1;
+            }
+        }
+        next
+    }
+
     /// Every pooled transaction by sender and nonce (`txpool_content`).
     pub fn content(&self) -> BTreeMap<Address, BTreeMap<u64, PoolEntry>> {
         self.senders.iter().filter(|(_, s)| !s.txs.is_empty()).map(|(a, s)| (*a, s.txs.clone())).collect()

@@ -8,22 +8,20 @@
 //! Not checked: proof-of-work difficulty and seal (test chains use fake proof of work) and
 //! ommer ancestry beyond depth and duplicates.
 
-use crate::fork::{blob_params, spec_of, BlobScheduleEntry, Network};
+use crate::fork::{blob_params, spec_of, Network};
 use alloy_consensus::{proofs, Block, Header, TxEnvelope};
 use alloy_eips::{eip1559::BaseFeeParams, eip7840::BlobParams};
 use alloy_evm::FromRecoveredTx;
-use alloy_primitives::{Address, B256, U256};
+use alloy_primitives::B256;
 use alloy_rlp::Decodable;
 use pseq_executor::{
     execute_block, logs_bloom, receipts_root,
     revm::{
-        context::{BlockEnv, CfgEnv, TxEnv},
-        context_interface::block::BlobExcessGasAndPrice,
+        context::TxEnv,
         primitives::hardfork::SpecId,
     },
     BlockInput, BlockOutput, BlockRules, ExecutionOptions, Ommer, StateDiff, StateSource, TxReceipt, Withdrawal,
 };
-use std::collections::BTreeMap;
 
 /// EIP-7934: the largest RLP-encoded block Osaka accepts.
 const MAX_RLP_BLOCK_SIZE: usize = 8_388_608;
@@ -34,25 +32,7 @@ const INITIAL_BASE_FEE: u64 = 1_000_000_000;
 /// carry the root after each transaction).
 pub type RootAfter<'a> = &'a dyn Fn(&StateDiff) -> Result<B256, String>;
 
-/// What a chain fixes for every block: fork schedule, blob schedule, chain id, deposit contract.
-#[derive(Debug, Clone)]
-pub struct ChainRules {
-    /// Fork per block.
-    pub network: Network,
-    /// Blob parameters per fork.
-    pub blob_schedule: BTreeMap<String, BlobScheduleEntry>,
-    /// EIP-155 chain id.
-    pub chain_id: u64,
-    /// EIP-6110 deposit contract (mainnet's when `None`).
-    pub deposit_contract: Option<Address>,
-}
-
-impl ChainRules {
-    /// The rules of a chain spec from a genesis file.
-    pub fn from_spec(spec: &pseq_config::ChainSpec) -> Self {
-        Self { network: spec.network.clone(), blob_schedule: spec.blob_schedule.clone(), chain_id: spec.chain_id, deposit_contract: spec.deposit_contract }
-    }
-}
+pub use pseq_builder::ChainRules;
 
 /// A block that passed every check but the state root.
 #[derive(Debug)]
@@ -125,37 +105,9 @@ pub fn execute_rlp_block<S: StateSource>(
         txs.push(TxEnv::from_recovered_tx(tx, signer));
     }
 
-    let mut cfg = CfgEnv::default();
-    cfg.chain_id = chain.chain_id;
-    cfg.set_spec_and_mainnet_gas_params(spec);
-    if let Some(params) = &params {
-        cfg.blob_base_fee_update_fraction = Some(params.update_fraction as u64);
-        cfg.set_max_blobs_per_tx(params.max_blobs_per_tx);
-    }
-    let env = BlockEnv {
-        number: U256::from(number),
-        beneficiary: header.beneficiary,
-        timestamp: U256::from(header.timestamp),
-        gas_limit: header.gas_limit,
-        basefee: header.base_fee_per_gas.unwrap_or_default(),
-        difficulty: header.difficulty,
-        prevrandao: spec.is_enabled_in(SpecId::MERGE).then_some(header.mix_hash),
-        blob_excess_gas_and_price: match (header.excess_blob_gas, &params) {
-            (Some(excess), Some(params)) => Some(BlobExcessGasAndPrice::new(excess, params.update_fraction as u64)),
-            _ => None,
-        },
-        ..Default::default()
-    };
-    let mut input = BlockInput::new(cfg, env);
-    input.parent_hash = header.parent_hash;
-    input.parent_beacon_block_root = header.parent_beacon_block_root;
-    input.dao_fork = network.is_dao_block(number);
-    input.ommers = block.body.ommers.iter().map(|o| Ommer { beneficiary: o.beneficiary, number: o.number }).collect();
-    input.withdrawals = block.body.withdrawals.as_ref().map(|ws| ws.iter().map(|w| Withdrawal { address: w.address, amount_gwei: w.amount }).collect());
-    input.max_blob_gas = params.as_ref().map(|p| p.max_blob_gas_per_block());
-    if let Some(address) = chain.deposit_contract {
-        input.deposit_contract = address;
-    }
+    let ommers = block.body.ommers.iter().map(|o| Ommer { beneficiary: o.beneficiary, number: o.number }).collect();
+    let withdrawals = block.body.withdrawals.as_ref().map(|ws| ws.iter().map(|w| Withdrawal { address: w.address, amount_gwei: w.amount }).collect());
+    let input = chain.block_input(header, ommers, withdrawals)?;
 
     let output = execute_block(state, &input, &txs, options).map_err(|e| e.to_string())?;
     if compare {

@@ -1,6 +1,6 @@
 //! # pseq
 //!
-//! The `pseq` command line: the node (later), and the runners that prove the executor exact on
+//! The `pseq` command line: the node ([`node`]), and the runners that prove the executor exact on
 //! external data: EEST state tests ([`statetest`]), EEST blockchain tests ([`blocktest`]) and
 //! historical mainnet blocks ([`replay`]). Each runner prints progress and closes with a line
 //! `N passed, M failed, K skipped` ([`report::Counts`]).
@@ -15,6 +15,7 @@ pub mod chainspec;
 pub mod corpus;
 pub mod chain_import;
 pub mod import;
+pub mod node;
 pub use pseq_config::fork;
 pub mod replay;
 pub mod report;

@@ -24,6 +24,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the node: block production, JSON-RPC (HTTP + WebSocket), metrics.
+    Node(Box<pseq::node::NodeArgs>),
     /// Run EEST state tests through the block executor.
     Statetest {
         /// Fixture files or folders.
@@ -267,6 +269,13 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Node(args) => match pseq::node::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Statetest { paths, exec, forks } => {
             let options = statetest::StateTestOptions { exec: exec.options(), compare: exec.compare, forks };
             finish(statetest::run(&paths, &options))

@@ -1,2 +1,4 @@
-//! Cross-crate integration and conformance tests of pseq live in `tests/tests/`. This library is
-//! empty: it only gives the test files a crate to belong to.
+//! Cross-crate integration and conformance tests of pseq live in `tests/tests/`. This library
+//! holds what several of them share: running a real node process ([`node`]).
+
+pub mod node;

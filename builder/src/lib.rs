@@ -1,0 +1,23 @@
+//! # pseq-builder
+//!
+//! Block production. [`Sequencer`] is the node's core: it admits transactions into the pool,
+//! builds blocks from the pool's best transactions with the parallel executor over the head
+//! state (skipping invalid ones, staying within the gas limit), computes the header (state root
+//! from storage, transactions and receipts roots, bloom, EIP-1559 base fee, blob gas, requests
+//! hash), commits the block in one batch, updates the pool and notifies subscribers.
+//! [`Miner`] runs production on an interval, on arrival of transactions (automine) or on demand.
+//! [`ChainRules`] turns a header into the executor's input, for building and importing alike.
+
+#![warn(missing_docs)]
+
+pub mod chain_rules;
+pub mod error;
+pub mod metrics;
+pub mod miner;
+pub mod sequencer;
+
+pub use chain_rules::ChainRules;
+pub use error::BuildError;
+pub use metrics::Metrics;
+pub use miner::{mine_now, Miner, MinerCommand};
+pub use sequencer::{next_base_fee, BuildTimings, BuilderSettings, BuiltBlock, NewBlock, Sequencer};

@@ -1,0 +1,382 @@
+//! [`Sequencer`]: the node's shared core. It owns the storage, the chain spec and the pool,
+//! admits transactions, builds and commits blocks, and tells subscribers about new blocks.
+
+use crate::{
+    chain_rules::ChainRules,
+    error::BuildError,
+    metrics::Metrics,
+};
+use alloy_consensus::{constants::EMPTY_WITHDRAWALS, proofs, Block, BlockBody, Header, TxEnvelope, EMPTY_OMMER_ROOT_HASH};
+use alloy_eips::eip1559::BaseFeeParams;
+use alloy_evm::FromRecoveredTx;
+use alloy_primitives::{Address, Bytes, B256};
+use parking_lot::Mutex;
+use pseq_config::ChainSpec;
+use pseq_executor::{
+    execute_block, logs_bloom, receipts_root,
+    revm::{context::TxEnv, database::DatabaseRef, primitives::hardfork::SpecId},
+    ExecutionOptions, InvalidTxPolicy, TxReceipt,
+};
+use pseq_mempool::{Added, Pool, PoolConfig, PoolError, PooledTx, SenderAccount, ValidationConfig};
+use pseq_storage::Storage;
+use std::{
+    sync::{
+        atomic::{AtomicI64, AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+use tokio::sync::broadcast;
+
+/// How blocks are built.
+#[derive(Debug, Clone)]
+pub struct BuilderSettings {
+    /// Gas limit of built blocks.
+    pub gas_limit: u64,
+    /// Executor threads.
+    pub threads: usize,
+    /// Fee recipient of built blocks.
+    pub coinbase: Address,
+    /// Extra data of built headers (at most 32 bytes).
+    pub extra_data: Bytes,
+}
+
+impl Default for BuilderSettings {
+    fn default() -> Self {
+        Self { gas_limit: 30_000_000, threads: 1, coinbase: Address::ZERO, extra_data: Bytes::from_static(b"pseq") }
+    }
+}
+
+/// A committed block, as subscribers see it.
+#[derive(Debug, Clone)]
+pub struct NewBlock {
+    /// The header.
+    pub header: Header,
+    /// Its hash.
+    pub hash: B256,
+    /// Hashes of its transactions, in order.
+    pub tx_hashes: Vec<B256>,
+    /// Its receipts, in order.
+    pub receipts: Vec<TxReceipt>,
+}
+
+/// What building one block measured.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BuildTimings {
+    /// Choosing transactions from the pool.
+    pub select: Duration,
+    /// Executing them.
+    pub execute: Duration,
+    /// Computing the state root and the writes.
+    pub state_root: Duration,
+    /// Writing the block.
+    pub commit: Duration,
+}
+
+/// The result of building a block.
+#[derive(Debug, Clone)]
+pub struct BuiltBlock {
+    /// The committed block.
+    pub block: Arc<NewBlock>,
+    /// Transactions left out as invalid, with the reason.
+    pub skipped: Vec<(B256, String)>,
+    /// Where the time went.
+    pub timings: BuildTimings,
+}
+
+/// Time settings of the next blocks (dev RPC: `evm_increaseTime`, `evm_setNextBlockTimestamp`).
+#[derive(Debug, Default)]
+struct Clock {
+    offset_secs: AtomicI64,
+    next_timestamp: Mutex<Option<u64>>,
+}
+
+/// The node's core, shared by the block producer and the RPC servers.
+pub struct Sequencer {
+    storage: Arc<Storage>,
+    spec: ChainSpec,
+    rules: ChainRules,
+    settings: BuilderSettings,
+    pool: Mutex<Pool>,
+    build_lock: Mutex<()>,
+    events: broadcast::Sender<Arc<NewBlock>>,
+    wake: Mutex<Option<std::sync::mpsc::Sender<crate::miner::MinerCommand>>>,
+    clock: Clock,
+    metrics: Metrics,
+    built: AtomicU64,
+}
+
+impl std::fmt::Debug for Sequencer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sequencer").field("storage", &self.storage).field("settings", &self.settings).finish()
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Sequencer {
+    /// A sequencer over an opened datadir of `spec`'s chain.
+    pub fn new(storage: Arc<Storage>, spec: ChainSpec, settings: BuilderSettings) -> Result<Self, BuildError> {
+        let rules = ChainRules::from_spec(&spec);
+        let head = storage.header_by_number(storage.head().0)?.ok_or_else(|| BuildError::Storage("head header missing".into()))?;
+        let next_spec = rules.fork(head.number + 1, now_secs().max(head.timestamp + 1)).map_err(BuildError::Chain)?.1;
+        let mut validation = ValidationConfig::new(spec.chain_id, next_spec);
+        validation.block_gas_limit = settings.gas_limit;
+        validation.blobs_enabled = false;
+        let base_fee = next_base_fee(&head);
+        let pool = Pool::new(PoolConfig::new(validation), base_fee);
+        let (events, _) = broadcast::channel(1024);
+        Ok(Self {
+            storage,
+            spec,
+            rules,
+            settings,
+            pool: Mutex::new(pool),
+            build_lock: Mutex::new(()),
+            events,
+            wake: Mutex::new(None),
+            clock: Clock::default(),
+            metrics: Metrics::default(),
+            built: AtomicU64::new(0),
+        })
+    }
+
+    /// The storage.
+    pub fn storage(&self) -> &Arc<Storage> {
+        &self.storage
+    }
+
+    /// The chain spec.
+    pub fn spec(&self) -> &ChainSpec {
+        &self.spec
+    }
+
+    /// The chain's per-block rules.
+    pub fn rules(&self) -> &ChainRules {
+        &self.rules
+    }
+
+    /// The builder settings.
+    pub fn settings(&self) -> &BuilderSettings {
+        &self.settings
+    }
+
+    /// The transaction pool (lock briefly: admission and block building wait on it).
+    pub fn pool(&self) -> &Mutex<Pool> {
+        &self.pool
+    }
+
+    /// Counters for `/metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The head header.
+    pub fn head_header(&self) -> Result<Header, BuildError> {
+        let (number, _) = self.storage.head();
+        self.storage.header_by_number(number)?.ok_or_else(|| BuildError::Storage(format!("header {number} missing")))
+    }
+
+    /// A stream of committed blocks.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<NewBlock>> {
+        self.events.subscribe()
+    }
+
+    /// Lets the block producer know of new transactions.
+    pub(crate) fn set_wake(&self, sender: std::sync::mpsc::Sender<crate::miner::MinerCommand>) {
+        *self.wake.lock() = Some(sender);
+    }
+
+    /// A sender's account at the head, as the pool sees it.
+    pub fn sender_account(&self, address: Address) -> Result<SenderAccount, BuildError> {
+        let view = self.storage.latest();
+        let info = view.basic_ref(address).map_err(|e| BuildError::Storage(e.0))?;
+        let Some(info) = info else { return Ok(SenderAccount::default()) };
+        let code = match &info.code {
+            Some(code) => code.original_bytes(),
+            None if info.code_hash != pseq_executor::revm::primitives::KECCAK_EMPTY => {
+                view.code_by_hash_ref(info.code_hash).map_err(|e| BuildError::Storage(e.0))?.original_bytes()
+            }
+            None => Bytes::new(),
+        };
+        Ok(SenderAccount { nonce: info.nonce, balance: info.balance, code })
+    }
+
+    /// Admits a recovered transaction into the pool and wakes the block producer.
+    pub fn submit(&self, tx: PooledTx, local: bool) -> Result<Added, PoolError> {
+        let account = self.sender_account(tx.sender).map_err(|e| PoolError::Internal(e.to_string()))?;
+        let added = self.pool.lock().add(tx, account, local)?;
+        self.metrics.txs_admitted.fetch_add(1, Ordering::Relaxed);
+        if let Some(wake) = self.wake.lock().as_ref() {
+            let _ = wake.send(crate::miner::MinerCommand::TxArrived);
+        }
+        Ok(added)
+    }
+
+    /// Moves the clock of the next blocks forward by `seconds` (`evm_increaseTime`); returns the
+    /// total offset.
+    pub fn increase_time(&self, seconds: i64) -> i64 {
+        self.clock.offset_secs.fetch_add(seconds, Ordering::SeqCst) + seconds
+    }
+
+    /// Fixes the timestamp of the next block (`evm_setNextBlockTimestamp`).
+    pub fn set_next_timestamp(&self, timestamp: u64) -> Result<(), BuildError> {
+        let head = self.head_header()?;
+        if timestamp <= head.timestamp {
+            return Err(BuildError::Chain(format!("timestamp {timestamp} is not after the head's {}", head.timestamp)));
+        }
+        *self.clock.next_timestamp.lock() = Some(timestamp);
+        Ok(())
+    }
+
+    fn next_timestamp(&self, parent: &Header) -> u64 {
+        if let Some(t) = self.clock.next_timestamp.lock().take() {
+            return t.max(parent.timestamp + 1);
+        }
+        let now = now_secs().saturating_add_signed(self.clock.offset_secs.load(Ordering::SeqCst));
+        now.max(parent.timestamp + 1)
+    }
+
+    /// Whether the pool holds transactions ready for the next block.
+    pub fn has_pending(&self) -> bool {
+        self.pool.lock().status().pending > 0
+    }
+
+    /// Builds the next block from the pool's best transactions, commits it and updates the pool.
+    pub fn build_block(&self) -> Result<BuiltBlock, BuildError> {
+        let _guard = self.build_lock.lock();
+        let started = Instant::now();
+        let parent = self.head_header()?;
+        let parent_hash = self.storage.head().1;
+        let timestamp = self.next_timestamp(&parent);
+        let number = parent.number + 1;
+        let (fork, spec) = self.rules.fork(number, timestamp).map_err(BuildError::Chain)?;
+        let params = self.rules.blob_params(&fork);
+
+        // Choose: best tip first, while the gas limits fit the block.
+        let mut chosen: Vec<Arc<PooledTx>> = Vec::new();
+        {
+            let pool = self.pool.lock();
+            let mut best = pool.best_transactions();
+            let mut gas_left = self.settings.gas_limit;
+            while gas_left >= 21_000 {
+                let Some(tx) = best.next() else { break };
+                if tx.gas_limit() > gas_left {
+                    best.mark_invalid(&tx);
+                    continue;
+                }
+                gas_left -= tx.gas_limit();
+                chosen.push(tx);
+            }
+        }
+        let txs: Vec<TxEnv> = chosen.iter().map(|tx| TxEnv::from_recovered_tx(&tx.envelope, tx.sender)).collect();
+        let select = started.elapsed();
+
+        let mut header = Header {
+            parent_hash,
+            ommers_hash: EMPTY_OMMER_ROOT_HASH,
+            beneficiary: self.settings.coinbase,
+            number,
+            gas_limit: self.settings.gas_limit,
+            timestamp,
+            extra_data: self.settings.extra_data.clone(),
+            mix_hash: parent.mix_hash,
+            base_fee_per_gas: spec.is_enabled_in(SpecId::LONDON).then(|| next_base_fee(&parent)),
+            withdrawals_root: spec.is_enabled_in(SpecId::SHANGHAI).then_some(EMPTY_WITHDRAWALS),
+            excess_blob_gas: params.map(|p| {
+                p.next_block_excess_blob_gas_osaka(
+                    parent.excess_blob_gas.unwrap_or_default(),
+                    parent.blob_gas_used.unwrap_or_default(),
+                    parent.base_fee_per_gas.unwrap_or_default(),
+                )
+            }),
+            parent_beacon_block_root: spec.is_enabled_in(SpecId::CANCUN).then_some(B256::ZERO),
+            ..Default::default()
+        };
+        let withdrawals = spec.is_enabled_in(SpecId::SHANGHAI).then(Vec::new);
+        let input = self.rules.block_input(&header, Vec::new(), withdrawals).map_err(BuildError::Chain)?;
+        let options = ExecutionOptions::parallel(self.settings.threads).with_invalid_tx(InvalidTxPolicy::Skip);
+        let execute_started = Instant::now();
+        let output = execute_block(&self.storage.latest(), &input, &txs, &options).map_err(|e| BuildError::Execution(e.to_string()))?;
+        let execute = execute_started.elapsed();
+
+        let included: Vec<TxEnvelope> = output.included.iter().map(|&i| chosen[i].envelope.clone()).collect();
+        header.transactions_root = proofs::calculate_transaction_root(&included);
+        header.receipts_root = receipts_root(&output.receipts);
+        header.logs_bloom = logs_bloom(output.receipts.iter().flat_map(|r| r.logs.iter()));
+        header.gas_used = output.gas_used;
+        header.blob_gas_used = spec.is_enabled_in(SpecId::CANCUN).then_some(output.blob_gas_used);
+        header.requests_hash = spec.is_enabled_in(SpecId::PRAGUE).then(|| output.requests.as_ref().map(|r| r.requests_hash()).unwrap_or_default());
+
+        let root_started = Instant::now();
+        let update = self.storage.prepare_state(&output.state)?;
+        header.state_root = update.state_root;
+        let state_root = root_started.elapsed();
+
+        let commit_started = Instant::now();
+        let body = BlockBody { transactions: included, ommers: Vec::new(), withdrawals: header.withdrawals_root.map(|_| Default::default()) };
+        let block = Block { header, body };
+        let committed = self.storage.commit_block(&block, &output.receipts, update)?;
+        let commit = commit_started.elapsed();
+
+        let tx_hashes: Vec<B256> = output.included.iter().map(|&i| chosen[i].hash).collect();
+        let skipped: Vec<(B256, String)> = output.skipped.iter().map(|(i, why)| (chosen[*i].hash, why.clone())).collect();
+        self.after_commit(&block.header, &chosen, &skipped);
+
+        let timings = BuildTimings { select, execute, state_root, commit };
+        let new_block = Arc::new(NewBlock { header: block.header, hash: committed.hash, tx_hashes, receipts: output.receipts });
+        self.metrics.record_block(&new_block, started.elapsed());
+        self.built.fetch_add(1, Ordering::Relaxed);
+        let total = started.elapsed();
+        let mgas = new_block.header.gas_used as f64 / 1e6 / execute.as_secs_f64().max(1e-9);
+        tracing::info!(
+            number = new_block.header.number,
+            txs = new_block.tx_hashes.len(),
+            gas = new_block.header.gas_used,
+            mgas_per_s = format!("{mgas:.0}"),
+            select_ms = ms(select),
+            execute_ms = ms(execute),
+            state_root_ms = ms(state_root),
+            commit_ms = ms(commit),
+            total_ms = ms(total),
+            hash = %new_block.hash,
+            "built block"
+        );
+        for (hash, why) in &skipped {
+            tracing::debug!(%hash, why, "transaction left out of the block");
+        }
+        let _ = self.events.send(new_block.clone());
+        Ok(BuiltBlock { block: new_block, skipped, timings })
+    }
+
+    /// After a commit: included transactions leave the pool (through the senders' new nonces),
+    /// invalid ones are dropped, and everything is re-classified at the next base fee.
+    fn after_commit(&self, header: &Header, chosen: &[Arc<PooledTx>], skipped: &[(B256, String)]) {
+        let mut senders: Vec<Address> = chosen.iter().map(|tx| tx.sender).collect();
+        senders.sort_unstable();
+        senders.dedup();
+        let accounts: Vec<(Address, SenderAccount)> =
+            senders.into_iter().filter_map(|a| self.sender_account(a).ok().map(|acc| (a, acc))).collect();
+        let mut pool = self.pool.lock();
+        for (hash, _) in skipped {
+            pool.remove(hash);
+        }
+        pool.on_block(&accounts, next_base_fee(header));
+    }
+
+    /// Blocks built since start.
+    pub fn blocks_built(&self) -> u64 {
+        self.built.load(Ordering::Relaxed)
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1e3)
+}
+
+/// The EIP-1559 base fee of the block after `parent`.
+pub fn next_base_fee(parent: &Header) -> u64 {
+    parent.next_block_base_fee(BaseFeeParams::ethereum()).unwrap_or(pseq_config::genesis::INITIAL_BASE_FEE)
+}

@@ -1,0 +1,141 @@
+//! Stored blocks, transactions and receipts turned into their JSON-RPC shapes
+//! (alloy-rpc-types-eth), with the fields only a node knows: hashes, indexes, senders, effective
+//! gas prices, contract addresses and block-wide log indexes.
+
+use alloy_consensus::{transaction::SignerRecoverable, BlockBody, Header, ReceiptEnvelope, Transaction as _, TxEnvelope};
+use alloy_eips::eip2718::Encodable2718;
+use alloy_primitives::{Address, B256, U256};
+use alloy_rlp::Encodable;
+use alloy_rpc_types_eth::{Block, BlockTransactions, Log, Transaction, TransactionReceipt};
+use pseq_storage::Storage;
+
+/// A block as stored: header, hash, body and receipts.
+#[derive(Debug, Clone)]
+pub struct StoredBlock {
+    /// The header.
+    pub header: Header,
+    /// Its hash.
+    pub hash: B256,
+    /// Transactions (and withdrawals).
+    pub body: BlockBody<TxEnvelope>,
+}
+
+impl StoredBlock {
+    /// Loads a block by hash.
+    pub fn load(storage: &Storage, hash: B256) -> Result<Option<Self>, String> {
+        let Some(header) = storage.header(&hash).map_err(|e| e.to_string())? else { return Ok(None) };
+        let body = storage.body(&hash).map_err(|e| e.to_string())?.unwrap_or_default();
+        Ok(Some(Self { header, hash, body }))
+    }
+
+    /// Loads a canonical block by number.
+    pub fn load_number(storage: &Storage, number: u64) -> Result<Option<Self>, String> {
+        match storage.canonical_hash(number).map_err(|e| e.to_string())? {
+            Some(hash) => Self::load(storage, hash),
+            None => Ok(None),
+        }
+    }
+
+    /// Senders of the transactions, in order.
+    pub fn senders(&self) -> Vec<Address> {
+        self.body.transactions.iter().map(|tx| tx.recover_signer().unwrap_or_default()).collect()
+    }
+
+    /// Transaction `index` in its RPC shape.
+    pub fn rpc_transaction(&self, index: usize, sender: Address) -> Option<Transaction> {
+        let tx = self.body.transactions.get(index)?;
+        Some(rpc_transaction(tx.clone(), sender, Some((self.hash, self.header.number, index as u64, self.header.base_fee_per_gas, self.header.timestamp))))
+    }
+
+    /// The block in its RPC shape, with full transactions or their hashes.
+    pub fn rpc_block(&self, full: bool) -> Block {
+        let transactions = if full {
+            let senders = self.senders();
+            BlockTransactions::Full((0..self.body.transactions.len()).filter_map(|i| self.rpc_transaction(i, senders[i])).collect())
+        } else {
+            BlockTransactions::Hashes(self.body.transactions.iter().map(|tx| *tx.tx_hash()).collect())
+        };
+        let size = self.rlp_size();
+        let mut header = alloy_rpc_types_eth::Header::new(self.header.clone());
+        header.hash = self.hash;
+        header.size = Some(U256::from(size));
+        header.total_difficulty = Some(self.header.difficulty);
+        Block { header, uncles: Vec::new(), transactions, withdrawals: self.body.withdrawals.clone() }
+    }
+
+    fn rlp_size(&self) -> usize {
+        let block = alloy_consensus::Block { header: self.header.clone(), body: self.body.clone() };
+        block.length()
+    }
+
+    /// The receipts in their RPC shape (`eth_getBlockReceipts`).
+    pub fn rpc_receipts(&self, receipts: &[ReceiptEnvelope]) -> Vec<TransactionReceipt> {
+        let senders = self.senders();
+        let mut log_index = 0u64;
+        let mut previous_gas = 0u64;
+        let mut out = Vec::with_capacity(receipts.len());
+        for (i, (receipt, tx)) in receipts.iter().zip(&self.body.transactions).enumerate() {
+            let sender = senders.get(i).copied().unwrap_or_default();
+            let cumulative = receipt.cumulative_gas_used();
+            let gas_used = cumulative.saturating_sub(previous_gas);
+            previous_gas = cumulative;
+            let tx_hash = *tx.tx_hash();
+            let (hash, number, timestamp) = (self.hash, self.header.number, self.header.timestamp);
+            let inner = receipt.clone().map_logs(|log| {
+                let rpc = Log {
+                    inner: log,
+                    block_hash: Some(hash),
+                    block_number: Some(number),
+                    block_timestamp: Some(timestamp),
+                    transaction_hash: Some(tx_hash),
+                    transaction_index: Some(i as u64),
+                    log_index: Some(log_index),
+                    removed: false,
+                };
+                log_index += 1;
+                rpc
+            });
+            let contract_address = tx.to().is_none().then(|| sender.create(tx.nonce()));
+            let base_fee = self.header.base_fee_per_gas;
+            out.push(TransactionReceipt {
+                inner,
+                transaction_hash: tx_hash,
+                transaction_index: Some(i as u64),
+                block_hash: Some(self.hash),
+                block_number: Some(self.header.number),
+                gas_used,
+                effective_gas_price: tx.effective_gas_price(base_fee),
+                blob_gas_used: tx.blob_gas_used(),
+                blob_gas_price: None,
+                from: sender,
+                to: tx.to(),
+                contract_address,
+            });
+        }
+        out
+    }
+
+    /// Whether `index` is a valid transaction index of this block.
+    pub fn has_tx(&self, index: usize) -> bool {
+        index < self.body.transactions.len()
+    }
+
+    /// The EIP-2718 encoding of transaction `index` (`debug_getRawTransaction`).
+    pub fn raw_transaction(&self, index: usize) -> Option<Vec<u8>> {
+        self.body.transactions.get(index).map(|tx| tx.encoded_2718())
+    }
+}
+
+/// A transaction in its RPC shape; `location` is (block hash, number, index, base fee,
+/// timestamp) for a mined one.
+pub fn rpc_transaction(tx: TxEnvelope, sender: Address, location: Option<(B256, u64, u64, Option<u64>, u64)>) -> Transaction {
+    let effective_gas_price = location.map(|(_, _, _, base_fee, _)| tx.effective_gas_price(base_fee));
+    Transaction {
+        inner: alloy_consensus::transaction::Recovered::new_unchecked(tx, sender),
+        block_hash: location.map(|l| l.0),
+        block_number: location.map(|l| l.1),
+        transaction_index: location.map(|l| l.2),
+        effective_gas_price,
+        block_timestamp: location.map(|l| l.4),
+    }
+}

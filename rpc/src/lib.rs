@@ -1,0 +1,26 @@
+//! # pseq-rpc
+//!
+//! The node's JSON-RPC surface over HTTP and WebSocket (jsonrpsee): the `eth_` methods users'
+//! tools call (state reads at any block, blocks, transactions, receipts, logs, calls, gas
+//! estimates, fee suggestions, submission), `net_`, `web3_`, `txpool_`, raw `debug_getRaw*`
+//! encodings, WebSocket subscriptions, and the dev namespace (`evm_`, `anvil_`, `hardhat_`)
+//! with `--dev`. Errors use the JSON-RPC codes and geth's messages. Also the `/metrics` and
+//! `/health` endpoints.
+
+#![warn(missing_docs)]
+
+pub mod call;
+pub mod chain;
+pub mod context;
+pub mod convert;
+pub mod dev;
+pub mod error;
+pub mod fees;
+pub mod pubsub;
+pub mod send;
+pub mod server;
+pub mod state;
+pub mod txpool;
+
+pub use context::RpcContext;
+pub use server::{module, start_metrics, start_rpc};

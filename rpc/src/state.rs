@@ -1,0 +1,72 @@
+//! Account and storage reads at any block: `eth_getBalance`, `eth_getTransactionCount`,
+//! `eth_getCode`, `eth_getStorageAt`.
+
+use crate::{
+    context::RpcContext,
+    error::{internal, invalid_params},
+};
+use alloy_eips::{BlockId, BlockNumberOrTag};
+use alloy_primitives::{Address, Bytes, B256, U256};
+use jsonrpsee::{types::ErrorObjectOwned, RpcModule};
+use pseq_executor::revm::{database::DatabaseRef, primitives::KECCAK_EMPTY};
+
+fn account(ctx: &RpcContext, address: Address, id: Option<BlockId>) -> Result<(U256, u64, Bytes), ErrorObjectOwned> {
+    let number = ctx.resolve(id)?;
+    let view = ctx.sequencer.storage().state_at(number).map_err(internal)?;
+    let Some(info) = view.basic_ref(address).map_err(|e| internal(e.0))? else { return Ok((U256::ZERO, 0, Bytes::new())) };
+    let code = match info.code {
+        Some(code) => code.original_bytes(),
+        None if info.code_hash != KECCAK_EMPTY => view.code_by_hash_ref(info.code_hash).map_err(|e| internal(e.0))?.original_bytes(),
+        None => Bytes::new(),
+    };
+    Ok((info.balance, info.nonce, code))
+}
+
+/// Registers the state reads.
+pub fn register(module: &mut RpcModule<RpcContext>) -> Result<(), jsonrpsee::core::RegisterMethodError> {
+    module.register_method("eth_getBalance", |params, ctx, _| {
+        let mut seq = params.sequence();
+        let address: Address = seq.next()?;
+        let id: Option<BlockId> = seq.optional_next()?;
+        account(ctx, address, id).map(|(balance, _, _)| balance)
+    })?;
+    module.register_method("eth_getTransactionCount", |params, ctx, _| {
+        let mut seq = params.sequence();
+        let address: Address = seq.next()?;
+        let id: Option<BlockId> = seq.optional_next()?;
+        let (_, nonce, _) = account(ctx, address, id)?;
+        if id == Some(BlockId::Number(BlockNumberOrTag::Pending)) {
+            return Ok::<_, ErrorObjectOwned>(U256::from(ctx.sequencer.pool().lock().next_nonce(&address, nonce)));
+        }
+        Ok(U256::from(nonce))
+    })?;
+    module.register_method("eth_getCode", |params, ctx, _| {
+        let mut seq = params.sequence();
+        let address: Address = seq.next()?;
+        let id: Option<BlockId> = seq.optional_next()?;
+        account(ctx, address, id).map(|(_, _, code)| code)
+    })?;
+    module.register_method("eth_getStorageAt", |params, ctx, _| {
+        let mut seq = params.sequence();
+        let address: Address = seq.next()?;
+        let slot: U256 = match seq.next::<serde_json::Value>()? {
+            serde_json::Value::String(text) => parse_slot(&text)?,
+            _ => return Err(invalid_params("invalid storage slot")),
+        };
+        let id: Option<BlockId> = seq.optional_next()?;
+        let number = ctx.resolve(id)?;
+        let view = ctx.sequencer.storage().state_at(number).map_err(internal)?;
+        let value = view.storage_ref(address, slot).map_err(|e| internal(e.0))?;
+        Ok::<_, ErrorObjectOwned>(B256::from(value))
+    })?;
+    Ok(())
+}
+
+/// A storage slot as geth accepts it: hex of at most 32 bytes, `0x` optional.
+fn parse_slot(text: &str) -> Result<U256, ErrorObjectOwned> {
+    let digits = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")).unwrap_or(text);
+    if digits.is_empty() || digits.len() > 64 {
+        return Err(invalid_params(format!("invalid storage slot {text:?}")));
+    }
+    U256::from_str_radix(digits, 16).map_err(|_| invalid_params(format!("invalid storage slot {text:?}")))
+}
