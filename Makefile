@@ -1,12 +1,21 @@
 # The two commands of the README, and a few helpers.
 CARGO_PROFILE ?= ci
 
-.PHONY: test build conformance bench-replay
+.PHONY: test node build conformance bench-replay bench-load
 
 ## Run every test: unit, randomised parallel==sequential, EEST state and blockchain tests,
 ## the 67 mainnet blocks and the bad-input tests (corpora from ../shared/corpora).
 test:
 	cargo test --workspace --profile $(CARGO_PROFILE)
+
+## Start a local dev chain (chain id 31337, 20 funded accounts, JSON-RPC on 127.0.0.1:8545),
+## installing what the build needs first. Extra flags: make node ARGS="--block-time 1s".
+node:
+	bash scripts/node-dev.sh $(ARGS)
+
+## Load benchmark against pseq and anvil (docs/benchmarks.md).
+bench-load: build
+	bash scripts/bench-load.sh
 
 ## Build the pseq binary (release).
 build:

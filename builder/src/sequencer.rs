@@ -126,7 +126,15 @@ impl Sequencer {
         validation.block_gas_limit = settings.gas_limit;
         validation.blobs_enabled = false;
         let base_fee = next_base_fee(&head);
-        let pool = Pool::new(PoolConfig::new(validation), base_fee);
+        let mut pool_config = PoolConfig::new(validation);
+        // reth's 10,000-transaction sub-pools hold less than one block of a high-gas-limit chain:
+        // keep room for four blocks of plain transfers.
+        let block_capacity = (settings.gas_limit / 21_000) as usize;
+        for limit in [&mut pool_config.pending, &mut pool_config.base_fee, &mut pool_config.queued] {
+            limit.max_txs = limit.max_txs.max(4 * block_capacity);
+            limit.max_bytes = limit.max_bytes.max(4 * block_capacity * 200);
+        }
+        let pool = Pool::new(pool_config, base_fee);
         let (events, _) = broadcast::channel(1024);
         Ok(Self {
             storage,

@@ -15,6 +15,7 @@ pub mod chainspec;
 pub mod corpus;
 pub mod chain_import;
 pub mod import;
+pub mod load;
 pub mod node;
 pub use pseq_config::fork;
 pub mod replay;

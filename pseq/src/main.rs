@@ -26,6 +26,27 @@ struct Cli {
 enum Command {
     /// Run the node: block production, JSON-RPC (HTTP + WebSocket), metrics.
     Node(Box<pseq::node::NodeArgs>),
+    /// Send signed transfers to a node at a fixed rate; report included tx/s and latency.
+    Load {
+        /// JSON-RPC URL of the node (pseq, anvil, geth, …).
+        #[arg(long, default_value = "http://127.0.0.1:8545")]
+        rpc: String,
+        /// Sending accounts (derived from the dev mnemonic, funded by the dev accounts).
+        #[arg(long, default_value_t = 1000)]
+        accounts: usize,
+        /// Transactions per second.
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// How long to send (`60s`, `1m`).
+        #[arg(long, default_value = "60s")]
+        duration: String,
+        /// Kind of transaction (only `transfer` so far).
+        #[arg(long, default_value = "transfer")]
+        kind: String,
+        /// One JSON object instead of the summary line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run EEST state tests through the block executor.
     Statetest {
         /// Fixture files or folders.
@@ -269,6 +290,41 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Load { rpc, accounts, rate, duration, kind, json } => {
+            if kind != "transfer" {
+                eprintln!("error: --kind {kind} is not implemented (only transfer)");
+                return ExitCode::FAILURE;
+            }
+            let duration = match pseq_config::node::parse_block_time(&duration) {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("error: --duration: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let params = pseq::load::LoadParams { rpc, accounts, rate, duration, drain: std::time::Duration::from_secs(30) };
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(pseq::load::run(&params)) {
+                Ok(report) => {
+                    if json {
+                        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+                    } else {
+                        println!("{}", pseq::load::summary(&report));
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Node(args) => match pseq::node::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -27,7 +27,9 @@ fn submit_raw(ctx: &RpcContext, raw: &[u8]) -> Result<B256> {
     let config = ctx.sequencer.pool().lock().config().validation.clone();
     let tx = recover(raw, &config).map_err(server)?;
     let hash = tx.hash;
-    ctx.sequencer.submit(tx, false).map_err(server)?;
+    // Transactions submitted over RPC are local, as in geth and reth: exempt from the
+    // per-sender slot limit and from stale pruning.
+    ctx.sequencer.submit(tx, true).map_err(server)?;
     Ok(hash)
 }
 

@@ -19,6 +19,25 @@ pub const MAX_BATCH: u32 = 1_000;
 /// Most subscriptions one WebSocket connection may hold.
 pub const MAX_SUBSCRIPTIONS_PER_CONNECTION: u32 = 1_024;
 
+/// Subscription ids as geth writes them: `0x` and 32 hex digits (clients such as viem expect
+/// strings, jsonrpsee's default is a number).
+#[derive(Debug, Default)]
+pub struct HexIdProvider {
+    counter: std::sync::atomic::AtomicU64,
+}
+
+impl jsonrpsee::core::traits::IdProvider for HexIdProvider {
+    fn next_id(&self) -> jsonrpsee::types::SubscriptionId<'static> {
+        use std::hash::{BuildHasher, Hasher};
+        let n = self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Unpredictable across connections (a random-keyed hash of a counter), unique per node.
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(n);
+        let id = format!("0x{:016x}{n:016x}", hasher.finish());
+        jsonrpsee::types::SubscriptionId::Str(id.into())
+    }
+}
+
 /// Every namespace for this context (the dev ones only when it says so).
 pub fn module(context: RpcContext) -> Result<RpcModule<RpcContext>, String> {
     let dev = context.dev;
@@ -48,6 +67,7 @@ pub async fn start_rpc(addr: SocketAddr, module: RpcModule<RpcContext>) -> Resul
         .max_response_body_size(MAX_RESPONSE_BYTES)
         .max_subscriptions_per_connection(MAX_SUBSCRIPTIONS_PER_CONNECTION)
         .set_batch_request_config(BatchRequestConfig::Limit(MAX_BATCH))
+        .set_id_provider(HexIdProvider::default())
         .build();
     let server = Server::builder()
         .set_config(config)
