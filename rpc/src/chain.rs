@@ -49,7 +49,9 @@ pub fn block_logs(ctx: &RpcContext, block: &StoredBlock, filter: &Filter) -> Res
     Ok(receipts.into_iter().flat_map(|r| r.inner.into_logs()).filter(|log| filter.matches(&log.inner)).collect())
 }
 
-fn get_logs(ctx: &RpcContext, filter: &Filter) -> Result<Vec<Log>> {
+/// `eth_getLogs`: the logs `filter` matches over its block range (at most
+/// [`MAX_LOG_BLOCK_RANGE`] blocks) or its block hash.
+pub fn get_logs(ctx: &RpcContext, filter: &Filter) -> Result<Vec<Log>> {
     let storage = ctx.sequencer.storage();
     let head = storage.head().0;
     let (from, to) = match filter.block_option {

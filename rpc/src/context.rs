@@ -27,6 +27,8 @@ pub struct RpcContext {
     pub dev: bool,
     /// `web3_clientVersion`.
     pub client_version: String,
+    /// Installed polled filters.
+    pub filters: crate::filters::FilterStore,
 }
 
 impl RpcContext {
@@ -38,6 +40,7 @@ impl RpcContext {
             signers: HashMap::new(),
             accounts: Vec::new(),
             dev: false,
+            filters: Default::default(),
             client_version: format!("pseq/v{}/{}-{}", env!("CARGO_PKG_VERSION"), std::env::consts::OS, std::env::consts::ARCH),
         }
     }

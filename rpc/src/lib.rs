@@ -16,6 +16,7 @@ pub mod convert;
 pub mod dev;
 pub mod error;
 pub mod fees;
+pub mod filters;
 pub mod pubsub;
 pub mod send;
 pub mod server;

@@ -48,6 +48,7 @@ pub fn module(context: RpcContext) -> Result<RpcModule<RpcContext>, String> {
         crate::call::register(&mut module)?;
         crate::send::register(&mut module)?;
         crate::fees::register(&mut module)?;
+        crate::filters::register(&mut module)?;
         crate::txpool::register(&mut module)?;
         crate::pubsub::register(&mut module)?;
         if dev {
