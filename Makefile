@@ -28,3 +28,4 @@ conformance:
 	$(PSEQ) blocktest --force-parallel --compare target/corpora/eest-v5.4.0-develop-blockchain_tests/eest-v5.4.0-develop/blockchain_tests
 	$(PSEQ) blocktest --storage rocksdb --force-parallel --compare target/corpora/eest-v5.4.0-develop-blockchain_tests/eest-v5.4.0-develop/blockchain_tests
 	$(PSEQ) replay target/corpora/mainnet-blocks/mainnet-blocks --runs 0
+	$(PSEQ) enginetest target/corpora/eest-benchmark-v0.0.7/eest-benchmark-v0.0.7/benchmark/blockchain_tests_engine

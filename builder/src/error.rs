@@ -9,6 +9,9 @@ pub enum BuildError {
     /// The chain spec does not describe the next block (unknown fork, bad timestamp).
     #[error("chain: {0}")]
     Chain(String),
+    /// A block given to import is invalid (the reason).
+    #[error("invalid block: {0}")]
+    Invalid(String),
     /// The executor failed (a storage read error or a broken system contract).
     #[error("execution: {0}")]
     Execution(String),

@@ -172,7 +172,9 @@ impl NodeConfig {
         }
         let mining = match &layer.block_time {
             Some(text) => MiningMode::Interval(parse_block_time(text)?),
-            None => MiningMode::Auto,
+            None if dev => MiningMode::Auto,
+            // A chain of its own genesis is driven by a consensus client through the Engine API.
+            None => MiningMode::Manual,
         };
         let http_port = layer.http_port.unwrap_or(8545);
         let authrpc_port = layer.authrpc_port.unwrap_or(8551);

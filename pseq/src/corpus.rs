@@ -62,6 +62,12 @@ pub fn mainnet_blocks() -> Result<PathBuf, String> {
     Ok(unpacked("mainnet-blocks")?.join("mainnet-blocks"))
 }
 
+/// The EEST benchmark fixtures (`.../benchmark`, holding `blockchain_tests` and
+/// `blockchain_tests_engine`).
+pub fn eest_benchmark() -> Result<PathBuf, String> {
+    Ok(unpacked("eest-benchmark-v0.0.7")?.join("eest-benchmark-v0.0.7/benchmark"))
+}
+
 /// The execution-apis JSON-RPC conformance suite (`.../execution-apis-rpc-compat`, holding
 /// `osaka-*/tests` and `prague-*/tests`, each with `genesis.json` and `chain.rlp`).
 pub fn rpc_compat() -> Result<PathBuf, String> {

@@ -139,7 +139,7 @@ async fn send_batch(client: &HttpClient, raws: &[(B256, Bytes)]) -> (Vec<B256>, 
             let mut accepted = Vec::new();
             let mut error = None;
             let mut refused = 0;
-            for ((hash, _), entry) in raws.iter().zip(response.into_iter()) {
+            for ((hash, _), entry) in raws.iter().zip(response) {
                 match entry {
                     Ok(_) => accepted.push(*hash),
                     Err(e) => {

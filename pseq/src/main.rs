@@ -47,6 +47,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run EEST blockchain_test_engine fixtures through the Engine API (HTTP + JWT).
+    Enginetest {
+        /// Fixture files or folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Executor threads of each node (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// At most this many tests per file.
+        #[arg(long)]
+        per_file: Option<usize>,
+    },
     /// Run EEST state tests through the block executor.
     Statetest {
         /// Fixture files or folders.
@@ -324,6 +336,10 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Enginetest { paths, threads, per_file } => {
+            let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            finish(pseq::enginetest::run(&paths, &pseq::enginetest::EngineTestOptions { threads, per_file }))
         }
         Command::Node(args) => match pseq::node::run(&args) {
             Ok(()) => ExitCode::SUCCESS,

@@ -10,6 +10,7 @@ use pseq_config::{
     node::ConfigLayer,
     ChainSpec, NodeConfig,
 };
+use alloy_rpc_types_engine::JwtSecret;
 use pseq_mempool::journal;
 use pseq_rpc::RpcContext;
 use std::{
@@ -119,6 +120,10 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
     let metrics_addr = SocketAddr::new(config.http_addr, config.metrics_port);
     check_port(rpc_addr, "JSON-RPC")?;
     check_port(metrics_addr, "metrics")?;
+    check_port(SocketAddr::new(config.authrpc_addr, config.authrpc_port), "Engine API")?;
+    if let Some(path) = &config.authrpc_jwtsecret {
+        JwtSecret::from_file(path).map_err(|e| format!("--authrpc.jwtsecret {}: {e}", path.display()))?;
+    }
 
     let storage = Arc::new(open_datadir(&config.datadir, &spec)?);
     let (head, head_hash) = storage.head();
@@ -139,7 +144,10 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
         print_dev_accounts(&signers);
         context = context.with_signers(signers);
     }
+    let engine_module = pseq_rpc::engine_module(RpcContext::new(sequencer.clone()))?;
     let module = pseq_rpc::module(context)?;
+    let jwt = load_or_create_jwt(&config)?;
+    let engine_addr = SocketAddr::new(config.authrpc_addr, config.authrpc_port);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.threads.clamp(2, 8))
@@ -150,13 +158,16 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
     let result = runtime.block_on(async {
         let (bound, handle) = pseq_rpc::start_rpc(rpc_addr, module).await?;
         let metrics = pseq_rpc::start_metrics(metrics_addr, sequencer.clone()).await?;
-        tracing::info!(http = %format!("http://{bound}"), ws = %format!("ws://{bound}"), metrics = %format!("http://{metrics}/metrics"), "JSON-RPC listening");
+        let (engine, engine_handle) = pseq_rpc::start_engine(engine_addr, engine_module, jwt).await?;
+        tracing::info!(http = %format!("http://{bound}"), ws = %format!("ws://{bound}"), engine = %format!("http://{engine}"), metrics = %format!("http://{metrics}/metrics"), "JSON-RPC listening");
         // A machine-readable line for scripts and tests that start the node on port 0.
-        println!("pseq node listening: rpc={bound} metrics={metrics}");
+        println!("pseq node listening: rpc={bound} metrics={metrics} engine={engine}");
         wait_for_signal().await;
         tracing::info!("shutting down");
         let _ = handle.stop();
+        let _ = engine_handle.stop();
         handle.stopped().await;
+        engine_handle.stopped().await;
         Ok::<_, String>(())
     });
     miner.shutdown();
@@ -168,6 +179,22 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
     let (head, hash) = storage.head();
     tracing::info!(head, %hash, "stopped");
     result
+}
+
+/// The Engine API's JWT secret: `--authrpc.jwtsecret`, else `jwt.hex` in the datadir (created
+/// with a random secret when missing).
+fn load_or_create_jwt(config: &NodeConfig) -> Result<JwtSecret, String> {
+    match &config.authrpc_jwtsecret {
+        Some(path) => JwtSecret::from_file(path).map_err(|e| format!("--authrpc.jwtsecret {}: {e}", path.display())),
+        None => {
+            let path = config.datadir.join("jwt.hex");
+            if path.exists() {
+                JwtSecret::from_file(&path).map_err(|e| format!("{}: {e}", path.display()))
+            } else {
+                JwtSecret::try_create_random(&path).map_err(|e| format!("{}: {e}", path.display()))
+            }
+        }
+    }
 }
 
 fn reload_journal(sequencer: &Sequencer, path: &std::path::Path) {

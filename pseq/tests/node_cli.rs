@@ -33,7 +33,8 @@ fn bad_settings_exit_1_before_writing() {
 
     let busy = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = busy.local_addr().unwrap().port().to_string();
-    assert_refused(&["--dev", "--datadir", d, "--http.port", &port, "--metrics.port", "0"], "cannot listen", &datadir);
+    assert_refused(&["--dev", "--datadir", d, "--http.port", &port, "--metrics.port", "0", "--authrpc.port", "0"], "cannot listen", &datadir);
+    assert_refused(&["--dev", "--datadir", d, "--http.port", "0", "--metrics.port", "0", "--authrpc.port", &port], "Engine API", &datadir);
 
     let missing = dir.path().join("missing.json");
     assert_refused(&["--genesis", missing.to_str().unwrap(), "--datadir", d], "missing.json", &datadir);
@@ -50,7 +51,7 @@ fn datadir_of_another_chain_is_refused() {
     // Initialise a dev datadir (chain 31337) through the real code path, then stop at once.
     let storage = pseq_config::dev::dev_chain_spec(31337, 30_000_000).unwrap();
     drop(pseq::chain_import::open_datadir(&datadir, &storage).unwrap());
-    let (code, stderr) = node(&["--dev", "--chain-id", "5", "--datadir", d, "--http.port", "0", "--metrics.port", "0"]);
+    let (code, stderr) = node(&["--dev", "--chain-id", "5", "--datadir", d, "--http.port", "0", "--metrics.port", "0", "--authrpc.port", "0"]);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("chain id 31337") && stderr.contains("expected chain id 5"), "{stderr}");
 }

@@ -14,8 +14,10 @@ pub mod chain;
 pub mod context;
 pub mod convert;
 pub mod dev;
+pub mod engine;
 pub mod error;
 pub mod fees;
+pub mod jwt;
 pub mod filters;
 pub mod pubsub;
 pub mod send;
@@ -24,4 +26,4 @@ pub mod state;
 pub mod txpool;
 
 pub use context::RpcContext;
-pub use server::{module, start_metrics, start_rpc};
+pub use server::{engine_module, module, start_engine, start_metrics, start_rpc};

@@ -79,6 +79,37 @@ pub async fn start_rpc(addr: SocketAddr, module: RpcModule<RpcContext>) -> Resul
     Ok((bound, server.start(module)))
 }
 
+/// The Engine API module (served on the authenticated port only).
+pub fn engine_module(context: RpcContext) -> Result<RpcModule<RpcContext>, String> {
+    let mut module = RpcModule::new(context);
+    crate::engine::register(&mut module).map_err(|e| e.to_string())?;
+    // Consensus clients also read the chain through the authenticated port.
+    crate::chain::register(&mut module).map_err(|e| e.to_string())?;
+    Ok(module)
+}
+
+/// Starts the Engine API server with JWT authentication; returns the bound address and handle.
+pub async fn start_engine(
+    addr: SocketAddr,
+    module: RpcModule<RpcContext>,
+    secret: alloy_rpc_types_engine::JwtSecret,
+) -> Result<(SocketAddr, ServerHandle), String> {
+    let config = ServerConfig::builder()
+        .max_request_body_size(MAX_REQUEST_BYTES)
+        .max_response_body_size(MAX_RESPONSE_BYTES)
+        .set_batch_request_config(BatchRequestConfig::Limit(MAX_BATCH))
+        .build();
+    let middleware = tower::ServiceBuilder::new().layer(crate::jwt::JwtLayer::new(secret));
+    let server = Server::builder()
+        .set_config(config)
+        .set_http_middleware(middleware)
+        .build(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} (Engine API): {e}"))?;
+    let bound = server.local_addr().map_err(|e| e.to_string())?;
+    Ok((bound, server.start(module)))
+}
+
 /// Starts `/metrics` and `/health` on `addr`; returns the bound address.
 pub async fn start_metrics(addr: SocketAddr, sequencer: Arc<Sequencer>) -> Result<SocketAddr, String> {
     use axum::{routing::get, Router};

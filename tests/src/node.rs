@@ -34,6 +34,8 @@ pub struct NodeProcess {
     pub rpc: SocketAddr,
     /// Metrics address.
     pub metrics: SocketAddr,
+    /// Engine API address (JWT-authenticated).
+    pub engine: SocketAddr,
     stderr_log: PathBuf,
 }
 
@@ -44,7 +46,7 @@ impl NodeProcess {
         let stderr_log = datadir.with_extension("log");
         let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&stderr_log).expect("log file");
         let mut child = Command::new(pseq_binary())
-            .args(["node", "--dev", "--http.port", "0", "--metrics.port", "0", "--threads", "2", "--datadir"])
+            .args(["node", "--dev", "--http.port", "0", "--metrics.port", "0", "--authrpc.port", "0", "--threads", "2", "--datadir"])
             .arg(datadir)
             .args(extra)
             .env("RUST_LOG", "info")
@@ -63,6 +65,7 @@ impl NodeProcess {
             if let Some(rest) = line.strip_prefix("pseq node listening: ") {
                 let mut rpc = None;
                 let mut metrics = None;
+                let mut engine = None;
                 for part in rest.split_whitespace() {
                     if let Some(a) = part.strip_prefix("rpc=") {
                         rpc = a.parse().ok();
@@ -70,10 +73,13 @@ impl NodeProcess {
                     if let Some(a) = part.strip_prefix("metrics=") {
                         metrics = a.parse().ok();
                     }
+                    if let Some(a) = part.strip_prefix("engine=") {
+                        engine = a.parse().ok();
+                    }
                 }
                 // Keep draining stdout so the node never blocks on a full pipe.
                 std::thread::spawn(move || for _ in lines.by_ref() {});
-                return NodeProcess { child, rpc: rpc.expect("rpc address"), metrics: metrics.expect("metrics address"), stderr_log };
+                return NodeProcess { child, rpc: rpc.expect("rpc address"), metrics: metrics.expect("metrics address"), engine: engine.expect("engine address"), stderr_log };
             }
         }
     }

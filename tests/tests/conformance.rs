@@ -3,7 +3,8 @@
 //! - EEST state tests, forks Cancun, Prague and Osaka;
 //! - every EEST blockchain test (all forks, invalid blocks included), in memory and again with the
 //!   state in RocksDB (incremental state roots);
-//! - all 67 mainnet blocks at 1, 2, 4 and 8 threads.
+//! - all 67 mainnet blocks at 1, 2, 4 and 8 threads;
+//! - EEST engine tests through the Engine API (HTTP, JWT).
 //!
 //! The corpora are unpacked from `../shared/corpora` into `target/corpora` on first use. A missing
 //! corpus fails the test: no suite is skipped silently.
@@ -60,4 +61,16 @@ fn mainnet_blocks_parallel_equals_sequential() {
     let options = replay::ReplayOptions { blocks: vec![], check_threads: vec![1, 2, 4, 8], threads: 2, runs: 0, json: false, force_parallel: false };
     let (counts, _) = replay::run(&dir, &options).expect("replay run");
     assert_clean("mainnet blocks", &counts, 67);
+}
+
+/// EEST `blockchain_test_engine` fixtures (the Osaka benchmark blocks of
+/// `eest-benchmark-v0.0.7`) through the Engine API over HTTP with a JWT: two tests of each of the
+/// 38 files here (every payload VALID, the final head the fixture's); all 462 in `make
+/// conformance` (docs/conformance.md).
+#[test]
+fn eest_engine_tests_through_the_engine_api() {
+    let dir = corpus::eest_benchmark().expect("eest benchmark corpus").join("blockchain_tests_engine");
+    let options = pseq::enginetest::EngineTestOptions { threads: 2, per_file: Some(2) };
+    let counts = pseq::enginetest::run(&[dir], &options).expect("engine tests run");
+    assert_clean("engine tests", &counts, 76);
 }

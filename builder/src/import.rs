@@ -8,7 +8,7 @@
 //! Not checked: proof-of-work difficulty and seal (test chains use fake proof of work) and
 //! ommer ancestry beyond depth and duplicates.
 
-use crate::fork::{blob_params, spec_of, Network};
+use pseq_config::fork::{blob_params, spec_of, Network};
 use alloy_consensus::{proofs, Block, Header, TxEnvelope};
 use alloy_eips::{eip1559::BaseFeeParams, eip7840::BlobParams};
 use alloy_evm::FromRecoveredTx;
@@ -32,7 +32,7 @@ const INITIAL_BASE_FEE: u64 = 1_000_000_000;
 /// carry the root after each transaction).
 pub type RootAfter<'a> = &'a dyn Fn(&StateDiff) -> Result<B256, String>;
 
-pub use pseq_builder::ChainRules;
+pub use crate::chain_rules::ChainRules;
 
 /// A block that passed every check but the state root.
 #[derive(Debug)]
