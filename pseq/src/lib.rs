@@ -20,6 +20,7 @@ pub mod load;
 pub mod node;
 pub use pseq_config::fork;
 pub mod replay;
+pub mod rpc_compat;
 pub mod report;
 pub mod statetest;
 pub mod testfiles;

@@ -59,6 +59,11 @@ enum Command {
         #[arg(long)]
         per_file: Option<usize>,
     },
+    /// Replay the execution-apis JSON-RPC conformance suite against a node of its own.
+    RpcCompat {
+        /// The folder with genesis.json, chain.rlp, headfcu.json and the method folders.
+        tests: PathBuf,
+    },
     /// Run EEST state tests through the block executor.
     Statetest {
         /// Fixture files or folders.
@@ -341,6 +346,17 @@ fn main() -> ExitCode {
             let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             finish(pseq::enginetest::run(&paths, &pseq::enginetest::EngineTestOptions { threads, per_file }))
         }
+        Command::RpcCompat { tests } => match pseq::rpc_compat::run(&tests) {
+            Ok(counts) => {
+                // Every failure: this suite's list is the to-do list of the RPC surface.
+                counts.print_summary(usize::MAX);
+                if counts.failed() == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Node(args) => match pseq::node::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -89,7 +89,12 @@ pub fn execute(ctx: &RpcContext, request: &TransactionRequest, id: Option<BlockI
     let gas = gas.or(request.gas).unwrap_or_else(|| gas_cap(&header, &cfg));
     let tx = tx_env(request, ctx.sequencer.spec().chain_id, gas);
     let view = storage.state_at(number).map_err(internal)?;
-    let mut evm = build_evm(WrapDatabaseRef(view), cfg, input.block);
+    let mut block = input.block;
+    if tx.gas_price == 0 && tx.gas_priority_fee.unwrap_or(0) == 0 {
+        // As geth: a call without a gas price sees a zero base fee.
+        block.basefee = 0;
+    }
+    let mut evm = build_evm(WrapDatabaseRef(view), cfg, block);
     match evm.transact(tx) {
         Ok(outcome) => Ok(outcome.result),
         Err(EVMError::Transaction(e)) => Err(server(invalid_tx_message(&e))),
@@ -106,7 +111,7 @@ fn call(ctx: &RpcContext, request: &TransactionRequest, id: Option<BlockId>) -> 
     }
 }
 
-/// The lowest gas limit with which `request` succeeds (binary search, to within 1.5% as geth).
+/// The lowest gas limit with which `request` succeeds (binary search to the exact value).
 pub fn estimate(ctx: &RpcContext, request: &TransactionRequest, id: Option<BlockId>) -> Result<u64> {
     let storage = ctx.sequencer.storage();
     let number = ctx.resolve(id)?;
@@ -118,6 +123,16 @@ pub fn estimate(ctx: &RpcContext, request: &TransactionRequest, id: Option<Block
         ExecutionResult::Revert { output, .. } => return Err(reverted(&output)),
         ExecutionResult::Halt { .. } => return Err(server(format!("gas required exceeds allowance ({cap})"))),
     };
+    // A plain transfer to an account without code costs exactly 21,000 (geth's shortcut).
+    if request.input.input().is_none_or(|d| d.is_empty()) {
+        if let Some(TxKind::Call(to)) = request.to {
+            let view = storage.state_at(number).map_err(internal)?;
+            let code = pseq_executor::revm::database::DatabaseRef::basic_ref(&view, to).map_err(|e| internal(e.0))?.map(|a| a.code_hash);
+            if code.is_none_or(|h| h == pseq_executor::revm::primitives::KECCAK_EMPTY) && used == 21_000 {
+                return Ok(21_000);
+            }
+        }
+    }
     let succeeds = |gas: u64| -> Result<bool> { Ok(matches!(execute(ctx, request, id, Some(gas))?, ExecutionResult::Success { .. })) };
     let mut low = used.saturating_sub(1);
     let mut high = cap;
@@ -131,9 +146,6 @@ pub fn estimate(ctx: &RpcContext, request: &TransactionRequest, id: Option<Block
         }
     }
     while low + 1 < high {
-        if (high - low) as f64 / high as f64 <= 0.015 {
-            break;
-        }
         let mid = low + (high - low) / 2;
         if succeeds(mid)? {
             high = mid;

@@ -14,6 +14,15 @@ use jsonrpsee::{types::ErrorObjectOwned, RpcModule};
 
 type Result<T> = std::result::Result<T, ErrorObjectOwned>;
 
+/// A 32-byte hash parameter, `0x`-prefixed as geth requires.
+fn hash_param(params: jsonrpsee::types::Params<'_>) -> Result<B256> {
+    let text: String = params.one()?;
+    if !text.starts_with("0x") {
+        return Err(invalid_params(format!("invalid argument 0: hex string without 0x prefix: {text:?}")));
+    }
+    text.parse().map_err(|_| invalid_params(format!("invalid argument 0: not a 32-byte hash: {text:?}")))
+}
+
 /// The canonical block `id` names, `None` when it does not exist.
 pub fn block_by_id(ctx: &RpcContext, id: BlockId) -> Result<Option<StoredBlock>> {
     let storage = ctx.sequencer.storage();
@@ -29,7 +38,13 @@ pub fn block_by_id(ctx: &RpcContext, id: BlockId) -> Result<Option<StoredBlock>>
 
 fn receipts_of(ctx: &RpcContext, block: &StoredBlock) -> Result<Vec<TransactionReceipt>> {
     let receipts = ctx.sequencer.storage().receipts(&block.hash).map_err(internal)?.unwrap_or_default();
-    Ok(block.rpc_receipts(&receipts))
+    let rules = ctx.sequencer.rules();
+    let blob_gas_price = rules
+        .fork(block.header.number, block.header.timestamp)
+        .ok()
+        .and_then(|(fork, _)| rules.blob_params(&fork))
+        .and_then(|params| block.header.blob_fee(params));
+    Ok(block.rpc_receipts(&receipts, blob_gas_price))
 }
 
 /// The receipt of a mined transaction.
@@ -66,7 +81,11 @@ pub fn get_logs(ctx: &RpcContext, filter: &Filter) -> Result<Vec<Log>> {
                     other => ctx.resolve(other.map(BlockId::Number)),
                 }
             };
-            (resolve(from_block)?, resolve(to_block)?.min(head))
+            let to = resolve(to_block)?;
+            if to > head {
+                return Err(invalid_params("block range extends beyond current head block"));
+            }
+            (resolve(from_block)?, to)
         }
     };
     if from > to {
@@ -144,7 +163,7 @@ pub fn register(module: &mut RpcModule<RpcContext>) -> std::result::Result<(), j
         Ok::<_, ErrorObjectOwned>(block_by_id(ctx, BlockId::hash(hash))?.map(|_| U64::ZERO))
     })?;
     module.register_method("eth_getTransactionByHash", |params, ctx, _| {
-        let hash: B256 = params.one()?;
+        let hash = hash_param(params)?;
         if let Some(entry) = ctx.sequencer.pool().lock().get(&hash) {
             return Ok::<_, ErrorObjectOwned>(Some(rpc_transaction(entry.tx.envelope.clone(), entry.tx.sender, None)));
         }
@@ -165,7 +184,7 @@ pub fn register(module: &mut RpcModule<RpcContext>) -> std::result::Result<(), j
         tx_by_block_and_index(ctx, BlockId::Number(tag), index)
     })?;
     module.register_method("eth_getRawTransactionByHash", |params, ctx, _| {
-        let hash: B256 = params.one()?;
+        let hash = hash_param(params)?;
         if let Some(entry) = ctx.sequencer.pool().lock().get(&hash) {
             return Ok::<_, ErrorObjectOwned>(Some(Bytes::from(entry.tx.envelope.encoded_2718())));
         }
@@ -175,7 +194,7 @@ pub fn register(module: &mut RpcModule<RpcContext>) -> std::result::Result<(), j
         Ok(block.and_then(|b| b.raw_transaction(index as usize)).map(Bytes::from))
     })?;
     module.register_method("eth_getTransactionReceipt", |params, ctx, _| {
-        let hash: B256 = params.one()?;
+        let hash = hash_param(params)?;
         receipt_by_hash(ctx, hash)
     })?;
     module.register_method("eth_getBlockReceipts", |params, ctx, _| {
@@ -211,7 +230,7 @@ pub fn register(module: &mut RpcModule<RpcContext>) -> std::result::Result<(), j
         Ok::<_, ErrorObjectOwned>(receipts.iter().map(|r| Bytes::from(r.encoded_2718())).collect::<Vec<_>>())
     })?;
     module.register_method("debug_getRawTransaction", |params, ctx, _| {
-        let hash: B256 = params.one()?;
+        let hash = hash_param(params)?;
         let storage = ctx.sequencer.storage();
         let Some((number, index)) = storage.transaction_location(&hash).map_err(internal)? else { return Ok::<_, ErrorObjectOwned>(None) };
         let block = StoredBlock::load_number(storage, number).map_err(internal)?;

@@ -59,8 +59,8 @@ impl StoredBlock {
         let mut header = alloy_rpc_types_eth::Header::new(self.header.clone());
         header.hash = self.hash;
         header.size = Some(U256::from(size));
-        header.total_difficulty = Some(self.header.difficulty);
-        Block { header, uncles: Vec::new(), transactions, withdrawals: self.body.withdrawals.clone() }
+        let uncles = self.body.ommers.iter().map(Header::hash_slow).collect();
+        Block { header, uncles, transactions, withdrawals: self.body.withdrawals.clone() }
     }
 
     fn rlp_size(&self) -> usize {
@@ -68,8 +68,9 @@ impl StoredBlock {
         block.length()
     }
 
-    /// The receipts in their RPC shape (`eth_getBlockReceipts`).
-    pub fn rpc_receipts(&self, receipts: &[ReceiptEnvelope]) -> Vec<TransactionReceipt> {
+    /// The receipts in their RPC shape (`eth_getBlockReceipts`); `blob_gas_price` is the block's
+    /// blob base fee (Cancun on).
+    pub fn rpc_receipts(&self, receipts: &[ReceiptEnvelope], blob_gas_price: Option<u128>) -> Vec<TransactionReceipt> {
         let senders = self.senders();
         let mut log_index = 0u64;
         let mut previous_gas = 0u64;
@@ -106,7 +107,7 @@ impl StoredBlock {
                 gas_used,
                 effective_gas_price: tx.effective_gas_price(base_fee),
                 blob_gas_used: tx.blob_gas_used(),
-                blob_gas_price: None,
+                blob_gas_price: tx.blob_gas_used().and(blob_gas_price),
                 from: sender,
                 to: tx.to(),
                 contract_address,

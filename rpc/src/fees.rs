@@ -70,6 +70,10 @@ fn fee_history(ctx: &RpcContext, count: u64, newest: BlockNumberOrTag, percentil
 /// Registers the fee methods.
 pub fn register(module: &mut RpcModule<RpcContext>) -> Result<(), jsonrpsee::core::RegisterMethodError> {
     module.register_method("eth_gasPrice", |_, ctx, _| Ok::<_, ErrorObjectOwned>(U256::from(ctx.sequencer.pool().lock().base_fee() as u128 + SUGGESTED_TIP)))?;
+    module.register_method("eth_baseFee", |_, ctx, _| {
+        let header = ctx.sequencer.head_header().map_err(internal)?;
+        Ok::<_, ErrorObjectOwned>(U256::from(next_base_fee(&header)))
+    })?;
     module.register_method("eth_maxPriorityFeePerGas", |_, _, _| Ok::<_, ErrorObjectOwned>(U256::from(SUGGESTED_TIP)))?;
     module.register_method("eth_blobBaseFee", |_, ctx, _| {
         let header = ctx.sequencer.head_header().map_err(internal)?;

@@ -59,6 +59,26 @@ pub fn register(module: &mut RpcModule<RpcContext>) -> Result<(), jsonrpsee::cor
         let value = view.storage_ref(address, slot).map_err(|e| internal(e.0))?;
         Ok::<_, ErrorObjectOwned>(B256::from(value))
     })?;
+    module.register_method("eth_getStorageValues", |params, ctx, _| {
+        let mut seq = params.sequence();
+        let requests: std::collections::BTreeMap<Address, Vec<B256>> = seq.next()?;
+        let id: Option<BlockId> = seq.optional_next()?;
+        if requests.values().all(Vec::is_empty) {
+            return Err(invalid_params("empty request"));
+        }
+        if requests.values().map(Vec::len).sum::<usize>() > 1024 {
+            return Err(invalid_params("too many storage slots requested (at most 1024)"));
+        }
+        let number = ctx.resolve(id)?;
+        let view = ctx.sequencer.storage().state_at(number).map_err(internal)?;
+        let mut out = std::collections::BTreeMap::new();
+        for (address, slots) in requests {
+            let values: Result<Vec<B256>, ErrorObjectOwned> =
+                slots.iter().map(|slot| view.storage_ref(address, U256::from_be_bytes(slot.0)).map(B256::from).map_err(|e| internal(e.0))).collect();
+            out.insert(address, values?);
+        }
+        Ok::<_, ErrorObjectOwned>(out)
+    })?;
     Ok(())
 }
 
