@@ -29,6 +29,8 @@ pub struct RpcContext {
     pub client_version: String,
     /// Installed polled filters.
     pub filters: crate::filters::FilterStore,
+    /// `evm_snapshot` ids with the head (number, hash) each recorded.
+    pub snapshots: parking_lot::Mutex<Vec<(u64, u64, alloy_primitives::B256)>>,
 }
 
 impl RpcContext {
@@ -41,6 +43,7 @@ impl RpcContext {
             accounts: Vec::new(),
             dev: false,
             filters: Default::default(),
+            snapshots: Default::default(),
             client_version: format!("pseq/v{}/{}-{}", env!("CARGO_PKG_VERSION"), std::env::consts::OS, std::env::consts::ARCH),
         }
     }

@@ -1,6 +1,6 @@
 //! The dev namespace (on with `--dev`), with anvil's names and the `evm_` / `hardhat_` aliases
-//! tools use: mining on demand, automine and interval mining switches, time travel, and
-//! dropping pooled transactions.
+//! tools use: mining on demand, automine and interval mining switches, time travel, snapshots
+//! (`evm_snapshot` / `evm_revert`, through storage's unwind) and dropping pooled transactions.
 
 use crate::{
     context::RpcContext,
@@ -86,6 +86,35 @@ pub fn register(module: &mut RpcModule<RpcContext>) -> std::result::Result<(), j
         module.register_method(name, |params, ctx, _| {
             let value: serde_json::Value = params.one()?;
             ctx.sequencer.set_next_timestamp(quantity(&value)?).map_err(server)
+        })?;
+    }
+    for name in ["evm_snapshot", "anvil_snapshot"] {
+        module.register_method(name, |_, ctx, _| {
+            let (number, hash) = ctx.sequencer.storage().head();
+            let mut snapshots = ctx.snapshots.lock();
+            let id = snapshots.last().map_or(0, |s| s.0 + 1);
+            snapshots.push((id, number, hash));
+            Ok::<_, ErrorObjectOwned>(U64::from(id))
+        })?;
+    }
+    for name in ["evm_revert", "anvil_revert"] {
+        module.register_blocking_method(name, |params, ctx, _| {
+            let value: serde_json::Value = params.one()?;
+            let id = quantity(&value)?;
+            let mut snapshots = ctx.snapshots.lock();
+            let Some(position) = snapshots.iter().position(|s| s.0 == id) else { return Ok::<_, ErrorObjectOwned>(false) };
+            let (_, number, hash) = snapshots[position];
+            // The snapshot and every later one are used up (anvil's and hardhat's rule).
+            snapshots.truncate(position);
+            drop(snapshots);
+            let storage = ctx.sequencer.storage();
+            if storage.canonical_hash(number).map_err(internal)? != Some(hash) {
+                return Ok(false);
+            }
+            if storage.head().0 > number {
+                ctx.sequencer.unwind_to(number).map_err(server)?;
+            }
+            Ok(true)
         })?;
     }
     module.register_method("anvil_dropTransaction", |params, ctx, _| {

@@ -202,6 +202,19 @@ fn filters_fee_history_pool_and_dev_methods() {
     let t5 = rpc(addr, "eth_getBlockByNumber", json!(["latest", false]))["result"]["timestamp"].clone();
     assert_eq!(t5, json!(format!("{:#x}", t4 + 1000)));
 
+    // Snapshots: revert undoes the blocks mined since, through storage's unwind.
+    let snapshot = rpc(addr, "evm_snapshot", json!([]))["result"].clone();
+    let before = rpc(addr, "eth_getBlockByNumber", json!(["latest", false]))["result"]["hash"].clone();
+    rpc(addr, "eth_sendRawTransaction", json!([signed_transfer(7, 31337, 1)]));
+    rpc(addr, "anvil_mine", json!(["0x2"]));
+    assert_eq!(rpc(addr, "eth_blockNumber", json!([]))["result"], json!("0x7"));
+    assert_eq!(rpc(addr, "eth_getTransactionCount", json!([dev_signer(7).unwrap().address(), "latest"]))["result"], json!("0x2"));
+    assert_eq!(rpc(addr, "evm_revert", json!([snapshot]))["result"], json!(true));
+    assert_eq!(rpc(addr, "eth_blockNumber", json!([]))["result"], json!("0x5"));
+    assert_eq!(rpc(addr, "eth_getBlockByNumber", json!(["latest", false]))["result"]["hash"], before);
+    assert_eq!(rpc(addr, "eth_getTransactionCount", json!([dev_signer(7).unwrap().address(), "latest"]))["result"], json!("0x1"));
+    assert_eq!(rpc(addr, "evm_revert", json!([snapshot]))["result"], json!(false), "a snapshot is used up by its revert");
+
     let history = rpc(addr, "eth_feeHistory", json!(["0x5", "latest", [25, 75]]))["result"].clone();
     assert_eq!(history["oldestBlock"], json!("0x1"));
     assert_eq!(history["baseFeePerGas"].as_array().unwrap().len(), 6);
