@@ -22,4 +22,4 @@ pub use chain_rules::ChainRules;
 pub use error::BuildError;
 pub use metrics::Metrics;
 pub use miner::{mine_now, Miner, MinerCommand};
-pub use sequencer::{next_base_fee, BuildTimings, BuilderSettings, BuiltBlock, NewBlock, Sequencer};
+pub use sequencer::{next_base_fee, Assembled, BuildTimings, BuilderSettings, BuiltBlock, NewBlock, PayloadAttributes, Sequencer};

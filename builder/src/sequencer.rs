@@ -84,6 +84,48 @@ pub struct BuiltBlock {
     pub timings: BuildTimings,
 }
 
+/// What a consensus client asks a block to be built with (`forkchoiceUpdated` attributes, with
+/// the OP-stack extension `noTxPool`).
+#[derive(Debug, Clone, Default)]
+pub struct PayloadAttributes {
+    /// Timestamp of the block.
+    pub timestamp: u64,
+    /// `prevRandao` (the header's mix hash).
+    pub prev_randao: B256,
+    /// Fee recipient.
+    pub fee_recipient: Address,
+    /// Withdrawals (Shanghai on).
+    pub withdrawals: Vec<alloy_eips::eip4895::Withdrawal>,
+    /// Parent beacon block root (Cancun on).
+    pub parent_beacon_block_root: Option<B256>,
+    /// Build without pool transactions.
+    pub no_tx_pool: bool,
+}
+
+/// A block built and executed, its state update prepared, not yet committed.
+#[derive(Debug)]
+pub struct Assembled {
+    /// The block.
+    pub block: Block<TxEnvelope>,
+    /// Its receipts.
+    pub receipts: Vec<TxReceipt>,
+    /// The prepared state writes (valid while the head is the block's parent).
+    pub update: pseq_storage::StateUpdate,
+    /// Hashes of its transactions.
+    pub tx_hashes: Vec<B256>,
+    /// Senders of the transactions considered (for the pool update).
+    pub senders: Vec<Address>,
+    /// Transactions left out as invalid.
+    pub skipped: Vec<(B256, String)>,
+    /// EIP-7685 requests (Prague on).
+    pub requests: Option<alloy_eips::eip7685::Requests>,
+    /// What the fee recipient earns in tips.
+    pub block_value: alloy_primitives::U256,
+    /// Where the time went so far.
+    pub timings: BuildTimings,
+    started: Instant,
+}
+
 /// Time settings of the next blocks (dev RPC: `evm_increaseTime`, `evm_setNextBlockTimestamp`).
 #[derive(Debug, Default)]
 struct Clock {
@@ -255,17 +297,45 @@ impl Sequencer {
     /// Builds the next block from the pool's best transactions, commits it and updates the pool.
     pub fn build_block(&self) -> Result<BuiltBlock, BuildError> {
         let _guard = self.build_lock.lock();
+        let assembled = self.assemble(None)?;
+        self.commit_assembled(assembled)
+    }
+
+    /// Builds a block on the head for a consensus client's payload attributes without committing
+    /// it (`forkchoiceUpdated` with attributes); [`Sequencer::commit_payload`] commits it when it
+    /// comes back through `newPayload`.
+    pub fn build_payload(&self, attributes: &PayloadAttributes) -> Result<Assembled, BuildError> {
+        let _guard = self.build_lock.lock();
+        self.assemble(Some(attributes))
+    }
+
+    /// Commits a block [`Sequencer::build_payload`] built, if the head has not moved since.
+    pub fn commit_payload(&self, assembled: Assembled) -> Result<BuiltBlock, BuildError> {
+        let _guard = self.build_lock.lock();
+        if self.storage.head().1 != assembled.block.header.parent_hash {
+            return Err(BuildError::Chain("the head moved since the payload was built".into()));
+        }
+        self.commit_assembled(assembled)
+    }
+
+    fn assemble(&self, attributes: Option<&PayloadAttributes>) -> Result<Assembled, BuildError> {
         let started = Instant::now();
         let parent = self.head_header()?;
         let parent_hash = self.storage.head().1;
-        let timestamp = self.next_timestamp(&parent);
+        let timestamp = match attributes {
+            Some(a) if a.timestamp <= parent.timestamp => {
+                return Err(BuildError::Chain(format!("payload timestamp {} is not after the head's {}", a.timestamp, parent.timestamp)))
+            }
+            Some(a) => a.timestamp,
+            None => self.next_timestamp(&parent),
+        };
         let number = parent.number + 1;
         let (fork, spec) = self.rules.fork(number, timestamp).map_err(BuildError::Chain)?;
         let params = self.rules.blob_params(&fork);
 
         // Choose: best tip first, while the gas limits fit the block.
         let mut chosen: Vec<Arc<PooledTx>> = Vec::new();
-        {
+        if attributes.is_none_or(|a| !a.no_tx_pool) {
             let pool = self.pool.lock();
             let mut best = pool.best_transactions();
             let mut gas_left = self.settings.gas_limit;
@@ -285,14 +355,17 @@ impl Sequencer {
         let mut header = Header {
             parent_hash,
             ommers_hash: EMPTY_OMMER_ROOT_HASH,
-            beneficiary: self.settings.coinbase,
+            beneficiary: attributes.map_or(self.settings.coinbase, |a| a.fee_recipient),
             number,
             gas_limit: self.settings.gas_limit,
             timestamp,
             extra_data: self.settings.extra_data.clone(),
-            mix_hash: parent.mix_hash,
+            mix_hash: attributes.map_or(parent.mix_hash, |a| a.prev_randao),
             base_fee_per_gas: spec.is_enabled_in(SpecId::LONDON).then(|| next_base_fee(&parent)),
-            withdrawals_root: spec.is_enabled_in(SpecId::SHANGHAI).then_some(EMPTY_WITHDRAWALS),
+            withdrawals_root: spec.is_enabled_in(SpecId::SHANGHAI).then(|| match attributes {
+                Some(a) => proofs::calculate_withdrawals_root(&a.withdrawals),
+                None => EMPTY_WITHDRAWALS,
+            }),
             excess_blob_gas: params.map(|p| {
                 p.next_block_excess_blob_gas_osaka(
                     parent.excess_blob_gas.unwrap_or_default(),
@@ -300,10 +373,16 @@ impl Sequencer {
                     parent.base_fee_per_gas.unwrap_or_default(),
                 )
             }),
-            parent_beacon_block_root: spec.is_enabled_in(SpecId::CANCUN).then_some(B256::ZERO),
+            parent_beacon_block_root: spec
+                .is_enabled_in(SpecId::CANCUN)
+                .then(|| attributes.and_then(|a| a.parent_beacon_block_root).unwrap_or_default()),
             ..Default::default()
         };
-        let withdrawals = spec.is_enabled_in(SpecId::SHANGHAI).then(Vec::new);
+        let withdrawals = spec.is_enabled_in(SpecId::SHANGHAI).then(|| {
+            attributes.map_or_else(Vec::new, |a| {
+                a.withdrawals.iter().map(|w| pseq_executor::Withdrawal { address: w.address, amount_gwei: w.amount }).collect()
+            })
+        });
         let input = self.rules.block_input(&header, Vec::new(), withdrawals).map_err(BuildError::Chain)?;
         let options = ExecutionOptions::parallel(self.settings.threads).with_invalid_tx(InvalidTxPolicy::Skip);
         let execute_started = Instant::now();
@@ -323,18 +402,47 @@ impl Sequencer {
         header.state_root = update.state_root;
         let state_root = root_started.elapsed();
 
-        let commit_started = Instant::now();
-        let body = BlockBody { transactions: included, ommers: Vec::new(), withdrawals: header.withdrawals_root.map(|_| Default::default()) };
-        let block = Block { header, body };
-        let committed = self.storage.commit_block(&block, &output.receipts, update)?;
-        let commit = commit_started.elapsed();
-
         let tx_hashes: Vec<B256> = output.included.iter().map(|&i| chosen[i].hash).collect();
         let skipped: Vec<(B256, String)> = output.skipped.iter().map(|(i, why)| (chosen[*i].hash, why.clone())).collect();
-        self.after_commit(&block.header, &chosen, &skipped);
+        let base_fee = header.base_fee_per_gas.unwrap_or_default();
+        let mut block_value = alloy_primitives::U256::ZERO;
+        let mut previous = 0;
+        for (receipt, &i) in output.receipts.iter().zip(&output.included) {
+            let gas = receipt.cumulative_gas_used - previous;
+            previous = receipt.cumulative_gas_used;
+            block_value += alloy_primitives::U256::from(chosen[i].effective_tip(base_fee).unwrap_or_default()) * alloy_primitives::U256::from(gas);
+        }
+        let body = BlockBody {
+            transactions: included,
+            ommers: Vec::new(),
+            withdrawals: header.withdrawals_root.map(|_| attributes.map_or_else(Default::default, |a| a.withdrawals.clone().into())),
+        };
+        let senders = chosen.iter().map(|tx| tx.sender).collect();
+        Ok(Assembled {
+            block: Block { header, body },
+            receipts: output.receipts,
+            update,
+            tx_hashes,
+            senders,
+            skipped,
+            requests: output.requests,
+            block_value,
+            timings: BuildTimings { select, execute, state_root, commit: Duration::ZERO },
+            started,
+        })
+    }
+
+    fn commit_assembled(&self, assembled: Assembled) -> Result<BuiltBlock, BuildError> {
+        let Assembled { block, receipts, update, tx_hashes, senders, skipped, timings, started, .. } = assembled;
+        let (select, execute, state_root) = (timings.select, timings.execute, timings.state_root);
+        let commit_started = Instant::now();
+        let committed = self.storage.commit_block(&block, &receipts, update)?;
+        let commit = commit_started.elapsed();
+
+        self.after_commit(&block.header, senders, &skipped);
 
         let timings = BuildTimings { select, execute, state_root, commit };
-        let new_block = Arc::new(NewBlock { header: block.header, hash: committed.hash, tx_hashes, receipts: output.receipts });
+        let new_block = Arc::new(NewBlock { header: block.header, hash: committed.hash, tx_hashes, receipts });
         self.metrics.record_block(&new_block, started.elapsed());
         self.built.fetch_add(1, Ordering::Relaxed);
         let total = started.elapsed();
@@ -405,8 +513,7 @@ impl Sequencer {
 
     /// After a commit: included transactions leave the pool (through the senders' new nonces),
     /// invalid ones are dropped, and everything is re-classified at the next base fee.
-    fn after_commit(&self, header: &Header, chosen: &[Arc<PooledTx>], skipped: &[(B256, String)]) {
-        let mut senders: Vec<Address> = chosen.iter().map(|tx| tx.sender).collect();
+    fn after_commit(&self, header: &Header, mut senders: Vec<Address>, skipped: &[(B256, String)]) {
         senders.sort_unstable();
         senders.dedup();
         let accounts: Vec<(Address, SenderAccount)> =

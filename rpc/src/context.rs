@@ -29,6 +29,8 @@ pub struct RpcContext {
     pub client_version: String,
     /// Installed polled filters.
     pub filters: crate::filters::FilterStore,
+    /// Payloads built for `forkchoiceUpdated` attributes, by payload id (the last few).
+    pub payloads: parking_lot::Mutex<Vec<(alloy_primitives::B64, std::sync::Arc<parking_lot::Mutex<Option<pseq_builder::Assembled>>>, alloy_primitives::B256)>>,
     /// `evm_snapshot` ids with the head (number, hash) each recorded.
     pub snapshots: parking_lot::Mutex<Vec<(u64, u64, alloy_primitives::B256)>>,
 }
@@ -44,6 +46,7 @@ impl RpcContext {
             dev: false,
             filters: Default::default(),
             snapshots: Default::default(),
+            payloads: Default::default(),
             client_version: format!("pseq/v{}/{}-{}", env!("CARGO_PKG_VERSION"), std::env::consts::OS, std::env::consts::ARCH),
         }
     }

@@ -2,8 +2,9 @@
 //! `engine_getClientVersionV1`, `engine_newPayloadV1`-`V4` (the payload is checked, executed with
 //! the parallel executor and committed when it extends the head) and
 //! `engine_forkchoiceUpdatedV1`-`V3` (moves the head; an ancestor of the head unwinds storage to
-//! it). Payload building through forkchoiceUpdated's attributes is not implemented yet: such a
-//! call gets an error, not a payload id.
+//! it; with payload attributes it builds a block on the new head from the pool and returns its
+//! payload id), `engine_getPayloadV1`-`V5` (the built block; a `newPayload` of it then commits the
+//! prepared state without executing again).
 
 use crate::{context::RpcContext, error::internal};
 use alloy_consensus::{Block, TxEnvelope};
@@ -28,7 +29,15 @@ pub const CAPABILITIES: &[&str] = &[
     "engine_forkchoiceUpdatedV1",
     "engine_forkchoiceUpdatedV2",
     "engine_forkchoiceUpdatedV3",
+    "engine_getPayloadV1",
+    "engine_getPayloadV2",
+    "engine_getPayloadV3",
+    "engine_getPayloadV4",
+    "engine_getPayloadV5",
 ];
+
+/// Built payloads kept for `getPayload`.
+const KEEP_PAYLOADS: usize = 8;
 
 fn engine_error(code: i32, message: &str) -> ErrorObjectOwned {
     ErrorObjectOwned::owned(code, message.to_string(), None::<()>)
@@ -61,6 +70,16 @@ fn new_payload(ctx: &RpcContext, payload: ExecutionPayload, sidecar: ExecutionPa
         let known = storage.block_number(&parent_hash).map_err(internal)?.is_some();
         let status = if known { PayloadStatusEnum::Accepted } else { PayloadStatusEnum::Syncing };
         return Ok(PayloadStatus::from_status(status));
+    }
+    // A block this node built for the consensus client: commit what was prepared.
+    let built = ctx.payloads.lock().iter().find(|(_, _, h)| *h == hash).map(|(_, p, _)| p.clone());
+    if let Some(slot) = built {
+        if let Some(assembled) = slot.lock().take() {
+            match ctx.sequencer.commit_payload(assembled) {
+                Ok(built) => return Ok(PayloadStatus::new(PayloadStatusEnum::Valid, Some(built.block.hash))),
+                Err(e) => tracing::debug!(error = %e, "built payload not committed as prepared; executing it again"),
+            }
+        }
     }
     match ctx.sequencer.import_block(&block) {
         Ok(hash) => Ok(PayloadStatus::new(PayloadStatusEnum::Valid, Some(hash))),
@@ -96,10 +115,62 @@ fn forkchoice_updated(ctx: &RpcContext, state: ForkchoiceState, attributes: Opti
     let safe = lookup(state.safe_block_hash)?;
     let finalized = lookup(state.finalized_block_hash)?;
     storage.set_safe_finalized(safe, finalized).map_err(internal)?;
-    if attributes.is_some_and(|a| !a.is_null()) {
-        return Err(engine_error(-38005, "payload building through the Engine API is not supported by this node yet"));
+    let status = PayloadStatus::new(PayloadStatusEnum::Valid, Some(state.head_block_hash));
+    let Some(attributes) = attributes.filter(|a| !a.is_null()) else { return Ok(ForkchoiceUpdated::new(status)) };
+    let id = build_payload(ctx, &attributes)?;
+    Ok(ForkchoiceUpdated::new(status).with_payload_id(alloy_rpc_types_engine::PayloadId(id)))
+}
+
+fn build_payload(ctx: &RpcContext, attributes: &Value) -> Result<alloy_primitives::B64> {
+    let parsed: alloy_rpc_types_engine::PayloadAttributes =
+        serde_json::from_value(attributes.clone()).map_err(|e| engine_error(-38003, &format!("Invalid payload attributes: {e}")))?;
+    if attributes.get("transactions").and_then(Value::as_array).is_some_and(|t| !t.is_empty()) {
+        return Err(engine_error(-38003, "Invalid payload attributes: forced transactions are not supported yet"));
     }
-    Ok(ForkchoiceUpdated::new(PayloadStatus::new(PayloadStatusEnum::Valid, Some(state.head_block_hash))))
+    let request = pseq_builder::PayloadAttributes {
+        timestamp: parsed.timestamp,
+        prev_randao: parsed.prev_randao,
+        fee_recipient: parsed.suggested_fee_recipient,
+        withdrawals: parsed.withdrawals.unwrap_or_default(),
+        parent_beacon_block_root: parsed.parent_beacon_block_root,
+        no_tx_pool: attributes.get("noTxPool").and_then(Value::as_bool).unwrap_or(false),
+    };
+    let assembled = ctx.sequencer.build_payload(&request).map_err(|e| engine_error(-38003, &format!("Invalid payload attributes: {e}")))?;
+    let hash = assembled.block.header.hash_slow();
+    let digest = alloy_primitives::keccak256([hash.as_slice(), attributes.to_string().as_bytes()].concat());
+    let id = alloy_primitives::B64::from_slice(&digest[..8]);
+    let mut payloads = ctx.payloads.lock();
+    payloads.retain(|(other, _, _)| *other != id);
+    payloads.push((id, std::sync::Arc::new(parking_lot::Mutex::new(Some(assembled))), hash));
+    if payloads.len() > KEEP_PAYLOADS {
+        payloads.remove(0);
+    }
+    Ok(id)
+}
+
+/// `engine_getPayloadV<version>`: the built block in that version's shape.
+fn get_payload(ctx: &RpcContext, id: alloy_primitives::B64, version: u8) -> Result<Value> {
+    let slot = ctx.payloads.lock().iter().find(|(other, _, _)| *other == id).map(|(_, p, _)| p.clone());
+    let slot = slot.ok_or_else(|| engine_error(-38001, "Unknown payload"))?;
+    let guard = slot.lock();
+    // Committed already (its newPayload came back): the block is in storage.
+    let (block, block_value, requests) = match guard.as_ref() {
+        Some(a) => (a.block.clone(), a.block_value, a.requests.clone().unwrap_or_default()),
+        None => return Err(engine_error(-38001, "Unknown payload")),
+    };
+    drop(guard);
+    let hash = block.header.hash_slow();
+    let v3 = ExecutionPayloadV3::from_block_unchecked(hash, &block);
+    let empty_bundle = json!({ "commitments": [], "proofs": [], "blobs": [] });
+    Ok(match version {
+        1 => serde_json::to_value(&v3.payload_inner.payload_inner).map_err(internal)?,
+        2 => json!({ "executionPayload": v3.payload_inner, "blockValue": block_value }),
+        3 => json!({ "executionPayload": v3, "blockValue": block_value, "blobsBundle": empty_bundle, "shouldOverrideBuilder": false }),
+        _ => {
+            let requests: Vec<Bytes> = requests.take();
+            json!({ "executionPayload": v3, "blockValue": block_value, "blobsBundle": empty_bundle, "shouldOverrideBuilder": false, "executionRequests": requests })
+        }
+    })
 }
 
 /// Registers the Engine API.
@@ -135,6 +206,12 @@ pub fn register(module: &mut RpcModule<RpcContext>) -> std::result::Result<(), j
         );
         new_payload(&ctx, ExecutionPayload::V3(payload), sidecar)
     })?;
+    for (name, version) in [("engine_getPayloadV1", 1u8), ("engine_getPayloadV2", 2), ("engine_getPayloadV3", 3), ("engine_getPayloadV4", 4), ("engine_getPayloadV5", 5)] {
+        module.register_method(name, move |params, ctx, _| {
+            let id: alloy_primitives::B64 = params.one()?;
+            get_payload(ctx, id, version)
+        })?;
+    }
     for name in ["engine_forkchoiceUpdatedV1", "engine_forkchoiceUpdatedV2", "engine_forkchoiceUpdatedV3"] {
         module.register_blocking_method(name, |params, ctx, _| {
             let mut seq = params.sequence();

@@ -92,3 +92,66 @@ async fn replica_follows_through_new_payload() {
     assert!(a.terminate().success());
     assert!(b.terminate().success());
 }
+
+/// A consensus client drives block building: forkchoiceUpdatedV3 with payload attributes builds a
+/// block from the pool (with a withdrawal), getPayloadV4 returns it, newPayloadV4 + forkchoice
+/// make it the head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consensus_client_builds_through_payload_attributes() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start_dev(&dir.path().join("n"), &[]);
+    let secret = JwtSecret::from_file(&dir.path().join("n/jwt.hex")).unwrap();
+    let client = node.http();
+    call(&client, "evm_setAutomine", json!([false])).await.unwrap();
+    let from = dev_signer(3).unwrap().address();
+    let tx = call(&client, "eth_sendTransaction", json!([{ "from": from, "to": "0x00000000000000000000000000000000000000aa", "value": "0x7" }])).await.unwrap();
+
+    let head = call(&client, "eth_getBlockByNumber", json!(["latest", false])).await.unwrap();
+    let timestamp = u64::from_str_radix(head["timestamp"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap() + 12;
+    let recipient = "0x00000000000000000000000000000000000000bb";
+    let zero = B256::ZERO;
+    let attributes = json!({
+        "timestamp": format!("{timestamp:#x}"),
+        "prevRandao": B256::repeat_byte(9),
+        "suggestedFeeRecipient": "0x00000000000000000000000000000000000000fe",
+        "withdrawals": [{ "index": "0x0", "validatorIndex": "0x1", "address": recipient, "amount": "0x3" }],
+        "parentBeaconBlockRoot": B256::repeat_byte(4),
+    });
+    let updated = engine_call(&node, &secret, "engine_forkchoiceUpdatedV3", json!([{ "headBlockHash": head["hash"], "safeBlockHash": zero, "finalizedBlockHash": zero }, attributes])).await;
+    assert_eq!(updated["payloadStatus"]["status"], json!("VALID"), "{updated}");
+    let id = updated["payloadId"].clone();
+    assert!(id.is_string(), "{updated}");
+
+    let envelope = engine_call(&node, &secret, "engine_getPayloadV4", json!([id])).await;
+    let payload = envelope["executionPayload"].clone();
+    assert_eq!(payload["transactions"].as_array().unwrap().len(), 1, "{payload}");
+    assert_eq!(payload["withdrawals"].as_array().unwrap().len(), 1);
+    assert_eq!(payload["prevRandao"], json!(B256::repeat_byte(9)));
+    assert_ne!(envelope["blockValue"], json!("0x0"));
+    // Nothing is committed until the payload comes back.
+    assert_eq!(call(&client, "eth_getBlockByNumber", json!(["latest", false])).await.unwrap()["hash"], head["hash"]);
+
+    let status = engine_call(&node, &secret, "engine_newPayloadV4", json!([payload, Vec::<B256>::new(), B256::repeat_byte(4), envelope["executionRequests"]])).await;
+    assert_eq!(status["status"], json!("VALID"), "{status}");
+    let updated = engine_call(&node, &secret, "engine_forkchoiceUpdatedV3", json!([{ "headBlockHash": payload["blockHash"], "safeBlockHash": zero, "finalizedBlockHash": zero }, null])).await;
+    assert_eq!(updated["payloadStatus"]["status"], json!("VALID"));
+    let latest = call(&client, "eth_getBlockByNumber", json!(["latest", false])).await.unwrap();
+    assert_eq!(latest["hash"], payload["blockHash"]);
+    assert_eq!(latest["parentBeaconBlockRoot"], json!(B256::repeat_byte(4)));
+    let receipt = wait_receipt(&client, tx.as_str().unwrap()).await;
+    assert_eq!(receipt["blockHash"], payload["blockHash"]);
+    // The withdrawal credited 3 gwei.
+    assert_eq!(call(&client, "eth_getBalance", json!([recipient, "latest"])).await.unwrap(), json!("0xb2d05e00"));
+    let missing = engine_call_err(&node, &secret, "engine_getPayloadV4", json!(["0x0102030405060708"])).await;
+    assert!(missing.contains("-38001") || missing.contains("Unknown payload"), "{missing}");
+    assert!(node.terminate().success());
+}
+
+async fn engine_call_err(node: &NodeProcess, secret: &JwtSecret, method: &str, params: Value) -> String {
+    let iat = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let token = secret.encode(&Claims { iat, exp: None }).unwrap();
+    let mut headers = jsonrpsee::http_client::HeaderMap::new();
+    headers.insert("Authorization", format!("Bearer {token}").parse().unwrap());
+    let client = jsonrpsee::http_client::HttpClientBuilder::default().set_headers(headers).build(format!("http://{}", node.engine)).unwrap();
+    call(&client, method, params).await.expect_err("expected an error")
+}
