@@ -13,6 +13,7 @@ pub mod call;
 pub mod chain;
 pub mod context;
 pub mod convert;
+pub mod cors;
 pub mod dev;
 pub mod engine;
 pub mod error;

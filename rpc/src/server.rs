@@ -72,6 +72,7 @@ pub async fn start_rpc(addr: SocketAddr, module: RpcModule<RpcContext>) -> Resul
         .build();
     let server = Server::builder()
         .set_config(config)
+        .set_http_middleware(tower::ServiceBuilder::new().layer(crate::cors::CorsLayer))
         .build(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr} (JSON-RPC): {e}"))?;

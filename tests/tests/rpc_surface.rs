@@ -160,6 +160,14 @@ fn bad_requests_get_errors_and_the_node_keeps_serving() {
         assert!(status == 200 || status == 400 || status == 413 || status == 415, "body {i}: HTTP {status}");
     }
     alive(addr);
+
+    // CORS: a browser's preflight is answered and responses allow any origin.
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.write_all(b"OPTIONS / HTTP/1.1\r\nHost: localhost\r\nOrigin: http://localhost:5173\r\nAccess-Control-Request-Method: POST\r\nConnection: close\r\n\r\n").unwrap();
+    let mut preflight = String::new();
+    let _ = stream.read_to_string(&mut preflight);
+    assert!(preflight.starts_with("HTTP/1.1 204"), "{preflight}");
+    assert!(preflight.to_ascii_lowercase().contains("access-control-allow-origin: *"), "{preflight}");
     assert!(node.terminate().success());
 }
 
