@@ -7,7 +7,7 @@ use crate::{
     error::{internal, reverted, server},
 };
 use alloy_eips::BlockId;
-use alloy_primitives::{TxKind, U64};
+use alloy_primitives::{TxKind, B256, U64};
 use alloy_rpc_types_eth::TransactionRequest;
 use jsonrpsee::{types::ErrorObjectOwned, RpcModule};
 use pseq_executor::{
@@ -78,6 +78,17 @@ fn gas_cap(header: &alloy_consensus::Header, cfg: &CfgEnv) -> u64 {
 /// Executes `request` on the state after block `id` with gas `gas` (the block's gas limit when
 /// `None`).
 pub fn execute(ctx: &RpcContext, request: &TransactionRequest, id: Option<BlockId>, gas: Option<u64>) -> Result<ExecutionResult> {
+    execute_with_state(ctx, request, id, gas).map(|(result, _, _)| result)
+}
+
+/// Like [`execute`], also returning the accounts and slots the transaction loaded and the
+/// block's fee recipient.
+pub fn execute_with_state(
+    ctx: &RpcContext,
+    request: &TransactionRequest,
+    id: Option<BlockId>,
+    gas: Option<u64>,
+) -> Result<(ExecutionResult, pseq_executor::revm::state::EvmState, alloy_primitives::Address)> {
     let storage = ctx.sequencer.storage();
     let number = ctx.resolve(id)?;
     let header = storage.header_by_number(number).map_err(internal)?.ok_or_else(|| server("header not found"))?;
@@ -94,9 +105,10 @@ pub fn execute(ctx: &RpcContext, request: &TransactionRequest, id: Option<BlockI
         // As geth: a call without a gas price sees a zero base fee.
         block.basefee = 0;
     }
+    let coinbase = block.beneficiary;
     let mut evm = build_evm(WrapDatabaseRef(view), cfg, block);
     match evm.transact(tx) {
-        Ok(outcome) => Ok(outcome.result),
+        Ok(outcome) => Ok((outcome.result, outcome.state, coinbase)),
         Err(EVMError::Transaction(e)) => Err(server(invalid_tx_message(&e))),
         Err(e) => Err(internal(e)),
     }
@@ -156,6 +168,46 @@ pub fn estimate(ctx: &RpcContext, request: &TransactionRequest, id: Option<Block
     Ok(high)
 }
 
+/// `eth_createAccessList`: the slots the call reads or writes (every address with them) and the
+/// addresses it touches besides the sender, the recipient, the fee recipient and precompiles;
+/// `gasUsed` of the call with that list, and the revert as `error`.
+fn create_access_list(ctx: &RpcContext, request: &TransactionRequest, id: Option<BlockId>) -> Result<serde_json::Value> {
+    let (_, state, coinbase) = execute_with_state(ctx, request, id, None)?;
+    let from = request.from.unwrap_or_default();
+    let to = match request.to {
+        Some(TxKind::Call(to)) => Some(to),
+        _ => None,
+    };
+    let is_precompile = |a: &alloy_primitives::Address| {
+        let n = alloy_primitives::U256::from_be_slice(a.as_slice());
+        n >= alloy_primitives::U256::from(1) && (n <= alloy_primitives::U256::from(0x11) || n == alloy_primitives::U256::from(0x100))
+    };
+    let mut list: Vec<alloy_eips::eip2930::AccessListItem> = Vec::new();
+    let mut addresses: Vec<_> = state.keys().copied().collect();
+    addresses.sort();
+    for address in addresses {
+        let account = &state[&address];
+        let mut keys: Vec<B256> = account.storage.keys().map(|k| B256::from(*k)).collect();
+        keys.sort();
+        let excluded = address == from || Some(address) == to || address == coinbase || is_precompile(&address);
+        if keys.is_empty() && excluded {
+            continue;
+        }
+        list.push(alloy_eips::eip2930::AccessListItem { address, storage_keys: keys });
+    }
+    let access_list = alloy_eips::eip2930::AccessList(list);
+    let mut with_list = request.clone();
+    with_list.access_list = Some(access_list.clone());
+    let (result, _, _) = execute_with_state(ctx, &with_list, id, None)?;
+    let mut answer = serde_json::json!({ "accessList": access_list, "gasUsed": U64::from(result.tx_gas_used()) });
+    match result {
+        ExecutionResult::Revert { .. } => answer["error"] = "execution reverted".into(),
+        ExecutionResult::Halt { reason, .. } => answer["error"] = format!("{reason:?}").into(),
+        ExecutionResult::Success { .. } => {}
+    }
+    Ok(answer)
+}
+
 /// Registers `eth_call` and `eth_estimateGas`.
 pub fn register(module: &mut RpcModule<RpcContext>) -> std::result::Result<(), jsonrpsee::core::RegisterMethodError> {
     module.register_blocking_method("eth_call", |params, ctx, _| {
@@ -163,6 +215,12 @@ pub fn register(module: &mut RpcModule<RpcContext>) -> std::result::Result<(), j
         let request: TransactionRequest = seq.next()?;
         let id: Option<BlockId> = seq.optional_next()?;
         call(&ctx, &request, id)
+    })?;
+    module.register_blocking_method("eth_createAccessList", |params, ctx, _| {
+        let mut seq = params.sequence();
+        let request: TransactionRequest = seq.next()?;
+        let id: Option<BlockId> = seq.optional_next()?;
+        create_access_list(&ctx, &request, id)
     })?;
     module.register_blocking_method("eth_estimateGas", |params, ctx, _| {
         let mut seq = params.sequence();

@@ -12,7 +12,6 @@ const NOT_YET: &[&str] = &[
     "debug_traceTransaction/",
     "eth_capabilities/",
     "eth_config/",
-    "eth_createAccessList/",
     "eth_getProof/",
     "eth_simulateV1/",
     "testing_buildBlockV1/",
@@ -23,7 +22,7 @@ const NOT_YET: &[&str] = &[
 #[test]
 fn execution_apis_rpc_compat_both_chains() {
     let root = corpus::rpc_compat().expect("execution-apis corpus");
-    for (chain, minimum) in [("osaka-033ca6e6", 146), ("prague-baa4c9a1", 147)] {
+    for (chain, minimum) in [("osaka-033ca6e6", 150), ("prague-baa4c9a1", 151)] {
         let counts = rpc_compat::run(&root.join(chain).join("tests")).expect("rpc-compat run");
         counts.print_summary(0);
         let unexpected: Vec<&String> = counts.failures.iter().filter(|f| !NOT_YET.iter().any(|m| f.starts_with(m))).collect();
