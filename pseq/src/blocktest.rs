@@ -55,17 +55,19 @@ struct FixtureBlock {
     expect_exception: Option<String>,
 }
 
+/// An account of a fixture's `pre` or `postState` (shared with the engine tests).
 #[derive(Debug, Deserialize)]
-struct FixtureAccount {
-    balance: U256,
-    nonce: U64,
-    code: Bytes,
-    storage: BTreeMap<U256, U256>,
+pub(crate) struct FixtureAccount {
+    pub(crate) balance: U256,
+    pub(crate) nonce: U64,
+    pub(crate) code: Bytes,
+    pub(crate) storage: BTreeMap<U256, U256>,
 }
 
+/// A fixture's `config`: chain id and blob schedule (shared with the engine tests).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct FixtureConfig {
+pub(crate) struct FixtureConfig {
     chainid: Option<U64>,
     blob_schedule: Option<BTreeMap<String, FixtureBlobEntry>>,
 }
@@ -76,6 +78,27 @@ struct FixtureBlobEntry {
     target: U64,
     max: U64,
     base_fee_update_fraction: U64,
+}
+
+impl FixtureConfig {
+    /// The chain id (1 when the fixture names none).
+    pub(crate) fn chain_id(config: Option<&Self>) -> u64 {
+        config.and_then(|c| c.chainid).map_or(1, |c| c.to())
+    }
+
+    /// The blob schedule by fork name.
+    pub(crate) fn blob_schedule(config: Option<&Self>) -> BTreeMap<String, BlobScheduleEntry> {
+        config
+            .and_then(|c| c.blob_schedule.as_ref())
+            .map(|s| {
+                s.iter()
+                    .map(|(fork, e)| {
+                        (fork.clone(), BlobScheduleEntry { target: e.target.to(), max: e.max.to(), update_fraction: e.base_fee_update_fraction.to() })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 /// Where a blockchain test keeps its state.
@@ -231,19 +254,8 @@ impl Chain {
 
 fn run_test(fixture: &Fixture, options: &BlockTestOptions) -> Result<(), String> {
     let network = Network::parse(&fixture.network)?;
-    let chain_id = fixture.config.as_ref().and_then(|c| c.chainid).map(|c| c.to()).unwrap_or(1u64);
-    let schedule: BTreeMap<String, BlobScheduleEntry> = fixture
-        .config
-        .as_ref()
-        .and_then(|c| c.blob_schedule.as_ref())
-        .map(|s| {
-            s.iter()
-                .map(|(fork, e)| {
-                    (fork.clone(), BlobScheduleEntry { target: e.target.to(), max: e.max.to(), update_fraction: e.base_fee_update_fraction.to() })
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let chain_id = FixtureConfig::chain_id(fixture.config.as_ref());
+    let schedule = FixtureConfig::blob_schedule(fixture.config.as_ref());
     let rules = ChainRules { network, blob_schedule: schedule, chain_id, deposit_contract: None };
 
     let genesis_rlp = fixture.genesis_rlp.as_ref().ok_or("fixture has no genesisRLP")?;

@@ -6,7 +6,8 @@
 //! (VALID), and the final head must be the fixture's `lastblockhash`.
 
 use crate::{
-    fork::{BlobScheduleEntry, Network},
+    blocktest::{FixtureAccount, FixtureConfig},
+    fork::Network,
     report::{Counts, Progress},
     testfiles::json_files,
 };
@@ -65,29 +66,6 @@ struct FixtureHeader {
     parent_beacon_block_root: Option<B256>,
     requests_hash: Option<B256>,
     hash: B256,
-}
-
-#[derive(Debug, Deserialize)]
-struct FixtureAccount {
-    balance: U256,
-    nonce: U64,
-    code: Bytes,
-    storage: BTreeMap<U256, U256>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct FixtureConfig {
-    chainid: Option<U64>,
-    blob_schedule: Option<BTreeMap<String, FixtureBlobEntry>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct FixtureBlobEntry {
-    target: U64,
-    max: U64,
-    base_fee_update_fraction: U64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -167,13 +145,8 @@ fn run_file(runtime: &tokio::runtime::Runtime, path: &Path, options: &EngineTest
 
 fn chain_spec(fixture: &Fixture) -> Result<ChainSpec, String> {
     let network = Network::parse(&fixture.network)?;
-    let chain_id = fixture.config.as_ref().and_then(|c| c.chainid).map_or(1, |c| c.to());
-    let blob_schedule: BTreeMap<String, BlobScheduleEntry> = fixture
-        .config
-        .as_ref()
-        .and_then(|c| c.blob_schedule.as_ref())
-        .map(|s| s.iter().map(|(f, e)| (f.clone(), BlobScheduleEntry { target: e.target.to(), max: e.max.to(), update_fraction: e.base_fee_update_fraction.to() })).collect())
-        .unwrap_or_default();
+    let chain_id = FixtureConfig::chain_id(fixture.config.as_ref());
+    let blob_schedule = FixtureConfig::blob_schedule(fixture.config.as_ref());
     let alloc = fixture
         .pre
         .iter()

@@ -12,7 +12,12 @@ fn message(value: &impl Serialize) -> Option<SubscriptionMessage> {
     serde_json::value::to_raw_value(value).ok().map(SubscriptionMessage::from)
 }
 
-async fn new_heads(pending: PendingSubscriptionSink, ctx: Arc<RpcContext>) -> SubscriptionResult {
+/// Forwards what `render` makes of each new block (possibly nothing, possibly several messages)
+/// until the subscriber goes away.
+async fn forward_blocks<F>(pending: PendingSubscriptionSink, ctx: Arc<RpcContext>, render: F) -> SubscriptionResult
+where
+    F: Fn(&RpcContext, &pseq_builder::NewBlock) -> Vec<SubscriptionMessage>,
+{
     let mut blocks = ctx.sequencer.subscribe();
     let sink = pending.accept().await?;
     loop {
@@ -20,9 +25,7 @@ async fn new_heads(pending: PendingSubscriptionSink, ctx: Arc<RpcContext>) -> Su
             _ = sink.closed() => return Ok(()),
             block = blocks.recv() => match block {
                 Ok(block) => {
-                    let mut header = alloy_rpc_types_eth::Header::new(block.header.clone());
-                    header.hash = block.hash;
-                    if let Some(msg) = message(&header) {
+                    for msg in render(&ctx, &block) {
                         sink.send(msg).await?;
                     }
                 }
@@ -33,31 +36,25 @@ async fn new_heads(pending: PendingSubscriptionSink, ctx: Arc<RpcContext>) -> Su
     }
 }
 
+async fn new_heads(pending: PendingSubscriptionSink, ctx: Arc<RpcContext>) -> SubscriptionResult {
+    forward_blocks(pending, ctx, |_, block| {
+        let mut header = alloy_rpc_types_eth::Header::new(block.header.clone());
+        header.hash = block.hash;
+        message(&header).into_iter().collect()
+    })
+    .await
+}
+
 async fn logs(pending: PendingSubscriptionSink, ctx: Arc<RpcContext>, filter: Filter) -> SubscriptionResult {
-    let mut blocks = ctx.sequencer.subscribe();
-    let sink = pending.accept().await?;
-    loop {
-        tokio::select! {
-            _ = sink.closed() => return Ok(()),
-            block = blocks.recv() => match block {
-                Ok(block) => {
-                    if !filter.matches_bloom(block.header.logs_bloom) {
-                        continue;
-                    }
-                    let stored = StoredBlock::load(ctx.sequencer.storage(), block.hash).ok().flatten();
-                    let Some(stored) = stored else { continue };
-                    let Ok(found) = block_logs(&ctx, &stored, &filter) else { continue };
-                    for log in found {
-                        if let Some(msg) = message(&log) {
-                            sink.send(msg).await?;
-                        }
-                    }
-                }
-                Err(RecvError::Lagged(_)) => continue,
-                Err(RecvError::Closed) => return Ok(()),
-            }
+    forward_blocks(pending, ctx, move |ctx, block| {
+        if !filter.matches_bloom(block.header.logs_bloom) {
+            return Vec::new();
         }
-    }
+        let Ok(Some(stored)) = StoredBlock::load(ctx.sequencer.storage(), block.hash) else { return Vec::new() };
+        let Ok(found) = block_logs(ctx, &stored, &filter) else { return Vec::new() };
+        found.iter().filter_map(message).collect()
+    })
+    .await
 }
 
 async fn pending_transactions(pending: PendingSubscriptionSink, ctx: Arc<RpcContext>) -> SubscriptionResult {

@@ -13,13 +13,18 @@ use pseq_tests::node::{call, wait_receipt, NodeProcess};
 use serde_json::{json, Value};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-async fn engine_call(node: &NodeProcess, secret: &JwtSecret, method: &str, params: Value) -> Value {
+/// Calls the node's Engine API with a fresh token; the result or the error's text.
+async fn engine_try(node: &NodeProcess, secret: &JwtSecret, method: &str, params: Value) -> Result<Value, String> {
     let iat = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
     let token = secret.encode(&Claims { iat, exp: None }).unwrap();
     let mut headers = jsonrpsee::http_client::HeaderMap::new();
     headers.insert("Authorization", format!("Bearer {token}").parse().unwrap());
     let client = jsonrpsee::http_client::HttpClientBuilder::default().set_headers(headers).build(format!("http://{}", node.engine)).unwrap();
-    call(&client, method, params).await.unwrap_or_else(|e| panic!("{method}: {e}"))
+    call(&client, method, params).await
+}
+
+async fn engine_call(node: &NodeProcess, secret: &JwtSecret, method: &str, params: Value) -> Value {
+    engine_try(node, secret, method, params).await.unwrap_or_else(|e| panic!("{method}: {e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,16 +147,7 @@ async fn consensus_client_builds_through_payload_attributes() {
     assert_eq!(receipt["blockHash"], payload["blockHash"]);
     // The withdrawal credited 3 gwei.
     assert_eq!(call(&client, "eth_getBalance", json!([recipient, "latest"])).await.unwrap(), json!("0xb2d05e00"));
-    let missing = engine_call_err(&node, &secret, "engine_getPayloadV4", json!(["0x0102030405060708"])).await;
+    let missing = engine_try(&node, &secret, "engine_getPayloadV4", json!(["0x0102030405060708"])).await.expect_err("unknown payload id");
     assert!(missing.contains("-38001") || missing.contains("Unknown payload"), "{missing}");
     assert!(node.terminate().success());
-}
-
-async fn engine_call_err(node: &NodeProcess, secret: &JwtSecret, method: &str, params: Value) -> String {
-    let iat = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-    let token = secret.encode(&Claims { iat, exp: None }).unwrap();
-    let mut headers = jsonrpsee::http_client::HeaderMap::new();
-    headers.insert("Authorization", format!("Bearer {token}").parse().unwrap());
-    let client = jsonrpsee::http_client::HttpClientBuilder::default().set_headers(headers).build(format!("http://{}", node.engine)).unwrap();
-    call(&client, method, params).await.expect_err("expected an error")
 }
