@@ -24,6 +24,7 @@ pub mod pubsub;
 pub mod send;
 pub mod server;
 pub mod state;
+pub mod trace;
 pub mod txpool;
 
 pub use context::RpcContext;

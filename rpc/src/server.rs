@@ -51,6 +51,7 @@ pub fn module(context: RpcContext) -> Result<RpcModule<RpcContext>, String> {
         crate::filters::register(&mut module)?;
         crate::txpool::register(&mut module)?;
         crate::pubsub::register(&mut module)?;
+        crate::trace::register(&mut module)?;
         if dev {
             crate::dev::register(&mut module)?;
         }

@@ -116,6 +116,34 @@ fn bad_requests_get_errors_and_the_node_keeps_serving() {
     assert!(reverted["error"]["data"].as_str().unwrap().starts_with("0x08c379a0"));
     assert_eq!(error_code(&rpc(addr, "eth_estimateGas", json!([{ "to": reverter }]))), 3);
 
+    // Tracing: the deployment as a CREATE frame; a reverting transaction with its reason; the
+    // prestate of a transfer.
+    let created = rpc(addr, "debug_traceTransaction", json!([deploy_hash, { "tracer": "callTracer" }]))["result"].clone();
+    assert_eq!(created["type"], json!("CREATE"), "{created}");
+    assert_eq!(created["to"].as_str().unwrap().to_lowercase(), reverter.to_lowercase());
+    assert_eq!(created["gasUsed"], receipt["gasUsed"]);
+    let failing = rpc(addr, "eth_sendTransaction", json!([{ "from": dev_signer(0).unwrap().address(), "to": reverter, "gas": "0x30000" }]))["result"].as_str().unwrap().to_string();
+    let mut failed_receipt = Value::Null;
+    for _ in 0..200 {
+        failed_receipt = rpc(addr, "eth_getTransactionReceipt", json!([failing]))["result"].clone();
+        if !failed_receipt.is_null() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(failed_receipt["status"], json!("0x0"));
+    let trace = rpc(addr, "debug_traceTransaction", json!([failing, { "tracer": "callTracer" }]))["result"].clone();
+    assert_eq!(trace["type"], json!("CALL"));
+    assert_eq!(trace["error"], json!("execution reverted"));
+    assert_eq!(trace["revertReason"], json!("nope"));
+    let pre = rpc(addr, "debug_traceTransaction", json!([hash, { "tracer": "prestateTracer" }]))["result"].clone();
+    let sender = format!("{:?}", dev_signer(5).unwrap().address());
+    assert_eq!(pre[&sender]["balance"], json!("0x21e19e0c9bab2400000"), "{pre}");
+    assert!(pre[&sender].get("nonce").is_none(), "nonce 0 is left out, as geth does: {pre}");
+    let block_traces = rpc(addr, "debug_traceBlockByNumber", json!([failed_receipt["blockNumber"], { "tracer": "callTracer" }]))["result"].clone();
+    assert_eq!(block_traces[0]["txHash"], json!(failing));
+    assert_eq!(error_code(&rpc(addr, "debug_traceTransaction", json!([failing, { "tracer": "4byteTracer" }]))), -32602);
+
     // Oversized body and oversized batch.
     let huge = vec![b' '; 17 * 1024 * 1024];
     let (status, _) = post(addr, &huge);

@@ -1,0 +1,359 @@
+//! `debug_traceTransaction`, `debug_traceBlockByNumber` and `debug_traceBlockByHash` with geth's
+//! `callTracer` (the tree of calls and creations, with gas, input, output and errors) and
+//! `prestateTracer` (every account the transaction touched, as it was before it). A transaction
+//! is traced on the state its block saw before it: the parent's state, the block's system calls
+//! and the transactions before it, re-executed on the sequential path.
+
+use crate::{
+    chain::block_by_id,
+    context::RpcContext,
+    convert::StoredBlock,
+    error::{internal, invalid_params, server},
+};
+use alloy_consensus::transaction::SignerRecoverable;
+use alloy_eips::BlockId;
+use alloy_evm::FromRecoveredTx;
+use alloy_primitives::{Address, Bytes, B256, U256};
+use jsonrpsee::{types::ErrorObjectOwned, RpcModule};
+use pseq_executor::{
+    evm::build_evm,
+    execute_block,
+    revm::{
+        bytecode::Bytecode,
+        context::{Context, TxEnv},
+        context_interface::ContextTr,
+        database::{DatabaseRef, WrapDatabaseRef},
+        interpreter::{CallInputs, CallOutcome, CallScheme, CreateInputs, CreateOutcome, CreateScheme},
+        primitives::KECCAK_EMPTY,
+        state::AccountInfo,
+        ExecuteEvm, InspectEvm, Inspector, MainBuilder, MainContext,
+    },
+    BlockRules, ExecutionOptions, StateDiff, StateError,
+};
+use pseq_storage::StateView;
+use serde_json::{json, Map, Value};
+
+type Result<T> = std::result::Result<T, ErrorObjectOwned>;
+
+/// The state after a prefix of a block: the parent's state with the prefix's changes on top.
+struct AfterPrefix<'a> {
+    base: StateView<'a>,
+    diff: StateDiff,
+}
+
+impl DatabaseRef for AfterPrefix<'_> {
+    type Error = StateError;
+
+    fn basic_ref(&self, address: Address) -> std::result::Result<Option<AccountInfo>, StateError> {
+        match self.diff.accounts.get(&address) {
+            Some(diff) => Ok(diff.info.as_ref().map(|i| AccountInfo {
+                balance: i.balance,
+                nonce: i.nonce,
+                code_hash: i.code_hash,
+                code: i.code.clone(),
+                ..Default::default()
+            })),
+            None => self.base.basic_ref(address),
+        }
+    }
+
+    fn code_by_hash_ref(&self, hash: B256) -> std::result::Result<Bytecode, StateError> {
+        let changed = self.diff.accounts.values().filter_map(|d| d.info.as_ref()).find(|i| i.code_hash == hash).and_then(|i| i.code.clone());
+        match changed {
+            Some(code) => Ok(code),
+            None => self.base.code_by_hash_ref(hash),
+        }
+    }
+
+    fn storage_ref(&self, address: Address, slot: U256) -> std::result::Result<U256, StateError> {
+        if let Some(diff) = self.diff.accounts.get(&address) {
+            if let Some(value) = diff.storage.get(&slot) {
+                return Ok(*value);
+            }
+            if diff.storage_cleared || diff.info.is_none() {
+                return Ok(U256::ZERO);
+            }
+        }
+        self.base.storage_ref(address, slot)
+    }
+
+    fn block_hash_ref(&self, number: u64) -> std::result::Result<B256, StateError> {
+        self.base.block_hash_ref(number)
+    }
+}
+
+/// One frame of the call tracer.
+#[derive(Debug, Default)]
+struct Frame {
+    kind: &'static str,
+    from: Address,
+    to: Option<Address>,
+    value: Option<U256>,
+    gas: u64,
+    gas_used: u64,
+    input: Bytes,
+    output: Bytes,
+    error: Option<String>,
+    calls: Vec<Frame>,
+}
+
+impl Frame {
+    fn json(&self) -> Value {
+        let mut out = Map::new();
+        out.insert("type".into(), json!(self.kind));
+        out.insert("from".into(), json!(self.from));
+        if let Some(to) = self.to {
+            out.insert("to".into(), json!(to));
+        }
+        if let Some(value) = self.value {
+            out.insert("value".into(), json!(value));
+        }
+        out.insert("gas".into(), json!(format!("{:#x}", self.gas)));
+        out.insert("gasUsed".into(), json!(format!("{:#x}", self.gas_used)));
+        out.insert("input".into(), json!(self.input));
+        if !self.output.is_empty() {
+            out.insert("output".into(), json!(self.output));
+        }
+        if let Some(error) = &self.error {
+            out.insert("error".into(), json!(error));
+            if let Some(reason) = crate::error::revert_reason(&self.output) {
+                out.insert("revertReason".into(), json!(reason));
+            }
+        }
+        if !self.calls.is_empty() {
+            out.insert("calls".into(), Value::Array(self.calls.iter().map(Frame::json).collect()));
+        }
+        Value::Object(out)
+    }
+}
+
+/// geth's `callTracer` as a revm inspector.
+#[derive(Debug, Default)]
+struct CallTracer {
+    stack: Vec<Frame>,
+    root: Option<Frame>,
+}
+
+impl CallTracer {
+    fn close(&mut self, mut frame: Frame) {
+        frame.calls.shrink_to_fit();
+        match self.stack.last_mut() {
+            Some(parent) => parent.calls.push(frame),
+            None => self.root = Some(frame),
+        }
+    }
+}
+
+fn error_of(result: &pseq_executor::revm::interpreter::InterpreterResult) -> Option<String> {
+    if result.is_ok() {
+        None
+    } else if result.is_revert() {
+        Some("execution reverted".into())
+    } else {
+        Some(format!("{:?}", result.result))
+    }
+}
+
+impl<CTX: ContextTr> Inspector<CTX> for CallTracer {
+    fn call(&mut self, context: &mut CTX, inputs: &mut CallInputs) -> Option<CallOutcome> {
+        let kind = match inputs.scheme {
+            CallScheme::Call => "CALL",
+            CallScheme::CallCode => "CALLCODE",
+            CallScheme::DelegateCall => "DELEGATECALL",
+            CallScheme::StaticCall => "STATICCALL",
+        };
+        let value = match inputs.scheme {
+            CallScheme::Call | CallScheme::CallCode => Some(inputs.value.get()),
+            _ => None,
+        };
+        self.stack.push(Frame {
+            kind,
+            from: inputs.caller,
+            to: Some(inputs.target_address),
+            value,
+            gas: inputs.gas_limit,
+            input: inputs.input.bytes(context),
+            ..Default::default()
+        });
+        None
+    }
+
+    fn call_end(&mut self, _context: &mut CTX, _inputs: &CallInputs, outcome: &mut CallOutcome) {
+        if let Some(mut frame) = self.stack.pop() {
+            frame.gas_used = frame.gas.saturating_sub(outcome.result.gas.remaining());
+            frame.output = outcome.result.output.clone();
+            frame.error = error_of(&outcome.result);
+            self.close(frame);
+        }
+    }
+
+    fn create(&mut self, _context: &mut CTX, inputs: &mut CreateInputs) -> Option<CreateOutcome> {
+        let kind = match inputs.scheme() {
+            CreateScheme::Create2 { .. } => "CREATE2",
+            _ => "CREATE",
+        };
+        self.stack.push(Frame {
+            kind,
+            from: inputs.caller(),
+            value: Some(inputs.value()),
+            gas: inputs.gas_limit(),
+            input: inputs.init_code().clone(),
+            ..Default::default()
+        });
+        None
+    }
+
+    fn create_end(&mut self, _context: &mut CTX, _inputs: &CreateInputs, outcome: &mut CreateOutcome) {
+        if let Some(mut frame) = self.stack.pop() {
+            frame.gas_used = frame.gas.saturating_sub(outcome.result.gas.remaining());
+            frame.to = outcome.address;
+            frame.error = error_of(&outcome.result);
+            // A creation's output is the deployed code; geth reports it only for failures.
+            frame.output = if frame.error.is_some() { outcome.result.output.clone() } else { outcome.result.output.clone() };
+            self.close(frame);
+        }
+    }
+}
+
+/// Which tracer a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tracer {
+    Call,
+    Prestate,
+}
+
+fn tracer_of(options: Option<&Value>) -> Result<Tracer> {
+    match options.and_then(|o| o.get("tracer")).and_then(Value::as_str) {
+        Some("callTracer") => Ok(Tracer::Call),
+        Some("prestateTracer") => {
+            if options.and_then(|o| o.pointer("/tracerConfig/diffMode")).and_then(Value::as_bool) == Some(true) {
+                return Err(invalid_params("prestateTracer diffMode is not supported yet"));
+            }
+            Ok(Tracer::Prestate)
+        }
+        Some(other) => Err(invalid_params(format!("tracer {other:?} is not supported (callTracer, prestateTracer)"))),
+        None => Err(invalid_params("the default struct logger is not supported yet: pass {\"tracer\": \"callTracer\"} or \"prestateTracer\"")),
+    }
+}
+
+/// Traces transactions `indexes` of `block`.
+fn trace_block(ctx: &RpcContext, block: &StoredBlock, indexes: &[usize], tracer: Tracer) -> Result<Vec<Value>> {
+    let storage = ctx.sequencer.storage();
+    let number = block.header.number;
+    if number == 0 {
+        return Ok(Vec::new());
+    }
+    let base = storage.state_at(number - 1).map_err(internal)?;
+    let mut input = ctx.sequencer.rules().block_input(&block.header, Vec::new(), None).map_err(internal)?;
+    input.rules = BlockRules::PreOnly;
+    let txs: Vec<TxEnv> = block
+        .body
+        .transactions
+        .iter()
+        .map(|tx| tx.recover_signer().map(|sender| TxEnv::from_recovered_tx(tx, sender)).map_err(|e| internal(e.to_string())))
+        .collect::<Result<_>>()?;
+    let mut out = Vec::with_capacity(indexes.len());
+    for &index in indexes {
+        let prefix = execute_block(&base, &input, &txs[..index], &ExecutionOptions::sequential()).map_err(|e| internal(e.to_string()))?;
+        let db = AfterPrefix { base, diff: prefix.state };
+        let tx = txs[index].clone();
+        let trace = match tracer {
+            Tracer::Call => {
+                let mut evm = Context::mainnet()
+                    .with_db(WrapDatabaseRef(&db))
+                    .with_cfg(input.cfg.clone())
+                    .with_block(input.block.clone())
+                    .build_mainnet_with_inspector(CallTracer::default());
+                let outcome = evm.inspect_tx(tx.clone()).map_err(|e| internal(e.to_string()))?;
+                let mut root = evm.inspector.root.take().ok_or_else(|| internal("no call frame traced"))?;
+                root.gas = tx.gas_limit;
+                root.gas_used = outcome.result.tx_gas_used();
+                root.json()
+            }
+            Tracer::Prestate => {
+                let mut evm = build_evm(WrapDatabaseRef(&db), input.cfg.clone(), input.block.clone());
+                let outcome = evm.transact(tx).map_err(|e| internal(e.to_string()))?;
+                prestate(&db, &outcome.state)?
+            }
+        };
+        out.push(trace);
+    }
+    Ok(out)
+}
+
+fn prestate(db: &AfterPrefix<'_>, touched: &pseq_executor::revm::state::EvmState) -> Result<Value> {
+    let mut out = Map::new();
+    let mut addresses: Vec<&Address> = touched.keys().collect();
+    addresses.sort();
+    for address in addresses {
+        let Some(info) = db.basic_ref(*address).map_err(|e| internal(e.0))? else {
+            // Did not exist before: geth lists it with a zero balance.
+            out.insert(format!("{address:?}"), json!({ "balance": "0x0" }));
+            continue;
+        };
+        let mut account = Map::new();
+        account.insert("balance".into(), json!(info.balance));
+        if info.nonce != 0 {
+            account.insert("nonce".into(), json!(info.nonce));
+        }
+        if info.code_hash != KECCAK_EMPTY {
+            let code = match info.code {
+                Some(code) => code,
+                None => db.code_by_hash_ref(info.code_hash).map_err(|e| internal(e.0))?,
+            };
+            account.insert("code".into(), json!(code.original_bytes()));
+        }
+        let mut slots: Vec<&U256> = touched[address].storage.keys().collect();
+        slots.sort();
+        if !slots.is_empty() {
+            let mut storage = Map::new();
+            for slot in slots {
+                let value = db.storage_ref(*address, *slot).map_err(|e| internal(e.0))?;
+                storage.insert(format!("{:?}", B256::from(*slot)), json!(B256::from(value)));
+            }
+            account.insert("storage".into(), Value::Object(storage));
+        }
+        out.insert(format!("{address:?}"), Value::Object(account));
+    }
+    Ok(Value::Object(out))
+}
+
+fn trace_whole_block(ctx: &RpcContext, id: BlockId, options: Option<Value>) -> Result<Vec<Value>> {
+    let tracer = tracer_of(options.as_ref())?;
+    let block = block_by_id(ctx, id)?.ok_or_else(|| server("block not found"))?;
+    let indexes: Vec<usize> = (0..block.body.transactions.len()).collect();
+    let traces = trace_block(ctx, &block, &indexes, tracer)?;
+    Ok(traces
+        .into_iter()
+        .zip(&block.body.transactions)
+        .map(|(result, tx)| json!({ "txHash": tx.tx_hash(), "result": result }))
+        .collect())
+}
+
+/// Registers the tracing methods.
+pub fn register(module: &mut RpcModule<RpcContext>) -> std::result::Result<(), jsonrpsee::core::RegisterMethodError> {
+    module.register_blocking_method("debug_traceTransaction", |params, ctx, _| {
+        let mut seq = params.sequence();
+        let hash: B256 = seq.next()?;
+        let options: Option<Value> = seq.optional_next()?;
+        let tracer = tracer_of(options.as_ref())?;
+        let storage = ctx.sequencer.storage();
+        let (number, index) = storage.transaction_location(&hash).map_err(internal)?.ok_or_else(|| server(format!("transaction {hash} not found")))?;
+        let block = StoredBlock::load_number(storage, number).map_err(internal)?.ok_or_else(|| server("block not found"))?;
+        let mut traces = trace_block(&ctx, &block, &[index as usize], tracer)?;
+        traces.pop().ok_or_else(|| internal("no trace"))
+    })?;
+    module.register_blocking_method("debug_traceBlockByNumber", |params, ctx, _| {
+        let mut seq = params.sequence();
+        let tag: alloy_eips::BlockNumberOrTag = seq.next()?;
+        let options: Option<Value> = seq.optional_next()?;
+        trace_whole_block(&ctx, BlockId::Number(tag), options)
+    })?;
+    module.register_blocking_method("debug_traceBlockByHash", |params, ctx, _| {
+        let mut seq = params.sequence();
+        let hash: B256 = seq.next()?;
+        let options: Option<Value> = seq.optional_next()?;
+        trace_whole_block(&ctx, BlockId::hash(hash), options)
+    })?;
+    Ok(())
+}
