@@ -1,6 +1,7 @@
 //! `debug_traceTransaction`, `debug_traceBlockByNumber` and `debug_traceBlockByHash` with geth's
 //! `callTracer` (the tree of calls and creations, with gas, input, output and errors) and
-//! `prestateTracer` (every account the transaction touched, as it was before it). A transaction
+//! `prestateTracer` (every account the transaction touched, as it was before it), and the default
+//! struct logger (one entry per opcode: pc, op, gas, gas cost, depth, stack, memory, storage). A transaction
 //! is traced on the state its block saw before it: the parent's state, the block's system calls
 //! and the transactions before it, re-executed on the sequential path.
 
@@ -21,9 +22,14 @@ use pseq_executor::{
     revm::{
         bytecode::Bytecode,
         context::{Context, TxEnv},
-        context_interface::ContextTr,
+        context_interface::{ContextTr, JournalTr},
         database::{DatabaseRef, WrapDatabaseRef},
-        interpreter::{CallInputs, CallOutcome, CallScheme, CreateInputs, CreateOutcome, CreateScheme},
+        bytecode::opcode::OpCode,
+        interpreter::{
+            interpreter::EthInterpreter,
+            interpreter_types::{Jumps, LoopControl, MemoryTr},
+            CallInputs, CallOutcome, CallScheme, CreateInputs, CreateOutcome, CreateScheme, Interpreter,
+        },
         primitives::KECCAK_EMPTY,
         state::AccountInfo,
         ExecuteEvm, InspectEvm, Inspector, MainBuilder, MainContext,
@@ -215,11 +221,87 @@ impl<CTX: ContextTr> Inspector<CTX> for CallTracer {
     }
 }
 
+/// Options of geth's default struct logger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LoggerOptions {
+    stack: bool,
+    storage: bool,
+    memory: bool,
+    return_data: bool,
+    limit: usize,
+}
+
+/// Most steps one struct-logger trace records (a guard for the node's memory).
+const MAX_STRUCT_LOGS: usize = 1_000_000;
+
+/// geth's default tracer: one entry per executed opcode.
+#[derive(Debug)]
+struct StructLogger {
+    options: LoggerOptions,
+    logs: Vec<Value>,
+    pending: Option<(Map<String, Value>, u64)>,
+    /// Storage seen per contract (SLOAD results and SSTORE writes), as geth reports it.
+    storage: std::collections::HashMap<Address, std::collections::BTreeMap<U256, U256>>,
+}
+
+impl<CTX: ContextTr> Inspector<CTX, EthInterpreter> for StructLogger {
+    fn step(&mut self, interp: &mut Interpreter<EthInterpreter>, context: &mut CTX) {
+        if self.logs.len() >= self.options.limit {
+            return;
+        }
+        let opcode = interp.bytecode.opcode();
+        let gas = interp.gas.remaining();
+        let mut entry = Map::new();
+        entry.insert("pc".into(), json!(interp.bytecode.pc()));
+        entry.insert("op".into(), json!(OpCode::new(opcode).map_or_else(|| format!("opcode {opcode:#x}"), |o| o.as_str().to_string())));
+        entry.insert("gas".into(), json!(gas));
+        entry.insert("depth".into(), json!(context.journal_mut().depth() + 1));
+        let stack = interp.stack.data();
+        if self.options.stack {
+            entry.insert("stack".into(), Value::Array(stack.iter().map(|v| json!(v)).collect()));
+        }
+        if self.options.memory {
+            let memory = interp.memory.slice(0..interp.memory.size());
+            entry.insert("memory".into(), Value::Array(memory.chunks(32).map(|w| json!(alloy_primitives::hex::encode(w))).collect()));
+        }
+        if self.options.storage && (opcode == 0x54 || opcode == 0x55) {
+            let address = interp.input.target_address;
+            let top = stack.len();
+            if opcode == 0x55 && top >= 2 {
+                self.storage.entry(address).or_default().insert(stack[top - 1], stack[top - 2]);
+            }
+            if opcode == 0x54 && top >= 1 {
+                let key = stack[top - 1];
+                let value = context.sload(address, key).map(|v| v.data).unwrap_or_default();
+                self.storage.entry(address).or_default().insert(key, value);
+            }
+            let seen = self.storage.get(&address).map(|m| {
+                m.iter().map(|(k, v)| (alloy_primitives::hex::encode(B256::from(*k)), json!(alloy_primitives::hex::encode(B256::from(*v))))).collect::<Map<_, _>>()
+            });
+            entry.insert("storage".into(), Value::Object(seen.unwrap_or_default()));
+        }
+        self.pending = Some((entry, gas));
+    }
+
+    fn step_end(&mut self, interp: &mut Interpreter<EthInterpreter>, _context: &mut CTX) {
+        if let Some((mut entry, gas_before)) = self.pending.take() {
+            entry.insert("gasCost".into(), json!(gas_before.saturating_sub(interp.gas.remaining())));
+            if let Some(result) = interp.bytecode.action().as_ref().and_then(|a| a.instruction_result()) {
+                if !result.is_ok() && !result.is_revert() {
+                    entry.insert("error".into(), json!(format!("{result:?}")));
+                }
+            }
+            self.logs.push(Value::Object(entry));
+        }
+    }
+}
+
 /// Which tracer a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tracer {
     Call,
     Prestate,
+    Struct(LoggerOptions),
 }
 
 fn tracer_of(options: Option<&Value>) -> Result<Tracer> {
@@ -232,7 +314,17 @@ fn tracer_of(options: Option<&Value>) -> Result<Tracer> {
             Ok(Tracer::Prestate)
         }
         Some(other) => Err(invalid_params(format!("tracer {other:?} is not supported (callTracer, prestateTracer)"))),
-        None => Err(invalid_params("the default struct logger is not supported yet: pass {\"tracer\": \"callTracer\"} or \"prestateTracer\"")),
+        None => {
+            let flag = |name: &str, default: bool| options.and_then(|o| o.get(name)).and_then(Value::as_bool).unwrap_or(default);
+            let limit = options.and_then(|o| o.get("limit")).and_then(Value::as_u64).filter(|l| *l > 0).map_or(MAX_STRUCT_LOGS, |l| (l as usize).min(MAX_STRUCT_LOGS));
+            Ok(Tracer::Struct(LoggerOptions {
+                stack: !flag("disableStack", false),
+                storage: !flag("disableStorage", false),
+                memory: flag("enableMemory", false),
+                return_data: flag("enableReturnData", false),
+                limit,
+            }))
+        }
     }
 }
 
@@ -241,7 +333,7 @@ fn trace_block(ctx: &RpcContext, block: &StoredBlock, indexes: &[usize], tracer:
     let storage = ctx.sequencer.storage();
     let number = block.header.number;
     if number == 0 {
-        return Ok(Vec::new());
+        return Err(server("genesis is not traceable"));
     }
     let base = storage.state_at(number - 1).map_err(internal)?;
     let mut input = ctx.sequencer.rules().block_input(&block.header, Vec::new(), None).map_err(internal)?;
@@ -269,6 +361,23 @@ fn trace_block(ctx: &RpcContext, block: &StoredBlock, indexes: &[usize], tracer:
                 root.gas = tx.gas_limit;
                 root.gas_used = outcome.result.tx_gas_used();
                 root.json()
+            }
+            Tracer::Struct(options) => {
+                let logger = StructLogger { options, logs: Vec::new(), pending: None, storage: Default::default() };
+                let mut evm = Context::mainnet()
+                    .with_db(WrapDatabaseRef(&db))
+                    .with_cfg(input.cfg.clone())
+                    .with_block(input.block.clone())
+                    .build_mainnet_with_inspector(logger);
+                let outcome = evm.inspect_tx(tx).map_err(|e| internal(e.to_string()))?;
+                let result = &outcome.result;
+                let output = result.output().cloned().unwrap_or_default();
+                json!({
+                    "gas": result.tx_gas_used(),
+                    "failed": !result.is_success(),
+                    "returnValue": alloy_primitives::hex::encode(&output),
+                    "structLogs": std::mem::take(&mut evm.inspector.logs),
+                })
             }
             Tracer::Prestate => {
                 let mut evm = build_evm(WrapDatabaseRef(&db), input.cfg.clone(), input.block.clone());

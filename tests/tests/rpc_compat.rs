@@ -7,9 +7,6 @@ use pseq::{corpus, rpc_compat};
 
 /// Methods (folders) not implemented yet; their tests are expected to fail for now.
 const NOT_YET: &[&str] = &[
-    "debug_traceBlockByHash/",
-    "debug_traceBlockByNumber/",
-    "debug_traceTransaction/",
     "eth_capabilities/",
     "eth_config/",
     "eth_getProof/",
@@ -22,7 +19,7 @@ const NOT_YET: &[&str] = &[
 #[test]
 fn execution_apis_rpc_compat_both_chains() {
     let root = corpus::rpc_compat().expect("execution-apis corpus");
-    for (chain, minimum) in [("osaka-033ca6e6", 150), ("prague-baa4c9a1", 151)] {
+    for (chain, minimum) in [("osaka-033ca6e6", 158), ("prague-baa4c9a1", 159)] {
         let counts = rpc_compat::run(&root.join(chain).join("tests")).expect("rpc-compat run");
         counts.print_summary(0);
         let unexpected: Vec<&String> = counts.failures.iter().filter(|f| !NOT_YET.iter().any(|m| f.starts_with(m))).collect();

@@ -136,6 +136,11 @@ fn bad_requests_get_errors_and_the_node_keeps_serving() {
     assert_eq!(trace["type"], json!("CALL"));
     assert_eq!(trace["error"], json!("execution reverted"));
     assert_eq!(trace["revertReason"], json!("nope"));
+    let logs = rpc(addr, "debug_traceTransaction", json!([failing]))["result"].clone();
+    assert_eq!(logs["failed"], json!(true), "{logs}");
+    let steps = logs["structLogs"].as_array().unwrap();
+    assert_eq!(steps.last().unwrap()["op"], json!("REVERT"));
+    assert_eq!(steps.iter().filter(|s| s["op"] == json!("CODECOPY")).count(), 1);
     let pre = rpc(addr, "debug_traceTransaction", json!([hash, { "tracer": "prestateTracer" }]))["result"].clone();
     let sender = format!("{:?}", dev_signer(5).unwrap().address());
     assert_eq!(pre[&sender]["balance"], json!("0x21e19e0c9bab2400000"), "{pre}");
