@@ -204,9 +204,10 @@ pub fn register(module: &mut RpcModule<RpcContext>) -> std::result::Result<(), j
             None => Ok(None),
         }
     })?;
-    module.register_method("eth_getLogs", |params, ctx, _| {
+    // Scanning up to 10,000 blocks: off the async workers.
+    module.register_blocking_method("eth_getLogs", |params, ctx, _| {
         let filter: Filter = params.one()?;
-        get_logs(ctx, &filter)
+        get_logs(&ctx, &filter)
     })?;
     module.register_method("debug_getRawHeader", |params, ctx, _| {
         let id: BlockId = params.one()?;

@@ -124,7 +124,7 @@ pub fn register(module: &mut RpcModule<RpcContext>) -> Result<(), jsonrpsee::cor
         let id: String = params.one()?;
         changes(ctx, &id)
     })?;
-    module.register_method("eth_getFilterLogs", |params, ctx, _| {
+    module.register_blocking_method("eth_getFilterLogs", |params, ctx, _| {
         let id: String = params.one()?;
         let filter = {
             let mut filters = ctx.filters.filters.lock();
@@ -135,7 +135,7 @@ pub fn register(module: &mut RpcModule<RpcContext>) -> Result<(), jsonrpsee::cor
                 _ => return Err(server("filter not found")),
             }
         };
-        get_logs(ctx, &filter)
+        get_logs(&ctx, &filter)
     })?;
     module.register_method("eth_uninstallFilter", |params, ctx, _| {
         let id: String = params.one()?;
