@@ -15,6 +15,7 @@ pub mod chainspec;
 pub mod corpus;
 pub mod chain_import;
 pub mod enginetest;
+pub mod fetch;
 pub use pseq_builder::import;
 pub mod load;
 pub mod node;

@@ -64,6 +64,21 @@ enum Command {
         /// The folder with genesis.json, chain.rlp, headfcu.json and the method folders.
         tests: PathBuf,
     },
+    /// Snapshot block N and the pre-state it touches from any node (the mainnet-blocks format).
+    Fetch {
+        /// JSON-RPC URL of the node.
+        #[arg(long)]
+        rpc: String,
+        /// Block number.
+        #[arg(long)]
+        block: u64,
+        /// Output folder (blocks accumulate in it).
+        #[arg(long)]
+        out: PathBuf,
+        /// The fork the block runs under, for chains other than mainnet (e.g. Osaka).
+        #[arg(long)]
+        fork: Option<String>,
+    },
     /// Run EEST state tests through the block executor.
     Statetest {
         /// Fixture files or folders.
@@ -351,6 +366,22 @@ fn main() -> ExitCode {
                 // Every failure: this suite's list is the to-do list of the RPC surface.
                 counts.print_summary(usize::MAX);
                 if counts.failed() == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Fetch { rpc, block, out, fork } => match pseq::fetch::fetch(&rpc, block, &out, fork.as_deref()) {
+            Ok(summary) => {
+                println!(
+                    "block {block}: {} transactions, {} accounts and {} slots of pre-state written to {}",
+                    summary.transactions,
+                    summary.accounts,
+                    summary.slots,
+                    out.display()
+                );
+                ExitCode::SUCCESS
             }
             Err(e) => {
                 eprintln!("error: {e}");

@@ -6,6 +6,9 @@
 //! header, and the parallel path returns exactly the sequential result at every thread count
 //! checked. The pre-state is partial, so the state root cannot be checked; for the same reason
 //! ommer rewards (whose ommer headers the corpus lacks) are not applied.
+//!
+//! An optional `chain.json` (`{"chainId": 31337, "fork": "Osaka"}`, written by `pseq fetch` for
+//! chains other than mainnet) replaces mainnet's chain id and fork schedule.
 
 use crate::{
     chainspec::{mainnet_spec, MAINNET_DAO_BLOCK},
@@ -93,11 +96,41 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
     serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// `chain.json`: the chain of a snapshot that is not mainnet.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChainHint {
+    /// EIP-155 chain id.
+    pub chain_id: u64,
+    /// The fork every block of the snapshot runs under (`Osaka`, `Prague`, …).
+    pub fork: String,
+}
+
+/// The snapshot's chain hint, if it has one.
+pub fn chain_hint(dir: &Path) -> Result<Option<ChainHint>, String> {
+    let path = dir.join("chain.json");
+    if !path.exists() {
+        return Ok(None);
+    }
+    read_json(&path).map(Some)
+}
+
 /// Loads block `number` from `dir`, with the ancestor hashes in `block_hashes`.
 pub fn load_block(dir: &Path, number: u64, block_hashes: &BTreeMap<u64, B256>) -> Result<LoadedBlock, String> {
     let block_dir = dir.join(number.to_string());
-    let block: Block = read_json(&block_dir.join("block.json"))?;
     let pre: BTreeMap<Address, PreAccount> = read_json(&block_dir.join("pre_state.json"))?;
+    load_block_with(dir, number, block_hashes, pre)
+}
+
+/// The block without its pre-state (`pseq fetch` executes it against a node instead).
+pub fn load_block_without_state(dir: &Path, number: u64) -> Result<LoadedBlock, String> {
+    load_block_with(dir, number, &BTreeMap::new(), BTreeMap::new())
+}
+
+fn load_block_with(dir: &Path, number: u64, block_hashes: &BTreeMap<u64, B256>, pre: BTreeMap<Address, PreAccount>) -> Result<LoadedBlock, String> {
+    let block_dir = dir.join(number.to_string());
+    let block: Block = read_json(&block_dir.join("block.json"))?;
+    let hint = chain_hint(dir)?;
 
     let mut state = InMemoryState::new();
     for (address, account) in pre {
@@ -113,9 +146,12 @@ pub fn load_block(dir: &Path, number: u64, block_hashes: &BTreeMap<u64, B256>) -
 
     let header = &block.header;
     let timestamp = header.timestamp();
-    let spec = mainnet_spec(number, timestamp);
+    let spec = match &hint {
+        Some(hint) => crate::fork::spec_of(&hint.fork).ok_or_else(|| format!("chain.json: unknown fork {}", hint.fork))?,
+        None => mainnet_spec(number, timestamp),
+    };
     let mut cfg = CfgEnv::default();
-    cfg.chain_id = 1;
+    cfg.chain_id = hint.as_ref().map_or(1, |h| h.chain_id);
     cfg.set_spec_and_mainnet_gas_params(spec);
     let mut env = BlockEnv {
         number: U256::from(number),
@@ -133,7 +169,7 @@ pub fn load_block(dir: &Path, number: u64, block_hashes: &BTreeMap<u64, B256>) -
     let mut input = BlockInput::new(cfg, env);
     input.parent_hash = header.parent_hash();
     input.parent_beacon_block_root = header.parent_beacon_block_root();
-    input.dao_fork = number == MAINNET_DAO_BLOCK;
+    input.dao_fork = hint.is_none() && number == MAINNET_DAO_BLOCK;
     input.withdrawals = block.withdrawals.as_ref().map(|ws| {
         ws.iter().map(|w| Withdrawal { address: w.address, amount_gwei: w.amount }).collect()
     });
