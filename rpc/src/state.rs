@@ -59,6 +59,35 @@ pub fn register(module: &mut RpcModule<RpcContext>) -> Result<(), jsonrpsee::cor
         let value = view.storage_ref(address, slot).map_err(|e| internal(e.0))?;
         Ok::<_, ErrorObjectOwned>(B256::from(value))
     })?;
+    module.register_blocking_method("eth_getProof", |params, ctx, _| {
+        let mut seq = params.sequence();
+        let address: Address = seq.next()?;
+        let keys: Vec<alloy_serde::storage::JsonStorageKey> = seq.next()?;
+        let id: Option<BlockId> = seq.optional_next()?;
+        if keys.len() > 1024 {
+            return Err(invalid_params("too many storage keys (at most 1024)"));
+        }
+        let storage = ctx.sequencer.storage();
+        if ctx.resolve(id)? != storage.head().0 {
+            return Err(crate::error::server("proofs are served for the latest block only"));
+        }
+        let slots: Vec<U256> = keys.iter().map(|k| U256::from_be_bytes(k.as_b256().0)).collect();
+        let proof = storage.proof(address, &slots).map_err(internal)?;
+        let storage_proof = keys
+            .into_iter()
+            .zip(proof.storage_proofs)
+            .map(|(key, (value, nodes))| alloy_rpc_types_eth::EIP1186StorageProof { key, value, proof: nodes })
+            .collect();
+        Ok::<_, ErrorObjectOwned>(alloy_rpc_types_eth::EIP1186AccountProofResponse {
+            address,
+            balance: proof.balance,
+            code_hash: proof.code_hash,
+            nonce: proof.nonce,
+            storage_hash: proof.storage_root,
+            account_proof: proof.account_proof,
+            storage_proof,
+        })
+    })?;
     module.register_method("eth_getStorageValues", |params, ctx, _| {
         let mut seq = params.sequence();
         let requests: std::collections::BTreeMap<Address, Vec<B256>> = seq.next()?;

@@ -19,6 +19,7 @@ mod cache;
 pub mod codec;
 mod db;
 pub mod error;
+pub mod proof;
 mod genesis;
 mod sources;
 pub mod tables;
@@ -30,6 +31,7 @@ mod view;
 
 pub use db::{BlockRef, ChainIdentity, Committed, GenesisAccount, Storage, StorageOptions, SCHEMA_VERSION};
 pub use error::{Result, StorageError};
+pub use proof::AccountProof;
 pub use update::StateUpdate;
 pub use verify::VerifyReport;
 pub use view::StateView;

@@ -9,7 +9,6 @@ use pseq::{corpus, rpc_compat};
 const NOT_YET: &[&str] = &[
     "eth_capabilities/",
     "eth_config/",
-    "eth_getProof/",
     "eth_simulateV1/",
     "testing_buildBlockV1/",
     // Blob transactions with sidecars are not accepted by the pool (128 KiB limit, no blob store).
@@ -19,7 +18,7 @@ const NOT_YET: &[&str] = &[
 #[test]
 fn execution_apis_rpc_compat_both_chains() {
     let root = corpus::rpc_compat().expect("execution-apis corpus");
-    for (chain, minimum) in [("osaka-033ca6e6", 158), ("prague-baa4c9a1", 159)] {
+    for (chain, minimum) in [("osaka-033ca6e6", 162), ("prague-baa4c9a1", 163)] {
         let counts = rpc_compat::run(&root.join(chain).join("tests")).expect("rpc-compat run");
         counts.print_summary(0);
         let unexpected: Vec<&String> = counts.failures.iter().filter(|f| !NOT_YET.iter().any(|m| f.starts_with(m))).collect();
