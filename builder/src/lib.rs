@@ -16,10 +16,12 @@ pub mod error;
 pub mod import;
 pub mod metrics;
 pub mod miner;
+pub mod overlay;
 pub mod sequencer;
 
 pub use chain_rules::ChainRules;
 pub use error::BuildError;
 pub use metrics::Metrics;
 pub use miner::{mine_now, Miner, MinerCommand};
+pub use overlay::{merge_diffs, DiffOverlay};
 pub use sequencer::{next_base_fee, Assembled, BuildTimings, BuilderSettings, BuiltBlock, NewBlock, PayloadAttributes, Sequencer};

@@ -297,7 +297,37 @@ impl Sequencer {
     /// Builds the next block from the pool's best transactions, commits it and updates the pool.
     pub fn build_block(&self) -> Result<BuiltBlock, BuildError> {
         let _guard = self.build_lock.lock();
-        let assembled = self.assemble(None)?;
+        let assembled = self.assemble(None, None)?;
+        self.commit_assembled(assembled)
+    }
+
+    /// Dev mode: edits one account (balance, nonce, code, storage: `anvil_setBalance` and
+    /// friends) and commits the edit in a new block without transactions, so that the state root
+    /// of every header stays true. `edit` gets the account as it is (a new empty one if it does
+    /// not exist) and the slots to write.
+    pub fn edit_account(
+        &self,
+        address: Address,
+        edit: impl FnOnce(&mut pseq_executor::AccountState, &mut std::collections::BTreeMap<alloy_primitives::U256, alloy_primitives::U256>),
+    ) -> Result<BuiltBlock, BuildError> {
+        let _guard = self.build_lock.lock();
+        let view = self.storage.latest();
+        let current = view.basic_ref(address).map_err(|e| BuildError::Storage(e.0))?;
+        let mut account = match current {
+            Some(info) => pseq_executor::AccountState { balance: info.balance, nonce: info.nonce, code_hash: info.code_hash, code: None },
+            None => pseq_executor::AccountState {
+                balance: alloy_primitives::U256::ZERO,
+                nonce: 0,
+                code_hash: pseq_executor::revm::primitives::KECCAK_EMPTY,
+                code: None,
+            },
+        };
+        let mut slots = std::collections::BTreeMap::new();
+        edit(&mut account, &mut slots);
+        let mut overrides = pseq_executor::StateDiff::default();
+        overrides.accounts.insert(address, pseq_executor::AccountDiff { info: Some(account), storage_cleared: false, storage: slots });
+        let no_pool = PayloadAttributes { no_tx_pool: true, ..Default::default() };
+        let assembled = self.assemble(Some(&no_pool), Some(&overrides))?;
         self.commit_assembled(assembled)
     }
 
@@ -306,7 +336,7 @@ impl Sequencer {
     /// comes back through `newPayload`.
     pub fn build_payload(&self, attributes: &PayloadAttributes) -> Result<Assembled, BuildError> {
         let _guard = self.build_lock.lock();
-        self.assemble(Some(attributes))
+        self.assemble(Some(attributes), None)
     }
 
     /// Commits a block [`Sequencer::build_payload`] built, if the head has not moved since.
@@ -318,16 +348,16 @@ impl Sequencer {
         self.commit_assembled(assembled)
     }
 
-    fn assemble(&self, attributes: Option<&PayloadAttributes>) -> Result<Assembled, BuildError> {
+    fn assemble(&self, attributes: Option<&PayloadAttributes>, overrides: Option<&pseq_executor::StateDiff>) -> Result<Assembled, BuildError> {
         let started = Instant::now();
         let parent = self.head_header()?;
         let parent_hash = self.storage.head().1;
-        let timestamp = match attributes {
+        let timestamp = match attributes.filter(|a| a.timestamp != 0) {
+            None => self.next_timestamp(&parent),
             Some(a) if a.timestamp <= parent.timestamp => {
                 return Err(BuildError::Chain(format!("payload timestamp {} is not after the head's {}", a.timestamp, parent.timestamp)))
             }
             Some(a) => a.timestamp,
-            None => self.next_timestamp(&parent),
         };
         let number = parent.number + 1;
         let (fork, spec) = self.rules.fork(number, timestamp).map_err(BuildError::Chain)?;
@@ -355,12 +385,12 @@ impl Sequencer {
         let mut header = Header {
             parent_hash,
             ommers_hash: EMPTY_OMMER_ROOT_HASH,
-            beneficiary: attributes.map_or(self.settings.coinbase, |a| a.fee_recipient),
+            beneficiary: attributes.filter(|a| a.timestamp != 0).map_or(self.settings.coinbase, |a| a.fee_recipient),
             number,
             gas_limit: self.settings.gas_limit,
             timestamp,
             extra_data: self.settings.extra_data.clone(),
-            mix_hash: attributes.map_or(parent.mix_hash, |a| a.prev_randao),
+            mix_hash: attributes.filter(|a| a.timestamp != 0).map_or(parent.mix_hash, |a| a.prev_randao),
             base_fee_per_gas: spec.is_enabled_in(SpecId::LONDON).then(|| next_base_fee(&parent)),
             withdrawals_root: spec.is_enabled_in(SpecId::SHANGHAI).then(|| match attributes {
                 Some(a) => proofs::calculate_withdrawals_root(&a.withdrawals),
@@ -386,7 +416,15 @@ impl Sequencer {
         let input = self.rules.block_input(&header, Vec::new(), withdrawals).map_err(BuildError::Chain)?;
         let options = ExecutionOptions::parallel(self.settings.threads).with_invalid_tx(InvalidTxPolicy::Skip);
         let execute_started = Instant::now();
-        let output = execute_block(&self.storage.latest(), &input, &txs, &options).map_err(|e| BuildError::Execution(e.to_string()))?;
+        let head_state = self.storage.latest();
+        let mut output = match overrides {
+            Some(diff) => execute_block(&crate::overlay::DiffOverlay { base: &head_state, diff }, &input, &txs, &options),
+            None => execute_block(&head_state, &input, &txs, &options),
+        }
+        .map_err(|e| BuildError::Execution(e.to_string()))?;
+        if let Some(diff) = overrides {
+            output.state = crate::overlay::merge_diffs(diff, std::mem::take(&mut output.state));
+        }
         let execute = execute_started.elapsed();
 
         let included: Vec<TxEnvelope> = output.included.iter().map(|&i| chosen[i].envelope.clone()).collect();

@@ -1,6 +1,8 @@
 //! The dev namespace (on with `--dev`), with anvil's names and the `evm_` / `hardhat_` aliases
 //! tools use: mining on demand, automine and interval mining switches, time travel, snapshots
-//! (`evm_snapshot` / `evm_revert`, through storage's unwind) and dropping pooled transactions.
+//! (`evm_snapshot` / `evm_revert`, through storage's unwind), account edits (`anvil_setBalance`,
+//! `setNonce`, `setCode`, `setStorageAt`, each committed in a block of its own) and dropping pooled
+//! transactions.
 
 use crate::{
     context::RpcContext,
@@ -115,6 +117,54 @@ pub fn register(module: &mut RpcModule<RpcContext>) -> std::result::Result<(), j
                 ctx.sequencer.unwind_to(number).map_err(server)?;
             }
             Ok(true)
+        })?;
+    }
+    // State edits: each is committed in a new block without transactions (anvil edits the state
+    // without a block; here every header's state root stays true).
+    for name in ["anvil_setBalance", "hardhat_setBalance"] {
+        module.register_blocking_method(name, |params, ctx, _| {
+            let mut seq = params.sequence();
+            let address: alloy_primitives::Address = seq.next()?;
+            let balance: U256 = seq.next()?;
+            ctx.sequencer.edit_account(address, |account, _| account.balance = balance).map_err(server)?;
+            Ok::<_, ErrorObjectOwned>(())
+        })?;
+    }
+    for name in ["anvil_setNonce", "hardhat_setNonce"] {
+        module.register_blocking_method(name, |params, ctx, _| {
+            let mut seq = params.sequence();
+            let address: alloy_primitives::Address = seq.next()?;
+            let nonce: serde_json::Value = seq.next()?;
+            let nonce = quantity(&nonce)?;
+            ctx.sequencer.edit_account(address, |account, _| account.nonce = nonce).map_err(server)?;
+            Ok::<_, ErrorObjectOwned>(())
+        })?;
+    }
+    for name in ["anvil_setCode", "hardhat_setCode"] {
+        module.register_blocking_method(name, |params, ctx, _| {
+            let mut seq = params.sequence();
+            let address: alloy_primitives::Address = seq.next()?;
+            let code: alloy_primitives::Bytes = seq.next()?;
+            ctx.sequencer
+                .edit_account(address, |account, _| {
+                    account.code_hash = if code.is_empty() { pseq_executor::revm::primitives::KECCAK_EMPTY } else { alloy_primitives::keccak256(&code) };
+                    account.code = (!code.is_empty()).then(|| pseq_executor::revm::bytecode::Bytecode::new_raw(code.clone()));
+                })
+                .map_err(server)?;
+            Ok::<_, ErrorObjectOwned>(())
+        })?;
+    }
+    for name in ["anvil_setStorageAt", "hardhat_setStorageAt"] {
+        module.register_blocking_method(name, |params, ctx, _| {
+            let mut seq = params.sequence();
+            let address: alloy_primitives::Address = seq.next()?;
+            let slot: U256 = seq.next()?;
+            let value: B256 = seq.next()?;
+            ctx.sequencer.edit_account(address, |_, slots| {
+                slots.insert(slot, U256::from_be_bytes(value.0));
+            })
+            .map_err(server)?;
+            Ok::<_, ErrorObjectOwned>(true)
         })?;
     }
     module.register_method("anvil_dropTransaction", |params, ctx, _| {

@@ -20,7 +20,6 @@ use pseq_executor::{
     evm::build_evm,
     execute_block,
     revm::{
-        bytecode::Bytecode,
         context::{Context, TxEnv},
         context_interface::{ContextTr, JournalTr},
         database::{DatabaseRef, WrapDatabaseRef},
@@ -31,10 +30,9 @@ use pseq_executor::{
             CallInputs, CallOutcome, CallScheme, CreateInputs, CreateOutcome, CreateScheme, Interpreter,
         },
         primitives::KECCAK_EMPTY,
-        state::AccountInfo,
         ExecuteEvm, InspectEvm, Inspector, MainBuilder, MainContext,
     },
-    BlockRules, ExecutionOptions, StateDiff, StateError,
+    BlockRules, ExecutionOptions,
 };
 use pseq_storage::StateView;
 use serde_json::{json, Map, Value};
@@ -42,51 +40,7 @@ use serde_json::{json, Map, Value};
 type Result<T> = std::result::Result<T, ErrorObjectOwned>;
 
 /// The state after a prefix of a block: the parent's state with the prefix's changes on top.
-struct AfterPrefix<'a> {
-    base: StateView<'a>,
-    diff: StateDiff,
-}
-
-impl DatabaseRef for AfterPrefix<'_> {
-    type Error = StateError;
-
-    fn basic_ref(&self, address: Address) -> std::result::Result<Option<AccountInfo>, StateError> {
-        match self.diff.accounts.get(&address) {
-            Some(diff) => Ok(diff.info.as_ref().map(|i| AccountInfo {
-                balance: i.balance,
-                nonce: i.nonce,
-                code_hash: i.code_hash,
-                code: i.code.clone(),
-                ..Default::default()
-            })),
-            None => self.base.basic_ref(address),
-        }
-    }
-
-    fn code_by_hash_ref(&self, hash: B256) -> std::result::Result<Bytecode, StateError> {
-        let changed = self.diff.accounts.values().filter_map(|d| d.info.as_ref()).find(|i| i.code_hash == hash).and_then(|i| i.code.clone());
-        match changed {
-            Some(code) => Ok(code),
-            None => self.base.code_by_hash_ref(hash),
-        }
-    }
-
-    fn storage_ref(&self, address: Address, slot: U256) -> std::result::Result<U256, StateError> {
-        if let Some(diff) = self.diff.accounts.get(&address) {
-            if let Some(value) = diff.storage.get(&slot) {
-                return Ok(*value);
-            }
-            if diff.storage_cleared || diff.info.is_none() {
-                return Ok(U256::ZERO);
-            }
-        }
-        self.base.storage_ref(address, slot)
-    }
-
-    fn block_hash_ref(&self, number: u64) -> std::result::Result<B256, StateError> {
-        self.base.block_hash_ref(number)
-    }
-}
+type AfterPrefix<'a> = pseq_builder::DiffOverlay<'a, StateView<'a>>;
 
 /// One frame of the call tracer.
 #[derive(Debug, Default)]
@@ -214,8 +168,8 @@ impl<CTX: ContextTr> Inspector<CTX> for CallTracer {
             frame.gas_used = frame.gas.saturating_sub(outcome.result.gas.remaining());
             frame.to = outcome.address;
             frame.error = error_of(&outcome.result);
-            // A creation's output is the deployed code; geth reports it only for failures.
-            frame.output = if frame.error.is_some() { outcome.result.output.clone() } else { outcome.result.output.clone() };
+            // A creation's output: the deployed code, or the revert data.
+            frame.output = outcome.result.output.clone();
             self.close(frame);
         }
     }
@@ -347,7 +301,7 @@ fn trace_block(ctx: &RpcContext, block: &StoredBlock, indexes: &[usize], tracer:
     let mut out = Vec::with_capacity(indexes.len());
     for &index in indexes {
         let prefix = execute_block(&base, &input, &txs[..index], &ExecutionOptions::sequential()).map_err(|e| internal(e.to_string()))?;
-        let db = AfterPrefix { base, diff: prefix.state };
+        let db: AfterPrefix<'_> = pseq_builder::DiffOverlay { base: &base, diff: &prefix.state };
         let tx = txs[index].clone();
         let trace = match tracer {
             Tracer::Call => {

@@ -256,8 +256,28 @@ fn filters_fee_history_pool_and_dev_methods() {
     assert_eq!(rpc(addr, "eth_getTransactionCount", json!([dev_signer(7).unwrap().address(), "latest"]))["result"], json!("0x1"));
     assert_eq!(rpc(addr, "evm_revert", json!([snapshot]))["result"], json!(false), "a snapshot is used up by its revert");
 
+    // Account edits: each lands in a block of its own; the state root stays true (the node's own
+    // root check on commit) and reads see the new values.
+    let target = "0x00000000000000000000000000000000000000e1";
+    let before_edit = rpc(addr, "eth_blockNumber", json!([]))["result"].clone();
+    assert!(rpc(addr, "anvil_setBalance", json!([target, "0x1234"]))["error"].is_null());
+    assert!(rpc(addr, "anvil_setNonce", json!([target, "0x7"]))["error"].is_null());
+    assert!(rpc(addr, "hardhat_setCode", json!([target, "0x602a60005260206000f3"]))["error"].is_null());
+    assert_eq!(rpc(addr, "anvil_setStorageAt", json!([target, "0x1", format!("0x{:064x}", 0x99)]))["result"], json!(true));
+    assert_eq!(rpc(addr, "eth_getBalance", json!([target, "latest"]))["result"], json!("0x1234"));
+    assert_eq!(rpc(addr, "eth_getTransactionCount", json!([target, "latest"]))["result"], json!("0x7"));
+    assert_eq!(rpc(addr, "eth_getCode", json!([target, "latest"]))["result"], json!("0x602a60005260206000f3"));
+    assert_eq!(rpc(addr, "eth_getStorageAt", json!([target, "0x1", "latest"]))["result"], json!(format!("0x{:064x}", 0x99)));
+    assert_eq!(rpc(addr, "eth_call", json!([{ "to": target }, "latest"]))["result"], json!(format!("0x{:064x}", 42)));
+    let after_edit = rpc(addr, "eth_blockNumber", json!([]))["result"].clone();
+    let blocks = |v: &Value| u64::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(blocks(&after_edit), blocks(&before_edit) + 4);
+    let proof = rpc(addr, "eth_getProof", json!([target, ["0x1"], "latest"]))["result"].clone();
+    assert_eq!(proof["balance"], json!("0x1234"));
+    assert_eq!(proof["storageProof"][0]["value"], json!("0x99"));
+
     let history = rpc(addr, "eth_feeHistory", json!(["0x5", "latest", [25, 75]]))["result"].clone();
-    assert_eq!(history["oldestBlock"], json!("0x1"));
+    assert_eq!(history["oldestBlock"], json!(format!("{:#x}", blocks(&after_edit) - 4)));
     assert_eq!(history["baseFeePerGas"].as_array().unwrap().len(), 6);
     assert_eq!(history["reward"].as_array().unwrap().len(), 5);
     assert_eq!(rpc(addr, "eth_uninstallFilter", json!([block_filter]))["result"], json!(true));
