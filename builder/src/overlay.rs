@@ -69,9 +69,39 @@ pub fn merge_diffs(lower: &StateDiff, upper: StateDiff) -> StateDiff {
                 below.storage.extend(diff.storage);
             }
             _ => {
-                merged.accounts.insert(address, AccountDiff { ..diff });
+                merged.accounts.insert(address, diff);
             }
         }
     }
     merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pseq_executor::{revm::primitives::KECCAK_EMPTY, AccountState};
+
+    fn account(balance: u64) -> Option<AccountState> {
+        Some(AccountState { balance: U256::from(balance), nonce: 0, code_hash: KECCAK_EMPTY, code: None })
+    }
+
+    #[test]
+    fn upper_wins_slot_by_slot_and_a_clear_drops_the_lower_slots() {
+        let (a, b) = (Address::repeat_byte(1), Address::repeat_byte(2));
+        let mut lower = StateDiff::default();
+        lower.accounts.insert(a, AccountDiff { info: account(1), storage_cleared: false, storage: [(U256::from(1), U256::from(10)), (U256::from(2), U256::from(20))].into() });
+        lower.accounts.insert(b, AccountDiff { info: account(5), storage_cleared: false, storage: [(U256::from(1), U256::from(1))].into() });
+        let mut upper = StateDiff::default();
+        upper.accounts.insert(a, AccountDiff { info: account(2), storage_cleared: false, storage: [(U256::from(2), U256::from(21))].into() });
+        upper.accounts.insert(b, AccountDiff { info: account(6), storage_cleared: true, storage: [(U256::from(3), U256::from(3))].into() });
+        let merged = merge_diffs(&lower, upper);
+        let ma = &merged.accounts[&a];
+        assert_eq!(ma.info, account(2));
+        assert_eq!(ma.storage.get(&U256::from(1)), Some(&U256::from(10)));
+        assert_eq!(ma.storage.get(&U256::from(2)), Some(&U256::from(21)));
+        let mb = &merged.accounts[&b];
+        assert!(mb.storage_cleared);
+        assert_eq!(mb.storage.len(), 1, "the lower slots of a cleared account are gone");
+        assert_eq!(mb.info, account(6));
+    }
 }
