@@ -66,6 +66,16 @@ pub fn split_rlp_blocks(mut data: &[u8]) -> Result<Vec<&[u8]>, String> {
     Ok(blocks)
 }
 
+/// Decodes one block's RLP (nothing may follow it).
+pub fn decode_block(rlp: &[u8]) -> Result<Block<TxEnvelope>, String> {
+    let mut buf = rlp;
+    let block = Block::<TxEnvelope, Header>::decode(&mut buf).map_err(|e| format!("RLP: {e}"))?;
+    if !buf.is_empty() {
+        return Err("trailing bytes after the block RLP".into());
+    }
+    Ok(block)
+}
+
 /// Decodes, validates and executes one block on top of `parent` (whose post-state is `state`).
 pub fn execute_rlp_block<S: StateSource>(
     parent: &Header,
@@ -77,18 +87,72 @@ pub fn execute_rlp_block<S: StateSource>(
     compare: bool,
     root_after: RootAfter<'_>,
 ) -> Result<ExecutedBlock, String> {
-    let mut buf = rlp;
-    let block = Block::<TxEnvelope, Header>::decode(&mut buf).map_err(|e| format!("RLP: {e}"))?;
-    if !buf.is_empty() {
-        return Err("trailing bytes after the block RLP".into());
+    let block = decode_block(rlp)?;
+    execute_decoded_block(parent, parent_hash, state, block, rlp.len(), chain, options, compare, root_after)
+}
+
+/// Why a block was not imported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImportError {
+    /// The block is invalid (the reason).
+    Invalid(String),
+    /// Reading or writing the datadir failed.
+    Storage(String),
+}
+
+impl std::fmt::Display for ImportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Invalid(reason) | Self::Storage(reason) => f.write_str(reason),
+        }
     }
+}
+
+/// Validates, executes and commits one block on top of the storage head: the header's state
+/// root must equal the one the incremental trie computes. Shared by `pseq import`, blockchain
+/// tests through RocksDB and the Engine API's `newPayload`.
+pub fn import_into_storage(
+    storage: &pseq_storage::Storage,
+    block: Block<TxEnvelope>,
+    encoded_len: usize,
+    chain: &ChainRules,
+    options: &ExecutionOptions,
+    compare: bool,
+) -> Result<(ExecutedBlock, pseq_storage::Committed), ImportError> {
+    let io = |e: pseq_storage::StorageError| ImportError::Storage(e.to_string());
+    let (_, parent_hash) = storage.head();
+    let parent = storage.header(&parent_hash).map_err(io)?.ok_or_else(|| ImportError::Storage("head header missing".into()))?;
+    let root_after = |diff: &StateDiff| storage.prepare_state(diff).map(|u| u.state_root).map_err(|e| e.to_string());
+    let executed = execute_decoded_block(&parent, parent_hash, &storage.latest(), block, encoded_len, chain, options, compare, &root_after)
+        .map_err(ImportError::Invalid)?;
+    let update = storage.prepare_state(&executed.output.state).map_err(io)?;
+    if update.state_root != executed.block.header.state_root {
+        return Err(ImportError::Invalid(format!("state root {} != header {}", update.state_root, executed.block.header.state_root)));
+    }
+    let committed = storage.commit_block(&executed.block, &executed.receipts, update).map_err(io)?;
+    Ok((executed, committed))
+}
+
+/// Validates and executes a decoded block (`encoded_len`: its RLP size, for the EIP-7934 limit).
+#[allow(clippy::too_many_arguments)]
+pub fn execute_decoded_block<S: StateSource>(
+    parent: &Header,
+    parent_hash: B256,
+    state: &S,
+    block: Block<TxEnvelope>,
+    encoded_len: usize,
+    chain: &ChainRules,
+    options: &ExecutionOptions,
+    compare: bool,
+    root_after: RootAfter<'_>,
+) -> Result<ExecutedBlock, String> {
     let header = &block.header;
     let number = header.number;
     let network = &chain.network;
     let fork = network.fork_at(number, header.timestamp).to_string();
     let spec = spec_of(&fork).ok_or_else(|| format!("unknown fork {fork}"))?;
-    if spec.is_enabled_in(SpecId::OSAKA) && rlp.len() > MAX_RLP_BLOCK_SIZE {
-        return Err(format!("block RLP of {} bytes exceeds the EIP-7934 limit", rlp.len()));
+    if spec.is_enabled_in(SpecId::OSAKA) && encoded_len > MAX_RLP_BLOCK_SIZE {
+        return Err(format!("block RLP of {encoded_len} bytes exceeds the EIP-7934 limit"));
     }
     let params = blob_params(&fork, &chain.blob_schedule);
     validate_header(parent, parent_hash, header, network, spec, params.as_ref())?;

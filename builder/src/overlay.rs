@@ -5,7 +5,7 @@
 use alloy_primitives::{Address, B256, U256};
 use pseq_executor::{
     revm::{bytecode::Bytecode, database::DatabaseRef, state::AccountInfo},
-    AccountDiff, StateDiff, StateError,
+    StateDiff, StateError,
 };
 
 /// `base` with `diff` applied.
@@ -79,7 +79,7 @@ pub fn merge_diffs(lower: &StateDiff, upper: StateDiff) -> StateDiff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pseq_executor::{revm::primitives::KECCAK_EMPTY, AccountState};
+    use pseq_executor::{revm::primitives::KECCAK_EMPTY, AccountDiff, AccountState};
 
     fn account(balance: u64) -> Option<AccountState> {
         Some(AccountState { balance: U256::from(balance), nonce: 0, code_hash: KECCAK_EMPTY, code: None })

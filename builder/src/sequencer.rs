@@ -507,32 +507,22 @@ impl Sequencer {
 
     /// Validates, executes and commits a block built elsewhere (the Engine API's `newPayload`)
     /// on top of the head. Errors describe why the block is invalid.
-    pub fn import_block(&self, block: &Block<TxEnvelope>) -> Result<B256, BuildError> {
+    pub fn import_block(&self, block: Block<TxEnvelope>) -> Result<B256, BuildError> {
         let _guard = self.build_lock.lock();
-        let parent = self.head_header()?;
-        let parent_hash = self.storage.head().1;
-        let mut rlp = Vec::new();
-        alloy_rlp::Encodable::encode(block, &mut rlp);
+        let encoded_len = alloy_rlp::Encodable::length(&block);
         let options = ExecutionOptions::parallel(self.settings.threads);
-        let no_roots = |_: &pseq_executor::StateDiff| -> Result<B256, String> { Err("pre-Byzantium receipts are not supported here".into()) };
-        let executed = crate::import::execute_rlp_block(&parent, parent_hash, &self.storage.latest(), &rlp, &self.rules, &options, false, &no_roots)
-            .map_err(BuildError::Invalid)?;
-        let update = self.storage.prepare_state(&executed.output.state)?;
-        if update.state_root != block.header.state_root {
-            return Err(BuildError::Invalid(format!("state root {} != header {}", update.state_root, block.header.state_root)));
-        }
-        let committed = self.storage.commit_block(&executed.block, &executed.receipts, update)?;
+        let (executed, committed) =
+            crate::import::import_into_storage(&self.storage, block, encoded_len, &self.rules, &options, false).map_err(|e| match e {
+                crate::import::ImportError::Invalid(reason) => BuildError::Invalid(reason),
+                crate::import::ImportError::Storage(reason) => BuildError::Storage(reason),
+            })?;
         let senders: Vec<Address> = {
             use alloy_consensus::transaction::SignerRecoverable;
             executed.block.body.transactions.iter().filter_map(|tx| tx.recover_signer().ok()).collect()
         };
-        let mut unique = senders;
-        unique.sort_unstable();
-        unique.dedup();
-        let accounts: Vec<(Address, SenderAccount)> = unique.into_iter().filter_map(|a| self.sender_account(a).ok().map(|acc| (a, acc))).collect();
-        self.pool.lock().on_block(&accounts, next_base_fee(&executed.block.header));
+        self.after_commit(&executed.block.header, senders, &[]);
         let tx_hashes = executed.block.body.transactions.iter().map(|tx| *tx.tx_hash()).collect();
-        let new_block = Arc::new(NewBlock { header: executed.block.header.clone(), hash: committed.hash, tx_hashes, receipts: executed.receipts });
+        let new_block = Arc::new(NewBlock { header: executed.block.header, hash: committed.hash, tx_hashes, receipts: executed.receipts });
         self.metrics.head.store(new_block.header.number, Ordering::Relaxed);
         tracing::info!(number = new_block.header.number, txs = new_block.tx_hashes.len(), gas = new_block.header.gas_used, hash = %committed.hash, "imported block");
         let _ = self.events.send(new_block);

@@ -12,7 +12,7 @@
 
 use crate::{
     fork::{BlobScheduleEntry, Network},
-    import::{execute_rlp_block, ChainRules, ExecutedBlock},
+    import::{decode_block, execute_rlp_block, import_into_storage, ChainRules},
     report::{Counts, Progress},
     statetest::skip_reason,
     testfiles::json_files,
@@ -222,15 +222,8 @@ impl Chain {
                 Ok(())
             }
             Self::RocksDb { storage, .. } => {
-                let storage = &*storage;
-                let root_after = |diff: &pseq_executor::StateDiff| storage.prepare_state(diff).map(|u| u.state_root).map_err(|e| e.to_string());
-                let ExecutedBlock { block, output, receipts, .. } =
-                    execute_rlp_block(&parent, parent_hash, &storage.latest(), rlp, rules, &options.exec, options.compare, &root_after)?;
-                let update = storage.prepare_state(&output.state).map_err(|e| e.to_string())?;
-                if update.state_root != block.header.state_root {
-                    return Err(format!("state root {} != header {}", update.state_root, block.header.state_root));
-                }
-                storage.commit_block(&block, &receipts, update).map_err(|e| e.to_string())?;
+                let block = decode_block(rlp)?;
+                import_into_storage(storage, block, rlp.len(), rules, &options.exec, options.compare).map_err(|e| e.to_string())?;
                 Ok(())
             }
         }

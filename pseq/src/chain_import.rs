@@ -2,9 +2,9 @@
 //! validated (header, receipts, state root) before it is committed; a datadir's state root
 //! recomputed from scratch.
 
-use crate::import::{execute_rlp_block, split_rlp_blocks, ChainRules};
+use crate::import::{decode_block, import_into_storage, split_rlp_blocks, ChainRules};
 use pseq_config::ChainSpec;
-use pseq_executor::{ExecutionOptions, StateDiff};
+use pseq_executor::ExecutionOptions;
 use pseq_storage::{GenesisAccount, Storage, StorageOptions, VerifyReport};
 use std::{
     path::Path,
@@ -53,8 +53,7 @@ pub fn import(datadir: &Path, genesis: &Path, chain_file: &Path, exec: &Executio
     let started = Instant::now();
     let mut last_report = Instant::now();
     for (index, rlp) in blocks.iter().enumerate() {
-        let (head, head_hash) = storage.head();
-        let parent = storage.header(&head_hash).map_err(|e| e.to_string())?.ok_or("head header missing")?;
+        let (head, _) = storage.head();
         let number = peek_number(rlp).map_err(|e| format!("block {index} of the file: {e}"))?;
         if number <= head {
             let ours = storage.canonical_hash(number).map_err(|e| e.to_string())?;
@@ -65,14 +64,8 @@ pub fn import(datadir: &Path, genesis: &Path, chain_file: &Path, exec: &Executio
             }
             return Err(format!("block {number} differs from the datadir's; unwind first (the datadir's head is {head})"));
         }
-        let root_after = |diff: &StateDiff| storage.prepare_state(diff).map(|u| u.state_root).map_err(|e| e.to_string());
-        let executed = execute_rlp_block(&parent, head_hash, &storage.latest(), rlp, &rules, exec, false, &root_after)
-            .map_err(|e| format!("block {number}: {e}"))?;
-        let update = storage.prepare_state(&executed.output.state).map_err(|e| format!("block {number}: {e}"))?;
-        if update.state_root != executed.block.header.state_root {
-            return Err(format!("block {number}: state root {} != header {}", update.state_root, executed.block.header.state_root));
-        }
-        storage.commit_block(&executed.block, &executed.receipts, update).map_err(|e| format!("block {number}: {e}"))?;
+        let block = decode_block(rlp).map_err(|e| format!("block {number}: {e}"))?;
+        import_into_storage(&storage, block, rlp.len(), &rules, exec, false).map_err(|e| format!("block {number}: {e}"))?;
         summary.imported += 1;
         if last_report.elapsed() > Duration::from_secs(2) {
             tracing::info!(block = number, imported = summary.imported, total = blocks.len(), "importing");

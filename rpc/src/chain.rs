@@ -23,6 +23,14 @@ fn hash_param(params: jsonrpsee::types::Params<'_>) -> Result<B256> {
     text.parse().map_err(|_| invalid_params(format!("invalid argument 0: not a 32-byte hash: {text:?}")))
 }
 
+/// The EIP-2718 encoding of a mined transaction.
+fn mined_raw_transaction(ctx: &RpcContext, hash: B256) -> Result<Option<Bytes>> {
+    let storage = ctx.sequencer.storage();
+    let Some((number, index)) = storage.transaction_location(&hash).map_err(internal)? else { return Ok(None) };
+    let block = StoredBlock::load_number(storage, number).map_err(internal)?;
+    Ok(block.and_then(|b| b.raw_transaction(index as usize)).map(Bytes::from))
+}
+
 /// The canonical block `id` names, `None` when it does not exist.
 pub fn block_by_id(ctx: &RpcContext, id: BlockId) -> Result<Option<StoredBlock>> {
     let storage = ctx.sequencer.storage();
@@ -188,10 +196,7 @@ pub fn register(module: &mut RpcModule<RpcContext>) -> std::result::Result<(), j
         if let Some(entry) = ctx.sequencer.pool().lock().get(&hash) {
             return Ok::<_, ErrorObjectOwned>(Some(Bytes::from(entry.tx.envelope.encoded_2718())));
         }
-        let storage = ctx.sequencer.storage();
-        let Some((number, index)) = storage.transaction_location(&hash).map_err(internal)? else { return Ok(None) };
-        let block = StoredBlock::load_number(storage, number).map_err(internal)?;
-        Ok(block.and_then(|b| b.raw_transaction(index as usize)).map(Bytes::from))
+        mined_raw_transaction(ctx, hash)
     })?;
     module.register_method("eth_getTransactionReceipt", |params, ctx, _| {
         let hash = hash_param(params)?;
@@ -232,10 +237,7 @@ pub fn register(module: &mut RpcModule<RpcContext>) -> std::result::Result<(), j
     })?;
     module.register_method("debug_getRawTransaction", |params, ctx, _| {
         let hash = hash_param(params)?;
-        let storage = ctx.sequencer.storage();
-        let Some((number, index)) = storage.transaction_location(&hash).map_err(internal)? else { return Ok::<_, ErrorObjectOwned>(None) };
-        let block = StoredBlock::load_number(storage, number).map_err(internal)?;
-        Ok(block.and_then(|b| b.raw_transaction(index as usize)).map(Bytes::from))
+        mined_raw_transaction(ctx, hash)
     })?;
     Ok(())
 }

@@ -81,7 +81,7 @@ fn new_payload(ctx: &RpcContext, payload: ExecutionPayload, sidecar: ExecutionPa
             }
         }
     }
-    match ctx.sequencer.import_block(&block) {
+    match ctx.sequencer.import_block(block) {
         Ok(hash) => Ok(PayloadStatus::new(PayloadStatusEnum::Valid, Some(hash))),
         Err(pseq_builder::BuildError::Invalid(reason)) => Ok(PayloadStatus::new(PayloadStatusEnum::Invalid { validation_error: reason }, Some(parent_hash))),
         Err(e) => Err(internal(e)),

@@ -38,7 +38,7 @@ fn fee_history(ctx: &RpcContext, count: u64, newest: BlockNumberOrTag, percentil
             let mut tips: Vec<(u128, u64)> = Vec::new();
             let mut previous = 0;
             for (tx, receipt) in block.body.transactions.iter().zip(&receipts) {
-                let used = receipt.cumulative_gas_used() - previous;
+                let used = receipt.cumulative_gas_used().saturating_sub(previous);
                 previous = receipt.cumulative_gas_used();
                 tips.push((tx.effective_tip_per_gas(header.base_fee_per_gas.unwrap_or_default()).unwrap_or_default(), used));
             }
