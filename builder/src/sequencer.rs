@@ -85,7 +85,8 @@ pub struct BuiltBlock {
 }
 
 /// What a consensus client asks a block to be built with (`forkchoiceUpdated` attributes, with
-/// the OP-stack extension `noTxPool`).
+/// the OP-stack extensions `transactions`, `noTxPool` and `gasLimit`, and `testing_buildBlockV1`'s
+/// extra data).
 #[derive(Debug, Clone, Default)]
 pub struct PayloadAttributes {
     /// Timestamp of the block.
@@ -100,6 +101,26 @@ pub struct PayloadAttributes {
     pub parent_beacon_block_root: Option<B256>,
     /// Build without pool transactions.
     pub no_tx_pool: bool,
+    /// Transactions the block must start with, in this order (OP deposits, `testing_buildBlockV1`);
+    /// if one of them is invalid the build fails.
+    pub transactions: Vec<Arc<PooledTx>>,
+    /// Gas limit of the block; by default it moves from the parent's towards the configured one
+    /// by at most 1/1024 (geth's `CalcGasLimit`).
+    pub gas_limit: Option<u64>,
+    /// Extra data of the header, instead of the configured one.
+    pub extra_data: Option<Bytes>,
+}
+
+/// geth's `CalcGasLimit`: the parent's gas limit moved towards `desired` by less than 1/1024 of
+/// it (the most a valid header may move), never below the protocol minimum of 5,000.
+pub fn next_gas_limit(parent: u64, desired: u64) -> u64 {
+    let delta = (parent / 1024).saturating_sub(1);
+    let desired = desired.max(5_000);
+    if parent < desired {
+        parent.saturating_add(delta).min(desired)
+    } else {
+        parent.saturating_sub(delta).max(desired)
+    }
 }
 
 /// A block built and executed, its state update prepared, not yet committed.
@@ -121,6 +142,9 @@ pub struct Assembled {
     pub requests: Option<alloy_eips::eip7685::Requests>,
     /// What the fee recipient earns in tips.
     pub block_value: alloy_primitives::U256,
+    /// Blob sidecars of the included blob transactions, in block order (for the payload's blobs
+    /// bundle).
+    pub sidecars: Vec<Arc<alloy_eips::eip7594::BlobTransactionSidecarVariant>>,
     /// Where the time went so far.
     pub timings: BuildTimings,
     started: Instant,
@@ -166,7 +190,7 @@ impl Sequencer {
         let next_spec = rules.fork(head.number + 1, now_secs().max(head.timestamp + 1)).map_err(BuildError::Chain)?.1;
         let mut validation = ValidationConfig::new(spec.chain_id, next_spec);
         validation.block_gas_limit = settings.gas_limit;
-        validation.blobs_enabled = false;
+        validation.blobs_enabled = next_spec.is_enabled_in(SpecId::CANCUN);
         let base_fee = next_base_fee(&head);
         let mut pool_config = PoolConfig::new(validation);
         // reth's 10,000-transaction sub-pools hold less than one block of a high-gas-limit chain:
@@ -363,19 +387,29 @@ impl Sequencer {
         let (fork, spec) = self.rules.fork(number, timestamp).map_err(BuildError::Chain)?;
         let params = self.rules.blob_params(&fork);
 
-        // Choose: best tip first, while the gas limits fit the block.
-        let mut chosen: Vec<Arc<PooledTx>> = Vec::new();
+        let engine = attributes.filter(|a| a.timestamp != 0);
+        let gas_limit = match engine {
+            Some(a) => a.gas_limit.unwrap_or_else(|| next_gas_limit(parent.gas_limit, self.settings.gas_limit)),
+            None => self.settings.gas_limit,
+        };
+        // Forced transactions first, then the pool's best tip first while the gas limits and the
+        // blob budget fit the block.
+        let forced: &[Arc<PooledTx>] = attributes.map_or(&[], |a| &a.transactions);
+        let mut chosen: Vec<Arc<PooledTx>> = forced.to_vec();
+        let blob_count = |tx: &PooledTx| alloy_consensus::Transaction::blob_versioned_hashes(&tx.envelope).map_or(0, |h| h.len() as u64);
+        let mut gas_left = gas_limit.saturating_sub(chosen.iter().map(|tx| tx.gas_limit()).sum());
+        let mut blobs_left = params.map_or(0, |p| p.max_blob_count).saturating_sub(chosen.iter().map(|tx| blob_count(tx)).sum());
         if attributes.is_none_or(|a| !a.no_tx_pool) {
             let pool = self.pool.lock();
             let mut best = pool.best_transactions();
-            let mut gas_left = self.settings.gas_limit;
             while gas_left >= 21_000 {
                 let Some(tx) = best.next() else { break };
-                if tx.gas_limit() > gas_left {
+                if tx.gas_limit() > gas_left || blob_count(&tx) > blobs_left || chosen.iter().any(|c| c.hash == tx.hash) {
                     best.mark_invalid(&tx);
                     continue;
                 }
                 gas_left -= tx.gas_limit();
+                blobs_left -= blob_count(&tx);
                 chosen.push(tx);
             }
         }
@@ -385,12 +419,12 @@ impl Sequencer {
         let mut header = Header {
             parent_hash,
             ommers_hash: EMPTY_OMMER_ROOT_HASH,
-            beneficiary: attributes.filter(|a| a.timestamp != 0).map_or(self.settings.coinbase, |a| a.fee_recipient),
+            beneficiary: engine.map_or(self.settings.coinbase, |a| a.fee_recipient),
             number,
-            gas_limit: self.settings.gas_limit,
+            gas_limit,
             timestamp,
-            extra_data: self.settings.extra_data.clone(),
-            mix_hash: attributes.filter(|a| a.timestamp != 0).map_or(parent.mix_hash, |a| a.prev_randao),
+            extra_data: attributes.and_then(|a| a.extra_data.clone()).unwrap_or_else(|| self.settings.extra_data.clone()),
+            mix_hash: engine.map_or(parent.mix_hash, |a| a.prev_randao),
             base_fee_per_gas: spec.is_enabled_in(SpecId::LONDON).then(|| next_base_fee(&parent)),
             withdrawals_root: spec.is_enabled_in(SpecId::SHANGHAI).then(|| match attributes {
                 Some(a) => proofs::calculate_withdrawals_root(&a.withdrawals),
@@ -426,6 +460,11 @@ impl Sequencer {
             output.state = crate::overlay::merge_diffs(diff, std::mem::take(&mut output.state));
         }
         let execute = execute_started.elapsed();
+        // A forced transaction that cannot be applied fails the build (geth's testing_buildBlockV1
+        // and op-geth's deposits do the same).
+        if let Some((_, why)) = output.skipped.iter().find(|(i, _)| *i < forced.len()) {
+            return Err(BuildError::Invalid(why.clone()));
+        }
 
         let included: Vec<TxEnvelope> = output.included.iter().map(|&i| chosen[i].envelope.clone()).collect();
         header.transactions_root = proofs::calculate_transaction_root(&included);
@@ -456,6 +495,7 @@ impl Sequencer {
             withdrawals: header.withdrawals_root.map(|_| attributes.map_or_else(Default::default, |a| a.withdrawals.clone().into())),
         };
         let senders = chosen.iter().map(|tx| tx.sender).collect();
+        let sidecars = output.included.iter().filter_map(|&i| chosen[i].sidecar.clone()).collect();
         Ok(Assembled {
             block: Block { header, body },
             receipts: output.receipts,
@@ -465,6 +505,7 @@ impl Sequencer {
             skipped,
             requests: output.requests,
             block_value,
+            sidecars,
             timings: BuildTimings { select, execute, state_root, commit: Duration::ZERO },
             started,
         })

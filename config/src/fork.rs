@@ -149,6 +149,11 @@ impl Network {
         Ok(Self { forks, dao_block, london_block: config.london_block.filter(|n| *n > 0) })
     }
 
+    /// Every fork with its activation, in activation order (Frontier first).
+    pub fn forks(&self) -> &[(String, Activation)] {
+        &self.forks
+    }
+
     /// The fork name active for a block.
     pub fn fork_at(&self, number: u64, timestamp: u64) -> &str {
         self.forks.iter().rev().find(|(_, a)| a.active(number, timestamp)).map(|(name, _)| name.as_str()).unwrap_or("Frontier")

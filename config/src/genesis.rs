@@ -1,7 +1,10 @@
 //! Chain specs from geth-format `genesis.json` files: the fork schedule, blob schedule, deposit
 //! contract, the genesis allocation and the genesis header built from them.
 
-use crate::fork::{spec_of, BlobScheduleEntry, Network};
+use crate::{
+    fork::{spec_of, BlobScheduleEntry, Network},
+    fork_id::ForkPoints,
+};
 use alloy_consensus::{constants::EMPTY_WITHDRAWALS, Header, EMPTY_OMMER_ROOT_HASH};
 use alloy_eips::eip7685::EMPTY_REQUESTS_HASH;
 use alloy_genesis::Genesis;
@@ -41,6 +44,8 @@ pub struct ChainSpec {
     pub alloc: Vec<(Address, AllocAccount)>,
     /// Block 0.
     pub genesis_header: Header,
+    /// Fork transition points (EIP-2124 fork ids, `eth_config`).
+    pub fork_points: ForkPoints,
 }
 
 impl ChainSpec {
@@ -95,6 +100,7 @@ impl ChainSpec {
             deposit_contract: genesis.config.deposit_contract_address,
             alloc,
             genesis_header,
+            fork_points: ForkPoints::from_chain_config(&genesis.config, genesis.timestamp),
         })
     }
 

@@ -8,9 +8,11 @@
 
 pub mod dev;
 pub mod fork;
+pub mod fork_id;
 pub mod genesis;
 pub mod node;
 
+pub use fork_id::ForkPoints;
 pub use fork::{Activation, BlobScheduleEntry, Network};
 pub use genesis::{AllocAccount, ChainSpec};
 pub use node::{MiningMode, NodeConfig};

@@ -28,6 +28,8 @@ pub struct ValidationConfig {
     pub min_fee_cap: u128,
     /// Whether EIP-4844 blob transactions are accepted (L1-style chains only).
     pub blobs_enabled: bool,
+    /// Most blobs one transaction may carry (EIP-7594 caps it at 6 from Osaka on).
+    pub max_blobs_per_tx: usize,
     /// How far above the account nonce a transaction may be (a gap this large is refused).
     pub max_nonce_gap: u64,
 }
@@ -42,6 +44,7 @@ impl ValidationConfig {
             max_tx_bytes: DEFAULT_MAX_TX_BYTES,
             min_fee_cap: MIN_PROTOCOL_BASE_FEE,
             blobs_enabled: true,
+            max_blobs_per_tx: 6,
             max_nonce_gap: 1 << 16,
         }
     }

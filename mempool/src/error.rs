@@ -75,6 +75,20 @@ pub enum PoolError {
     /// A blob transaction without blob hashes.
     #[error("blob transaction missing blob hashes")]
     BlobMissingHashes,
+    /// A blob transaction sent without its blobs (its canonical, block form).
+    #[error("missing sidecar in blob transaction")]
+    BlobMissingSidecar,
+    /// More blobs than one transaction may carry.
+    #[error("too many blobs in transaction: have {have}, permitted {max}")]
+    TooManyBlobs {
+        /// Blobs in the transaction.
+        have: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The sidecar does not match the transaction or its proofs do not verify.
+    #[error("invalid blob sidecar: {0}")]
+    BlobSidecar(String),
     /// The blob fee cap is below the current blob base fee.
     #[error("max fee per blob gas less than block blob gas fee")]
     BlobFeeCapTooLow,

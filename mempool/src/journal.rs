@@ -1,4 +1,5 @@
-//! The pool's journal: every pooled transaction (EIP-2718 bytes and whether it is local) written
+//! The pool's journal: every pooled transaction (EIP-2718 bytes, blob transactions with their
+//! sidecars, and whether it is local) written
 //! to a file in the datadir on shutdown and periodically, read back on start and re-admitted
 //! through the normal checks against the new head (mined or now-invalid transactions drop out).
 //!
@@ -7,7 +8,6 @@
 //! crash mid-write leaves the previous journal whole.
 
 use crate::{pool::Pool, validate::recover, PoolError, SenderAccount};
-use alloy_eips::eip2718::Encodable2718;
 use alloy_primitives::{Address, Bytes};
 use std::{io::Write, path::Path};
 
@@ -51,7 +51,7 @@ pub fn save(pool: &Pool, path: &Path) -> Result<usize, JournalError> {
     let mut count = 0;
     for txs in pool.content().values() {
         for entry in txs.values() {
-            let raw = entry.tx.envelope.encoded_2718();
+            let raw = entry.tx.network_encoding();
             out.push(u8::from(entry.local));
             out.extend_from_slice(&(raw.len() as u32).to_be_bytes());
             out.extend_from_slice(&raw);

@@ -19,4 +19,4 @@ pub use config::ValidationConfig;
 pub use error::PoolError;
 pub use pool::{Added, BestTransactions, Pool, PoolConfig, PoolEntry, PoolStatus, SubPool, SubPoolLimit};
 pub use tx::PooledTx;
-pub use validate::{check_stateful, check_stateless, decode, recover, recover_batch, SenderAccount};
+pub use validate::{check_stateful, check_stateless, decode, decode_pooled, recover, recover_batch, SenderAccount};

@@ -209,11 +209,11 @@ impl Pool {
         }
         let id = self.next_id;
         self.next_id += 1;
-        let bytes = tx.encoded_len;
+        let bytes = tx.pooled_size();
         let entry = PoolEntry { tx: Arc::new(tx), sub_pool: SubPool::Queued, local, id, added: Instant::now() };
         if let Some(old) = sender.txs.insert(nonce, entry) {
             let size = &mut self.sizes[slot(old.sub_pool)];
-            *size = (size.0 - 1, size.1 - old.tx.encoded_len);
+            *size = (size.0 - 1, size.1 - old.tx.pooled_size());
         }
         let size = &mut self.sizes[slot(SubPool::Queued)];
         *size = (size.0 + 1, size.1 + bytes);
@@ -256,7 +256,7 @@ impl Pool {
 
     fn uncount(&mut self, entry: &PoolEntry) {
         let size = &mut self.sizes[slot(entry.sub_pool)];
-        *size = (size.0 - 1, size.1 - entry.tx.encoded_len);
+        *size = (size.0 - 1, size.1 - entry.tx.pooled_size());
     }
 
     /// A block was committed: the senders' accounts are now `accounts` (transactions below the
@@ -273,7 +273,7 @@ impl Pool {
                     self.by_hash.remove(&entry.tx.hash);
                     removed.push(entry.tx.hash);
                     let size = &mut self.sizes[slot(entry.sub_pool)];
-                    *size = (size.0 - 1, size.1 - entry.tx.encoded_len);
+                    *size = (size.0 - 1, size.1 - entry.tx.pooled_size());
                 }
             }
         }
@@ -383,7 +383,7 @@ impl Pool {
                 newly_pending.push(entry.tx.hash);
             }
             if class != entry.sub_pool {
-                let bytes = entry.tx.encoded_len;
+                let bytes = entry.tx.pooled_size();
                 let from = &mut self.sizes[slot(entry.sub_pool)];
                 *from = (from.0 - 1, from.1 - bytes);
                 let to = &mut self.sizes[slot(class)];

@@ -1,9 +1,13 @@
 //! [`PooledTx`]: a decoded, sender-recovered transaction with the numbers the pool orders and
 //! checks by.
 
-use alloy_consensus::{Transaction, TxEnvelope};
-use alloy_eips::eip2718::{Encodable2718, Typed2718};
-use alloy_primitives::{Address, B256, U256};
+use alloy_consensus::{EthereumTxEnvelope, Signed, Transaction, TxEip4844WithSidecar, TxEnvelope};
+use alloy_eips::{
+    eip2718::{Encodable2718, Typed2718},
+    eip7594::BlobTransactionSidecarVariant,
+};
+use alloy_primitives::{Address, Bytes, B256, U256};
+use std::sync::Arc;
 
 /// A transaction the pool can hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,8 +18,11 @@ pub struct PooledTx {
     pub hash: B256,
     /// The recovered sender.
     pub sender: Address,
-    /// Length of its EIP-2718 encoding.
+    /// Length of its EIP-2718 encoding (without a blob sidecar).
     pub encoded_len: usize,
+    /// The blobs, commitments and proofs of a blob transaction (EIP-4844 or EIP-7594 form), as
+    /// submitted; not part of the transaction's hash or of the block.
+    pub sidecar: Option<Arc<BlobTransactionSidecarVariant>>,
     /// [`Self::max_cost`], computed once (admission and every re-classification read it).
     cost: Option<U256>,
 }
@@ -26,7 +33,32 @@ impl PooledTx {
         let hash = *envelope.tx_hash();
         let encoded_len = envelope.encode_2718_len();
         let cost = Self::cost_of(&envelope);
-        Self { envelope, hash, sender, encoded_len, cost }
+        Self { envelope, hash, sender, encoded_len, cost, sidecar: None }
+    }
+
+    /// Attaches a blob transaction's sidecar.
+    pub fn with_sidecar(mut self, sidecar: BlobTransactionSidecarVariant) -> Self {
+        self.sidecar = Some(Arc::new(sidecar));
+        self
+    }
+
+    /// The encoding `eth_sendRawTransaction` takes: EIP-2718, with a blob transaction's sidecar
+    /// in the network form (`0x03 ‖ rlp([tx, (version,) blobs, commitments, proofs])`).
+    pub fn network_encoding(&self) -> Bytes {
+        match (&self.envelope, &self.sidecar) {
+            (TxEnvelope::Eip4844(signed), Some(sidecar)) => {
+                let with_sidecar = TxEip4844WithSidecar { tx: signed.tx().tx().clone(), sidecar: (**sidecar).clone() };
+                let pooled: EthereumTxEnvelope<TxEip4844WithSidecar<BlobTransactionSidecarVariant>> =
+                    Signed::new_unchecked(with_sidecar, *signed.signature(), *signed.hash()).into();
+                pooled.encoded_2718().into()
+            }
+            _ => self.envelope.encoded_2718().into(),
+        }
+    }
+
+    /// Bytes the transaction takes in the pool, its sidecar included.
+    pub fn pooled_size(&self) -> usize {
+        self.encoded_len + self.sidecar.as_ref().map_or(0, |s| s.size())
     }
 
     /// Nonce.
@@ -80,3 +112,4 @@ impl PooledTx {
         Some(self.max_priority_fee_per_gas().map_or(headroom, |tip| tip.min(headroom)))
     }
 }
+

@@ -140,9 +140,12 @@ fn types_the_fork_or_chain_does_not_have() {
     let mut no_blobs = config();
     no_blobs.blobs_enabled = false;
     assert_eq!(admit(&envelope, &no_blobs).unwrap_err(), PoolError::TxTypeNotSupported);
-    admit(&envelope, &config()).unwrap();
+    // Over RPC a blob transaction must come with its sidecar (tests/blobs.rs has the rest).
+    assert_eq!(admit(&envelope, &config()).unwrap_err(), PoolError::BlobMissingSidecar);
+    check_stateless(&PooledTx::new(envelope, signer().address()), &config()).unwrap();
     let (empty, sig) = sign(TxEip4844Variant::TxEip4844(TxEip4844 { blob_versioned_hashes: vec![], ..blob }));
-    assert_eq!(admit(&TxEnvelope::Eip4844(empty.into_signed(sig)), &config()).unwrap_err(), PoolError::BlobMissingHashes);
+    let empty = PooledTx::new(TxEnvelope::Eip4844(empty.into_signed(sig)), signer().address());
+    assert_eq!(check_stateless(&empty, &config()).unwrap_err(), PoolError::BlobMissingHashes);
 }
 
 #[test]

@@ -156,7 +156,7 @@ fn chain_spec(fixture: &Fixture) -> Result<ChainSpec, String> {
     if genesis_header.hash_slow() != fixture.genesis_block_header.hash {
         return Err(format!("genesis header hashes to {}, fixture says {}", genesis_header.hash_slow(), fixture.genesis_block_header.hash));
     }
-    Ok(ChainSpec { chain_id, network, blob_schedule, deposit_contract: None, alloc, genesis_header })
+    Ok(ChainSpec { chain_id, network, blob_schedule, deposit_contract: None, alloc, genesis_header, fork_points: Default::default() })
 }
 
 async fn run_test(fixture: &Fixture, options: &EngineTestOptions) -> Result<(), String> {

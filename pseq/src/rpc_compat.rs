@@ -25,6 +25,9 @@ use std::{
     time::Duration,
 };
 
+/// geth's default block gas limit target (`--miner.gaslimit`).
+const GETH_DEFAULT_GAS_CEIL: u64 = 60_000_000;
+
 /// POSTs a JSON body and returns the response body.
 fn post(addr: SocketAddr, authorization: Option<&str>, body: &str) -> Result<String, String> {
     let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
@@ -109,8 +112,9 @@ pub fn run(tests_dir: &Path) -> Result<Counts, String> {
     import(dir.path(), &genesis, &tests_dir.join("chain.rlp"), &ExecutionOptions::parallel(2))?;
     let spec = read_genesis(&genesis)?;
     let storage = Arc::new(open_datadir(dir.path(), &spec)?);
-    let head = storage.header_by_number(storage.head().0).map_err(|e| e.to_string())?.ok_or("head header missing")?;
-    let settings = BuilderSettings { gas_limit: head.gas_limit, threads: 2, ..Default::default() };
+    // Built blocks move the parent's gas limit towards the configured one; configure geth's
+    // default (`--miner.gaslimit` 60M), which the fixtures' expected blocks were built with.
+    let settings = BuilderSettings { gas_limit: GETH_DEFAULT_GAS_CEIL, threads: 2, ..Default::default() };
     let sequencer = Arc::new(Sequencer::new(storage, spec, settings).map_err(|e| e.to_string())?);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| e.to_string())?;
     let secret = JwtSecret::random();

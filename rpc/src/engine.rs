@@ -3,11 +3,13 @@
 //! the parallel executor and committed when it extends the head) and
 //! `engine_forkchoiceUpdatedV1`-`V3` (moves the head; an ancestor of the head unwinds storage to
 //! it; with payload attributes it builds a block on the new head from the pool and returns its
-//! payload id), `engine_getPayloadV1`-`V5` (the built block; a `newPayload` of it then commits the
-//! prepared state without executing again).
+//! payload id), `engine_getPayloadV1`-`V5` (the built block with its blobs bundle; a `newPayload`
+//! of it then commits the prepared state without executing again),
+//! `engine_getPayloadBodiesByHashV1`/`ByRangeV1`; and `testing_buildBlockV1` for the public port.
 
 use crate::{context::RpcContext, error::internal};
 use alloy_consensus::{Block, TxEnvelope};
+use alloy_eips::eip7594::BlobTransactionSidecarVariant;
 use alloy_primitives::{Bytes, B256};
 use alloy_rpc_types_engine::{
     CancunPayloadFields, ExecutionPayload, ExecutionPayloadInputV2, ExecutionPayloadSidecar, ExecutionPayloadV1, ExecutionPayloadV3,
@@ -34,6 +36,8 @@ pub const CAPABILITIES: &[&str] = &[
     "engine_getPayloadV3",
     "engine_getPayloadV4",
     "engine_getPayloadV5",
+    "engine_getPayloadBodiesByHashV1",
+    "engine_getPayloadBodiesByRangeV1",
 ];
 
 /// Built payloads kept for `getPayload`.
@@ -121,20 +125,46 @@ fn forkchoice_updated(ctx: &RpcContext, state: ForkchoiceState, attributes: Opti
     Ok(ForkchoiceUpdated::new(status).with_payload_id(alloy_rpc_types_engine::PayloadId(id)))
 }
 
-fn build_payload(ctx: &RpcContext, attributes: &Value) -> Result<alloy_primitives::B64> {
-    let parsed: alloy_rpc_types_engine::PayloadAttributes =
-        serde_json::from_value(attributes.clone()).map_err(|e| engine_error(-38003, &format!("Invalid payload attributes: {e}")))?;
-    if attributes.get("transactions").and_then(Value::as_array).is_some_and(|t| !t.is_empty()) {
-        return Err(engine_error(-38003, "Invalid payload attributes: forced transactions are not supported yet"));
-    }
-    let request = pseq_builder::PayloadAttributes {
+/// Reads payload attributes (V1-V3, with the OP-stack `transactions`, `noTxPool` and `gasLimit`).
+fn parse_attributes(attributes: &Value) -> Result<pseq_builder::PayloadAttributes> {
+    let bad = |e: String| engine_error(-38003, &format!("Invalid payload attributes: {e}"));
+    let parsed: alloy_rpc_types_engine::PayloadAttributes = serde_json::from_value(attributes.clone()).map_err(|e| bad(e.to_string()))?;
+    let raw_transactions: Vec<Bytes> = match attributes.get("transactions") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(list) => serde_json::from_value(list.clone()).map_err(|e| bad(format!("transactions: {e}")))?,
+    };
+    let gas_limit = match attributes.get("gasLimit") {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(serde_json::from_value::<alloy_primitives::U64>(value.clone()).map_err(|e| bad(format!("gasLimit: {e}")))?.to()),
+    };
+    Ok(pseq_builder::PayloadAttributes {
         timestamp: parsed.timestamp,
         prev_randao: parsed.prev_randao,
         fee_recipient: parsed.suggested_fee_recipient,
         withdrawals: parsed.withdrawals.unwrap_or_default(),
         parent_beacon_block_root: parsed.parent_beacon_block_root,
         no_tx_pool: attributes.get("noTxPool").and_then(Value::as_bool).unwrap_or(false),
-    };
+        transactions: decode_forced(&raw_transactions).map_err(bad)?,
+        gas_limit,
+        extra_data: None,
+    })
+}
+
+/// Decodes transactions a block must carry (canonical EIP-2718 form, senders recovered).
+fn decode_forced(raws: &[Bytes]) -> std::result::Result<Vec<std::sync::Arc<pseq_mempool::PooledTx>>, String> {
+    raws.iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            let mut buf = raw.as_ref();
+            let tx = <TxEnvelope as alloy_eips::eip2718::Decodable2718>::decode_2718(&mut buf).map_err(|e| format!("transaction {i}: {e}"))?;
+            let sender = alloy_consensus::transaction::SignerRecoverable::recover_signer(&tx).map_err(|_| format!("transaction {i}: invalid sender"))?;
+            Ok(std::sync::Arc::new(pseq_mempool::PooledTx::new(tx, sender)))
+        })
+        .collect()
+}
+
+fn build_payload(ctx: &RpcContext, attributes: &Value) -> Result<alloy_primitives::B64> {
+    let request = parse_attributes(attributes)?;
     let assembled = ctx.sequencer.build_payload(&request).map_err(|e| engine_error(-38003, &format!("Invalid payload attributes: {e}")))?;
     let hash = assembled.block.header.hash_slow();
     let digest = alloy_primitives::keccak256([hash.as_slice(), attributes.to_string().as_bytes()].concat());
@@ -148,29 +178,118 @@ fn build_payload(ctx: &RpcContext, attributes: &Value) -> Result<alloy_primitive
     Ok(id)
 }
 
+/// The blobs bundle of a payload: V1 (one KZG proof per blob) for `getPayloadV3`/`V4`, V2 (cell
+/// proofs) for `V5`; legacy sidecars are converted to cell proofs where V2 is asked for.
+fn blobs_bundle(sidecars: &[std::sync::Arc<BlobTransactionSidecarVariant>], cell_proofs: bool) -> Result<Value> {
+    let (mut commitments, mut proofs, mut blobs) = (Vec::new(), Vec::new(), Vec::new());
+    for sidecar in sidecars {
+        match (sidecar.as_ref(), cell_proofs) {
+            (BlobTransactionSidecarVariant::Eip4844(s), false) => {
+                commitments.extend(s.commitments.iter().copied());
+                proofs.extend(s.proofs.iter().copied());
+                blobs.extend(s.blobs.iter().copied());
+            }
+            (BlobTransactionSidecarVariant::Eip7594(s), true) => {
+                commitments.extend(s.commitments.iter().copied());
+                proofs.extend(s.cell_proofs.iter().copied());
+                blobs.extend(s.blobs.iter().copied());
+            }
+            (BlobTransactionSidecarVariant::Eip4844(s), true) => {
+                let converted = s.clone().try_into_7594(alloy_eips::eip4844::env_settings::EnvKzgSettings::Default.get()).map_err(internal)?;
+                commitments.extend(converted.commitments.iter().copied());
+                proofs.extend(converted.cell_proofs.iter().copied());
+                blobs.extend(converted.blobs.iter().copied());
+            }
+            (BlobTransactionSidecarVariant::Eip7594(_), false) => return Err(engine_error(-38005, "Unsupported fork")),
+        }
+    }
+    Ok(json!({ "commitments": commitments, "proofs": proofs, "blobs": blobs }))
+}
+
+/// A built block in the shape of `engine_getPayloadV<version>`.
+fn payload_response(assembled: &pseq_builder::Assembled, version: u8) -> Result<Value> {
+    let block = &assembled.block;
+    let block_value = assembled.block_value;
+    let hash = block.header.hash_slow();
+    let v3 = ExecutionPayloadV3::from_block_unchecked(hash, block);
+    Ok(match version {
+        1 => serde_json::to_value(&v3.payload_inner.payload_inner).map_err(internal)?,
+        2 => json!({ "executionPayload": v3.payload_inner, "blockValue": block_value }),
+        3 => json!({ "executionPayload": v3, "blockValue": block_value, "blobsBundle": blobs_bundle(&assembled.sidecars, false)?, "shouldOverrideBuilder": false }),
+        _ => {
+            // EIP-7685: requests with empty data are left out of the list.
+            let requests: Vec<Bytes> = assembled.requests.clone().unwrap_or_default().take().into_iter().filter(|r| r.len() > 1).collect();
+            let bundle = blobs_bundle(&assembled.sidecars, version >= 5)?;
+            json!({ "executionPayload": v3, "blockValue": block_value, "blobsBundle": bundle, "shouldOverrideBuilder": false, "executionRequests": requests })
+        }
+    })
+}
+
 /// `engine_getPayloadV<version>`: the built block in that version's shape.
 fn get_payload(ctx: &RpcContext, id: alloy_primitives::B64, version: u8) -> Result<Value> {
     let slot = ctx.payloads.lock().iter().find(|(other, _, _)| *other == id).map(|(_, p, _)| p.clone());
     let slot = slot.ok_or_else(|| engine_error(-38001, "Unknown payload"))?;
     let guard = slot.lock();
     // Committed already (its newPayload came back): the block is in storage.
-    let (block, block_value, requests) = match guard.as_ref() {
-        Some(a) => (a.block.clone(), a.block_value, a.requests.clone().unwrap_or_default()),
-        None => return Err(engine_error(-38001, "Unknown payload")),
+    let assembled = guard.as_ref().ok_or_else(|| engine_error(-38001, "Unknown payload"))?;
+    payload_response(assembled, version)
+}
+
+/// `engine_getPayloadBodiesByHashV1` / `ByRangeV1`: transactions and withdrawals of stored
+/// blocks, `null` for those unknown.
+fn payload_body(ctx: &RpcContext, hash: B256) -> Result<Value> {
+    let Some(body) = ctx.sequencer.storage().body(&hash).map_err(internal)? else { return Ok(Value::Null) };
+    let transactions: Vec<Bytes> = body.transactions.iter().map(|tx| alloy_eips::eip2718::Encodable2718::encoded_2718(tx).into()).collect();
+    Ok(json!({ "transactions": transactions, "withdrawals": body.withdrawals }))
+}
+
+/// Most bodies one request may ask for (the spec asks for at least 32).
+const MAX_BODIES: u64 = 1024;
+
+/// `testing_buildBlockV1(parentHash, attributes, transactions | null, extraData)`: builds a block
+/// on the head without committing it and returns it as `getPayload` of its fork would. With a
+/// transaction list the block holds exactly those (all must apply); with `null`, the pool's best.
+fn testing_build_block(ctx: &RpcContext, parent: B256, attributes: &Value, transactions: Option<Vec<Bytes>>, extra_data: Option<Bytes>) -> Result<Value> {
+    let head = ctx.sequencer.storage().head().1;
+    if parent != head {
+        return Err(crate::error::server(format!("parent {parent} is not the head {head}")));
+    }
+    let mut request = parse_attributes(attributes)?;
+    if let Some(raws) = transactions {
+        request.transactions = decode_forced(&raws).map_err(crate::error::server)?;
+        request.no_tx_pool = true;
+    }
+    request.extra_data = extra_data;
+    let assembled = ctx.sequencer.build_payload(&request).map_err(|e| match e {
+        pseq_builder::BuildError::Invalid(why) => crate::error::server(why),
+        other => internal(other),
+    })?;
+    let header = &assembled.block.header;
+    let spec = ctx.sequencer.rules().fork(header.number, header.timestamp).map_err(internal)?.1;
+    use pseq_executor::revm::primitives::hardfork::SpecId;
+    let version = if spec.is_enabled_in(SpecId::OSAKA) {
+        5
+    } else if spec.is_enabled_in(SpecId::PRAGUE) {
+        4
+    } else if spec.is_enabled_in(SpecId::CANCUN) {
+        3
+    } else {
+        2
     };
-    drop(guard);
-    let hash = block.header.hash_slow();
-    let v3 = ExecutionPayloadV3::from_block_unchecked(hash, &block);
-    let empty_bundle = json!({ "commitments": [], "proofs": [], "blobs": [] });
-    Ok(match version {
-        1 => serde_json::to_value(&v3.payload_inner.payload_inner).map_err(internal)?,
-        2 => json!({ "executionPayload": v3.payload_inner, "blockValue": block_value }),
-        3 => json!({ "executionPayload": v3, "blockValue": block_value, "blobsBundle": empty_bundle, "shouldOverrideBuilder": false }),
-        _ => {
-            let requests: Vec<Bytes> = requests.take();
-            json!({ "executionPayload": v3, "blockValue": block_value, "blobsBundle": empty_bundle, "shouldOverrideBuilder": false, "executionRequests": requests })
-        }
-    })
+    payload_response(&assembled, version)
+}
+
+/// Registers `testing_buildBlockV1` (on the public port: it commits nothing).
+pub fn register_testing(module: &mut RpcModule<RpcContext>) -> std::result::Result<(), jsonrpsee::core::RegisterMethodError> {
+    module.register_blocking_method("testing_buildBlockV1", |params, ctx, _| {
+        let mut seq = params.sequence();
+        let parent: B256 = seq.next()?;
+        let attributes: Value = seq.next()?;
+        let transactions: Option<Vec<Bytes>> = seq.optional_next()?;
+        let extra_data: Option<Bytes> = seq.optional_next()?;
+        testing_build_block(&ctx, parent, &attributes, transactions, extra_data)
+    })?;
+    Ok(())
 }
 
 /// Registers the Engine API.
@@ -212,6 +331,37 @@ pub fn register(module: &mut RpcModule<RpcContext>) -> std::result::Result<(), j
             get_payload(ctx, id, version)
         })?;
     }
+    module.register_method("engine_getPayloadBodiesByHashV1", |params, ctx, _| {
+        let hashes: Vec<B256> = params.one()?;
+        if hashes.len() as u64 > MAX_BODIES {
+            return Err(engine_error(-38004, "Too large request"));
+        }
+        hashes.into_iter().map(|hash| payload_body(ctx, hash)).collect::<Result<Vec<Value>>>()
+    })?;
+    module.register_method("engine_getPayloadBodiesByRangeV1", |params, ctx, _| {
+        let mut seq = params.sequence();
+        let start: alloy_primitives::U64 = seq.next()?;
+        let count: alloy_primitives::U64 = seq.next()?;
+        let (start, count) = (start.to::<u64>(), count.to::<u64>());
+        if start < 1 || count < 1 {
+            return Err(ErrorObjectOwned::owned(-32602, "Invalid params: start and count must be at least 1", None::<()>));
+        }
+        if count > MAX_BODIES {
+            return Err(engine_error(-38004, "Too large request"));
+        }
+        let storage = ctx.sequencer.storage();
+        // Bodies up to the head only: no trailing nulls.
+        let last = start.saturating_add(count - 1).min(storage.head().0);
+        let mut bodies = Vec::new();
+        for number in start..=last {
+            let body = match storage.canonical_hash(number).map_err(internal)? {
+                Some(hash) => payload_body(ctx, hash)?,
+                None => Value::Null,
+            };
+            bodies.push(body);
+        }
+        Ok(bodies)
+    })?;
     for name in ["engine_forkchoiceUpdatedV1", "engine_forkchoiceUpdatedV2", "engine_forkchoiceUpdatedV3"] {
         module.register_blocking_method(name, |params, ctx, _| {
             let mut seq = params.sequence();

@@ -11,6 +11,7 @@
 
 pub mod call;
 pub mod chain;
+pub mod chain_config;
 pub mod context;
 pub mod convert;
 pub mod cors;

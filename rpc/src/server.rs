@@ -44,6 +44,8 @@ pub fn module(context: RpcContext) -> Result<RpcModule<RpcContext>, String> {
     let mut module = RpcModule::new(context);
     let registered = (|| {
         crate::chain::register(&mut module)?;
+        crate::chain_config::register(&mut module)?;
+        crate::engine::register_testing(&mut module)?;
         crate::state::register(&mut module)?;
         crate::call::register(&mut module)?;
         crate::send::register(&mut module)?;

@@ -155,3 +155,18 @@ pub async fn wait_receipt(client: &HttpClient, hash: &str) -> Value {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Calls the node's Engine API with a fresh JWT (`iat` now); the result or the error's text.
+pub async fn engine_try(node: &NodeProcess, secret: &alloy_rpc_types_engine::JwtSecret, method: &str, params: Value) -> Result<Value, String> {
+    let iat = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").as_secs();
+    let token = secret.encode(&alloy_rpc_types_engine::Claims { iat, exp: None }).map_err(|e| e.to_string())?;
+    let mut headers = jsonrpsee::http_client::HeaderMap::new();
+    headers.insert("Authorization", format!("Bearer {token}").parse().map_err(|e| format!("{e}"))?);
+    let client = HttpClientBuilder::default().set_headers(headers).build(format!("http://{}", node.engine)).map_err(|e| e.to_string())?;
+    call(&client, method, params).await
+}
+
+/// [`engine_try`] that panics on an error.
+pub async fn engine_call(node: &NodeProcess, secret: &alloy_rpc_types_engine::JwtSecret, method: &str, params: Value) -> Value {
+    engine_try(node, secret, method, params).await.unwrap_or_else(|e| panic!("{method}: {e}"))
+}

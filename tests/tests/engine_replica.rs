@@ -7,25 +7,10 @@
 use alloy_consensus::{Block, TxEnvelope};
 use alloy_primitives::{Bytes, B256};
 use alloy_rlp::Decodable;
-use alloy_rpc_types_engine::{Claims, ExecutionPayloadV3, JwtSecret};
+use alloy_rpc_types_engine::{ExecutionPayloadV3, JwtSecret};
 use pseq_config::dev::dev_signer;
-use pseq_tests::node::{call, wait_receipt, NodeProcess};
-use serde_json::{json, Value};
-use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Calls the node's Engine API with a fresh token; the result or the error's text.
-async fn engine_try(node: &NodeProcess, secret: &JwtSecret, method: &str, params: Value) -> Result<Value, String> {
-    let iat = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-    let token = secret.encode(&Claims { iat, exp: None }).unwrap();
-    let mut headers = jsonrpsee::http_client::HeaderMap::new();
-    headers.insert("Authorization", format!("Bearer {token}").parse().unwrap());
-    let client = jsonrpsee::http_client::HttpClientBuilder::default().set_headers(headers).build(format!("http://{}", node.engine)).unwrap();
-    call(&client, method, params).await
-}
-
-async fn engine_call(node: &NodeProcess, secret: &JwtSecret, method: &str, params: Value) -> Value {
-    engine_try(node, secret, method, params).await.unwrap_or_else(|e| panic!("{method}: {e}"))
-}
+use pseq_tests::node::{call, engine_call, engine_try, wait_receipt, NodeProcess};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_follows_through_new_payload() {
