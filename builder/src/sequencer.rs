@@ -145,6 +145,9 @@ pub struct Assembled {
     /// Blob sidecars of the included blob transactions, in block order (for the payload's blobs
     /// bundle).
     pub sidecars: Vec<Arc<alloy_eips::eip7594::BlobTransactionSidecarVariant>>,
+    /// Senders of included transactions that their signatures do not give (impersonation), by
+    /// position in the block.
+    pub sender_overrides: Vec<(u32, Address)>,
     /// Where the time went so far.
     pub timings: BuildTimings,
     started: Instant,
@@ -496,6 +499,7 @@ impl Sequencer {
         };
         let senders = chosen.iter().map(|tx| tx.sender).collect();
         let sidecars = output.included.iter().filter_map(|&i| chosen[i].sidecar.clone()).collect();
+        let sender_overrides = output.included.iter().enumerate().filter(|(_, &i)| chosen[i].impersonated).map(|(at, &i)| (at as u32, chosen[i].sender)).collect();
         Ok(Assembled {
             block: Block { header, body },
             receipts: output.receipts,
@@ -506,16 +510,17 @@ impl Sequencer {
             requests: output.requests,
             block_value,
             sidecars,
+            sender_overrides,
             timings: BuildTimings { select, execute, state_root, commit: Duration::ZERO },
             started,
         })
     }
 
     fn commit_assembled(&self, assembled: Assembled) -> Result<BuiltBlock, BuildError> {
-        let Assembled { block, receipts, update, tx_hashes, senders, skipped, timings, started, .. } = assembled;
+        let Assembled { block, receipts, update, tx_hashes, senders, skipped, timings, started, sender_overrides, .. } = assembled;
         let (select, execute, state_root) = (timings.select, timings.execute, timings.state_root);
         let commit_started = Instant::now();
-        let committed = self.storage.commit_block(&block, &receipts, update)?;
+        let committed = self.storage.commit_block_with_senders(&block, &receipts, update, &sender_overrides)?;
         let commit = commit_started.elapsed();
 
         self.after_commit(&block.header, senders, &skipped);

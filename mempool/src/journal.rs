@@ -50,7 +50,9 @@ pub fn save(pool: &Pool, path: &Path) -> Result<usize, JournalError> {
     out.extend_from_slice(MAGIC);
     let mut count = 0;
     for txs in pool.content().values() {
-        for entry in txs.values() {
+        // Impersonated transactions carry placeholder signatures: re-admission could not
+        // recover their senders, so they are not journaled.
+        for entry in txs.values().filter(|e| !e.tx.impersonated) {
             let raw = entry.tx.network_encoding();
             out.push(u8::from(entry.local));
             out.extend_from_slice(&(raw.len() as u32).to_be_bytes());

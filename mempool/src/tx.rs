@@ -23,6 +23,9 @@ pub struct PooledTx {
     /// The blobs, commitments and proofs of a blob transaction (EIP-4844 or EIP-7594 form), as
     /// submitted; not part of the transaction's hash or of the block.
     pub sidecar: Option<Arc<BlobTransactionSidecarVariant>>,
+    /// Sent for an impersonated account (dev mode): the signature is a placeholder and the
+    /// sender was given, not recovered.
+    pub impersonated: bool,
     /// [`Self::max_cost`], computed once (admission and every re-classification read it).
     cost: Option<U256>,
 }
@@ -33,7 +36,7 @@ impl PooledTx {
         let hash = *envelope.tx_hash();
         let encoded_len = envelope.encode_2718_len();
         let cost = Self::cost_of(&envelope);
-        Self { envelope, hash, sender, encoded_len, cost, sidecar: None }
+        Self { envelope, hash, sender, encoded_len, cost, sidecar: None, impersonated: false }
     }
 
     /// Attaches a blob transaction's sidecar.

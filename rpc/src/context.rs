@@ -36,6 +36,10 @@ pub struct RpcContext {
     pub payloads: parking_lot::Mutex<Vec<BuiltPayload>>,
     /// `evm_snapshot` ids with the head (number, hash) each recorded.
     pub snapshots: parking_lot::Mutex<Vec<(u64, u64, alloy_primitives::B256)>>,
+    /// Accounts `eth_sendTransaction` sends for without their keys (`anvil_impersonateAccount`).
+    pub impersonated: parking_lot::Mutex<std::collections::HashSet<Address>>,
+    /// Whether every account is impersonated (`anvil_autoImpersonateAccount`).
+    pub auto_impersonate: std::sync::atomic::AtomicBool,
 }
 
 impl RpcContext {
@@ -50,8 +54,15 @@ impl RpcContext {
             filters: Default::default(),
             snapshots: Default::default(),
             payloads: Default::default(),
+            impersonated: Default::default(),
+            auto_impersonate: Default::default(),
             client_version: format!("pseq/v{}/{}-{}", env!("CARGO_PKG_VERSION"), std::env::consts::OS, std::env::consts::ARCH),
         }
+    }
+
+    /// Whether `eth_sendTransaction` may send for `address` without its key.
+    pub fn is_impersonated(&self, address: &Address) -> bool {
+        self.auto_impersonate.load(std::sync::atomic::Ordering::Relaxed) || self.impersonated.lock().contains(address)
     }
 
     /// Adds signers (the dev accounts).

@@ -18,6 +18,8 @@ pub struct StoredBlock {
     pub hash: B256,
     /// Transactions (and withdrawals).
     pub body: BlockBody<TxEnvelope>,
+    /// Senders not given by the signatures (impersonated accounts), by transaction index.
+    pub sender_overrides: Vec<(u32, Address)>,
 }
 
 impl StoredBlock {
@@ -25,7 +27,8 @@ impl StoredBlock {
     pub fn load(storage: &Storage, hash: B256) -> Result<Option<Self>, String> {
         let Some(header) = storage.header(&hash).map_err(|e| e.to_string())? else { return Ok(None) };
         let body = storage.body(&hash).map_err(|e| e.to_string())?.unwrap_or_default();
-        Ok(Some(Self { header, hash, body }))
+        let sender_overrides = storage.sender_overrides(&hash).map_err(|e| e.to_string())?;
+        Ok(Some(Self { header, hash, body, sender_overrides }))
     }
 
     /// Loads a canonical block by number.
@@ -38,7 +41,13 @@ impl StoredBlock {
 
     /// Senders of the transactions, in order.
     pub fn senders(&self) -> Vec<Address> {
-        self.body.transactions.iter().map(|tx| tx.recover_signer().unwrap_or_default()).collect()
+        let mut senders: Vec<Address> = self.body.transactions.iter().map(|tx| tx.recover_signer().unwrap_or_default()).collect();
+        for (index, sender) in &self.sender_overrides {
+            if let Some(slot) = senders.get_mut(*index as usize) {
+                *slot = *sender;
+            }
+        }
+        senders
     }
 
     /// Transaction `index` in its RPC shape.

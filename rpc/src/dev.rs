@@ -8,7 +8,7 @@ use crate::{
     context::RpcContext,
     error::{internal, invalid_params, server},
 };
-use alloy_primitives::{B256, U256, U64};
+use alloy_primitives::{Address, B256, U256, U64};
 use jsonrpsee::{types::ErrorObjectOwned, RpcModule};
 use pseq_builder::MinerCommand;
 use pseq_config::MiningMode;
@@ -167,6 +167,25 @@ pub fn register(module: &mut RpcModule<RpcContext>) -> std::result::Result<(), j
             Ok::<_, ErrorObjectOwned>(true)
         })?;
     }
+    for name in ["anvil_impersonateAccount", "hardhat_impersonateAccount"] {
+        module.register_method(name, |params, ctx, _| {
+            let address: Address = params.one()?;
+            ctx.impersonated.lock().insert(address);
+            Ok::<_, ErrorObjectOwned>(())
+        })?;
+    }
+    for name in ["anvil_stopImpersonatingAccount", "hardhat_stopImpersonatingAccount"] {
+        module.register_method(name, |params, ctx, _| {
+            let address: Address = params.one()?;
+            ctx.impersonated.lock().remove(&address);
+            Ok::<_, ErrorObjectOwned>(())
+        })?;
+    }
+    module.register_method("anvil_autoImpersonateAccount", |params, ctx, _| {
+        let on: bool = params.one()?;
+        ctx.auto_impersonate.store(on, std::sync::atomic::Ordering::Relaxed);
+        Ok::<_, ErrorObjectOwned>(())
+    })?;
     module.register_method("anvil_dropTransaction", |params, ctx, _| {
         let hash: B256 = params.one()?;
         Ok::<_, ErrorObjectOwned>(ctx.sequencer.pool().lock().remove(&hash).map(|tx| tx.hash))

@@ -1,5 +1,6 @@
 //! Transaction submission: `eth_sendRawTransaction`, `eth_sendRawTransactionSync` (EIP-7966:
-//! waits for the receipt) and `eth_sendTransaction` (signed here with a dev account's key).
+//! waits for the receipt) and `eth_sendTransaction` (signed here with a dev account's key, or
+//! sent for an impersonated account with a placeholder signature).
 
 use crate::{
     call::estimate,
@@ -36,7 +37,18 @@ fn submit_raw(ctx: &RpcContext, raw: &[u8]) -> Result<B256> {
 /// Fills, signs and submits a dev account's transaction.
 fn send_transaction(ctx: &RpcContext, mut request: TransactionRequest) -> Result<B256> {
     let from = request.from.ok_or_else(|| server("from address is required"))?;
-    let signer = ctx.signers.get(&from).ok_or_else(|| server("unknown account"))?;
+    let signer = ctx.signers.get(&from);
+    if signer.is_none() && !ctx.is_impersonated(&from) {
+        return Err(server("unknown account"));
+    }
+    // An impersonated account's transaction carries a placeholder signature (r = the sender, so
+    // that equal transactions of different senders hash apart) and its sender as given.
+    let sign = |hash: B256| -> Result<alloy_primitives::Signature> {
+        match signer {
+            Some(signer) => signer.sign_hash_sync(&hash).map_err(internal),
+            None => Ok(alloy_primitives::Signature::new(alloy_primitives::U256::from_be_slice(from.as_slice()), alloy_primitives::U256::from(1), false)),
+        }
+    };
     let chain_id = ctx.sequencer.spec().chain_id;
     let nonce = match request.nonce {
         Some(n) => n,
@@ -55,7 +67,7 @@ fn send_transaction(ctx: &RpcContext, mut request: TransactionRequest) -> Result
     let input = request.input.input().cloned().unwrap_or_default();
     let envelope: TxEnvelope = if let Some(gas_price) = request.gas_price {
         let tx = TxLegacy { chain_id: Some(chain_id), nonce, gas_price, gas_limit: gas, to, value, input };
-        let signature = signer.sign_hash_sync(&tx.signature_hash()).map_err(internal)?;
+        let signature = sign(tx.signature_hash())?;
         tx.into_signed(signature).into()
     } else {
         let base_fee = ctx.sequencer.pool().lock().base_fee() as u128;
@@ -72,10 +84,11 @@ fn send_transaction(ctx: &RpcContext, mut request: TransactionRequest) -> Result
             access_list: request.access_list.clone().unwrap_or_default(),
             input,
         };
-        let signature = signer.sign_hash_sync(&tx.signature_hash()).map_err(internal)?;
+        let signature = sign(tx.signature_hash())?;
         tx.into_signed(signature).into()
     };
-    let tx = PooledTx::new(envelope, from);
+    let mut tx = PooledTx::new(envelope, from);
+    tx.impersonated = signer.is_none();
     let hash = tx.hash;
     ctx.sequencer.submit(tx, true).map_err(server)?;
     Ok(hash)
@@ -87,10 +100,13 @@ pub fn register(module: &mut RpcModule<RpcContext>) -> std::result::Result<(), j
         let raw: Bytes = params.one()?;
         submit_raw(ctx, &raw)
     })?;
-    module.register_blocking_method("eth_sendTransaction", |params, ctx, _| {
-        let request: TransactionRequest = params.one()?;
-        send_transaction(&ctx, request)
-    })?;
+    // anvil's name for sending as an impersonated account; the same method here.
+    for name in ["eth_sendTransaction", "eth_sendUnsignedTransaction"] {
+        module.register_blocking_method(name, |params, ctx, _| {
+            let request: TransactionRequest = params.one()?;
+            send_transaction(&ctx, request)
+        })?;
+    }
     module.register_async_method("eth_sendRawTransactionSync", |params, ctx: Arc<RpcContext>, _| async move {
         let mut seq = params.sequence();
         let raw: Bytes = seq.next()?;

@@ -11,7 +11,6 @@ use crate::{
     convert::StoredBlock,
     error::{internal, invalid_params, server},
 };
-use alloy_consensus::transaction::SignerRecoverable;
 use alloy_eips::BlockId;
 use alloy_evm::FromRecoveredTx;
 use alloy_primitives::{Address, Bytes, B256, U256};
@@ -292,12 +291,7 @@ fn trace_block(ctx: &RpcContext, block: &StoredBlock, indexes: &[usize], tracer:
     let base = storage.state_at(number - 1).map_err(internal)?;
     let mut input = ctx.sequencer.rules().block_input(&block.header, Vec::new(), None).map_err(internal)?;
     input.rules = BlockRules::PreOnly;
-    let txs: Vec<TxEnv> = block
-        .body
-        .transactions
-        .iter()
-        .map(|tx| tx.recover_signer().map(|sender| TxEnv::from_recovered_tx(tx, sender)).map_err(|e| internal(e.to_string())))
-        .collect::<Result<_>>()?;
+    let txs: Vec<TxEnv> = block.body.transactions.iter().zip(block.senders()).map(|(tx, sender)| TxEnv::from_recovered_tx(tx, sender)).collect();
     let mut out = Vec::with_capacity(indexes.len());
     for &index in indexes {
         let prefix = execute_block(&base, &input, &txs[..index], &ExecutionOptions::sequential()).map_err(|e| internal(e.to_string()))?;

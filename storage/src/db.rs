@@ -239,6 +239,12 @@ impl Storage {
     /// block, its receipts and transaction index, and the new head. The header's state root must
     /// equal the update's; the update must have been prepared on the current head.
     pub fn commit_block(&self, block: &Block<TxEnvelope>, receipts: &[TxReceipt], update: StateUpdate) -> Result<Committed> {
+        self.commit_block_with_senders(block, receipts, update, &[])
+    }
+
+    /// [`Storage::commit_block`], recording in the same write the senders of transactions that
+    /// their signatures do not give (`(index, sender)`: dev-mode impersonation).
+    pub fn commit_block_with_senders(&self, block: &Block<TxEnvelope>, receipts: &[TxReceipt], update: StateUpdate, senders: &[(u32, Address)]) -> Result<Committed> {
         let _guard = self.write_lock.lock();
         let head = self.head();
         let header = &block.header;
@@ -257,6 +263,10 @@ impl Storage {
         batch.put_cf(cf(&self.db, tables::CHANGESETS)?, tables::number_key(header.number), update.changes.encode());
         let receipts: Vec<ReceiptEnvelope> = receipts.iter().map(TxReceipt::envelope).collect();
         self.write_block_data(&mut batch, block, hash, &receipts)?;
+        if !senders.is_empty() {
+            let encoded: Vec<u8> = senders.iter().flat_map(|(index, address)| index.to_be_bytes().into_iter().chain(address.0)).collect();
+            batch.put_cf(cf(&self.db, tables::META)?, tables::senders_key(&hash), encoded);
+        }
         let bytes = batch.size_in_bytes();
         self.db.write_opt(batch, &self.write_options)?;
         self.cache.apply(&update.cache);
@@ -299,6 +309,7 @@ impl Storage {
         }
         batch.delete_cf(cf(&self.db, tables::CANONICAL)?, tables::number_key(number));
         batch.delete_cf(cf(&self.db, tables::CHANGESETS)?, tables::number_key(number));
+        batch.delete_cf(cf(&self.db, tables::META)?, tables::senders_key(&hash));
         Ok(())
     }
 
@@ -312,6 +323,16 @@ impl Storage {
 
     pub(crate) fn lock_writes(&self) -> parking_lot::MutexGuard<'_, ()> {
         self.write_lock.lock()
+    }
+
+    /// Senders of a block's transactions that their signatures do not give (see
+    /// [`Storage::commit_block_with_senders`]); empty for ordinary blocks.
+    pub fn sender_overrides(&self, block_hash: &B256) -> Result<Vec<(u32, Address)>> {
+        let Some(value) = self.db.get_pinned_cf(cf(&self.db, tables::META)?, tables::senders_key(block_hash))? else { return Ok(Vec::new()) };
+        if value.len() % 24 != 0 {
+            return Err(StorageError::corrupt("sender overrides length"));
+        }
+        Ok(value.chunks(24).map(|c| (u32::from_be_bytes([c[0], c[1], c[2], c[3]]), Address::from_slice(&c[4..]))).collect())
     }
 
     /// The canonical hash of block `number`.

@@ -91,6 +91,15 @@ pub const META_SAFE: &[u8] = b"safe";
 /// Metadata key: finalized block number ‖ hash.
 pub const META_FINALIZED: &[u8] = b"finalized";
 
+/// Metadata key prefix, followed by a block hash: the senders of that block's transactions that
+/// do not come from their signatures (dev-mode impersonation), as (index u32 ‖ address) entries.
+pub const META_SENDERS: &[u8] = b"senders:";
+
+/// Metadata key of a block's sender overrides.
+pub fn senders_key(block_hash: &B256) -> Vec<u8> {
+    [META_SENDERS, block_hash.as_slice()].concat()
+}
+
 /// Key of a plain storage slot.
 pub fn storage_key(address: &Address, slot: &U256) -> [u8; 52] {
     let mut key = [0u8; 52];

@@ -276,6 +276,27 @@ fn filters_fee_history_pool_and_dev_methods() {
     assert_eq!(proof["balance"], json!("0x1234"));
     assert_eq!(proof["storageProof"][0]["value"], json!("0x99"));
 
+    // Impersonation: a keyless account sends once impersonated, and reads show it as the sender.
+    let whale = "0x00000000000000000000000000000000000000e3";
+    assert!(rpc(addr, "anvil_setBalance", json!([whale, "0xde0b6b3a7640000"]))["error"].is_null());
+    let send = json!([{ "from": whale, "to": "0x00000000000000000000000000000000000000e2", "value": "0x10", "gas": "0x5208" }]);
+    assert_eq!(rpc(addr, "eth_sendTransaction", send.clone())["error"]["message"], json!("unknown account"));
+    assert!(rpc(addr, "anvil_impersonateAccount", json!([whale]))["error"].is_null());
+    let sent = rpc(addr, "eth_sendTransaction", send.clone());
+    let hash = sent["result"].clone();
+    assert!(hash.is_string(), "impersonated send: {sent}");
+    rpc(addr, "evm_mine", json!([]));
+    let receipt = rpc(addr, "eth_getTransactionReceipt", json!([hash]))["result"].clone();
+    assert_eq!(receipt["status"], json!("0x1"), "{receipt}");
+    assert_eq!(receipt["from"], json!(whale));
+    assert_eq!(rpc(addr, "eth_getTransactionByHash", json!([hash]))["result"]["from"], json!(whale));
+    assert_eq!(rpc(addr, "eth_getBalance", json!(["0x00000000000000000000000000000000000000e2", "latest"]))["result"], json!("0x10"));
+    let trace = rpc(addr, "debug_traceTransaction", json!([hash, { "tracer": "callTracer" }]))["result"].clone();
+    assert_eq!(trace["from"], json!(whale), "{trace}");
+    assert!(rpc(addr, "anvil_stopImpersonatingAccount", json!([whale]))["error"].is_null());
+    assert_eq!(rpc(addr, "eth_sendTransaction", send)["error"]["message"], json!("unknown account"));
+    let after_edit = rpc(addr, "eth_blockNumber", json!([]))["result"].clone();
+
     let history = rpc(addr, "eth_feeHistory", json!(["0x5", "latest", [25, 75]]))["result"].clone();
     assert_eq!(history["oldestBlock"], json!(format!("{:#x}", blocks(&after_edit) - 4)));
     assert_eq!(history["baseFeePerGas"].as_array().unwrap().len(), 6);
