@@ -67,12 +67,9 @@ pub fn register(module: &mut RpcModule<RpcContext>) -> Result<(), jsonrpsee::cor
         if keys.len() > 1024 {
             return Err(invalid_params("too many storage keys (at most 1024)"));
         }
-        let storage = ctx.sequencer.storage();
-        if ctx.resolve(id)? != storage.head().0 {
-            return Err(crate::error::server("proofs are served for the latest block only"));
-        }
+        let number = ctx.resolve(id)?;
         let slots: Vec<U256> = keys.iter().map(|k| U256::from_be_bytes(k.as_b256().0)).collect();
-        let proof = storage.proof(address, &slots).map_err(internal)?;
+        let proof = ctx.sequencer.storage().proof_at(number, address, &slots).map_err(internal)?;
         let storage_proof = keys
             .into_iter()
             .zip(proof.storage_proofs)

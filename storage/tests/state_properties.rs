@@ -7,9 +7,34 @@
 mod common;
 
 use alloy_consensus::{Block, BlockBody, Header};
-use alloy_primitives::B256;
+use alloy_primitives::{keccak256, B256, U256};
+use alloy_trie::{proof::verify_proof, Nibbles, TrieAccount};
 use common::*;
+use pseq_executor::{revm::database::DatabaseRef, InMemoryState};
 use pseq_storage::{Storage, StorageOptions};
+
+/// Every account's EIP-1186 proof at block `k` (with slots that random blocks write) verifies
+/// with alloy-trie's verifier against `k`'s state root and carries the reference's values then;
+/// so does every storage proof against the proven storage root.
+fn assert_proofs(storage: &Storage, k: u64, reference: &InMemoryState, context: &str) {
+    let root = storage.header_by_number(k).unwrap().unwrap().state_root;
+    let slots: Vec<U256> = (0..SLOTS).step_by(5).flat_map(|s| [U256::from(s), U256::from(s) << 8]).collect();
+    for a in 0..ADDRESSES {
+        let address = address(a);
+        let proof = storage.proof_at(k, address, &slots).unwrap();
+        let key = Nibbles::unpack(keccak256(address));
+        let leaf = reference.basic_ref(address).unwrap().map(|info| {
+            assert_eq!((proof.balance, proof.nonce, proof.code_hash), (info.balance, info.nonce, info.code_hash), "{context}: {address}");
+            alloy_rlp::encode(TrieAccount { nonce: info.nonce, balance: info.balance, storage_root: proof.storage_root, code_hash: info.code_hash })
+        });
+        verify_proof(root, key, leaf, &proof.account_proof).unwrap_or_else(|e| panic!("{context}: account {address}: {e}"));
+        for (slot, (value, nodes)) in slots.iter().zip(&proof.storage_proofs) {
+            assert_eq!(*value, reference.storage_ref(address, *slot).unwrap(), "{context}: {address} slot {slot}");
+            let leaf = (!value.is_zero()).then(|| alloy_rlp::encode(value));
+            verify_proof(proof.storage_root, Nibbles::unpack(keccak256(B256::from(*slot))), leaf, nodes).unwrap_or_else(|e| panic!("{context}: {address} slot {slot}: {e}"));
+        }
+    }
+}
 
 #[test]
 fn incremental_roots_history_and_unwind_match_the_reference() {
@@ -37,9 +62,11 @@ fn incremental_roots_history_and_unwind_match_the_reference() {
         let report = storage.verify(&mut |_| {}).unwrap();
         assert!(report.ok(), "seed {seed}: {report:?}");
 
-        // History: every block's view reads what the reference held then.
+        // History: every block's view reads what the reference held then, and every account's
+        // proof at that block verifies against its state root.
         for k in [0, 1, blocks / 2, blocks - 1, blocks] {
             assert_same_reads(&storage.state_at(k).unwrap(), &snapshots[k as usize], &format!("seed {seed} history at {k}"));
+            assert_proofs(&storage, k, &snapshots[k as usize], &format!("seed {seed} proofs at {k}"));
         }
         assert_same_reads(&storage.latest(), &state, &format!("seed {seed} head"));
 

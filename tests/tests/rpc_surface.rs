@@ -275,6 +275,16 @@ fn filters_fee_history_pool_and_dev_methods() {
     let proof = rpc(addr, "eth_getProof", json!([target, ["0x1"], "latest"]))["result"].clone();
     assert_eq!(proof["balance"], json!("0x1234"));
     assert_eq!(proof["storageProof"][0]["value"], json!("0x99"));
+    // Proofs at earlier blocks: the state then, rooted in that block's state root.
+    for (block, balance, value) in [(blocks(&before_edit), "0x0", "0x0"), (blocks(&before_edit) + 3, "0x1234", "0x0"), (blocks(&after_edit), "0x1234", "0x99")] {
+        let tag = format!("{block:#x}");
+        let proof = rpc(addr, "eth_getProof", json!([target, ["0x1"], tag]))["result"].clone();
+        assert_eq!(proof["balance"], json!(balance), "block {block}: {proof}");
+        assert_eq!(proof["storageProof"][0]["value"], json!(value), "block {block}");
+        let first: alloy_primitives::Bytes = serde_json::from_value(proof["accountProof"][0].clone()).unwrap();
+        let root = rpc(addr, "eth_getBlockByNumber", json!([tag, false]))["result"]["stateRoot"].clone();
+        assert_eq!(json!(alloy_primitives::keccak256(&first)), root, "block {block}: the proof starts at the state root");
+    }
 
     // Impersonation: a keyless account sends once impersonated, and reads show it as the sender.
     let whale = "0x00000000000000000000000000000000000000e3";
