@@ -1,7 +1,9 @@
 //! `pseq load`: a load generator for any Ethereum JSON-RPC node (pseq, anvil, geth, reth). It
 //! derives sender keys from the dev mnemonic, funds them from the dev accounts, signs every
 //! transaction ahead of time on all cores, sends them at a fixed rate in JSON-RPC batches, and
-//! watches blocks to time each transaction from submission to inclusion.
+//! watches blocks to time each transaction from submission to inclusion. Transactions are ETH
+//! transfers (`--kind transfer`) or ERC-20 `transfer` calls (`--kind erc20`: the corpus's
+//! ERC20Token is deployed over RPC first and every sender gets tokens from the deployer).
 
 use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
 use alloy_eips::eip2718::Encodable2718;
@@ -31,6 +33,91 @@ const MAX_FEE: u128 = 50_000_000_000;
 /// Priority fee of load transactions: 1 gwei.
 const TIP: u128 = 1_000_000_000;
 
+/// Gas limit of a load ERC-20 transfer (about 52,000 used when the recipient is new).
+const ERC20_GAS: u64 = 70_000;
+
+/// What the load transactions do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadKind {
+    /// ETH transfers of 1 wei to fresh addresses.
+    Transfer,
+    /// ERC-20 `transfer(address,uint256)` calls of 1 token unit to fresh addresses, on a token
+    /// with this runtime bytecode.
+    Erc20 {
+        /// Runtime bytecode of the token (`_balances` mapping at slot 0, `_totalSupply` at 2).
+        runtime: Bytes,
+    },
+}
+
+impl LoadKind {
+    /// `transfer`, or `erc20` with the token's runtime bytecode read from
+    /// `contracts_dir/ERC20Token.hex`.
+    pub fn parse(kind: &str, contracts_dir: &std::path::Path) -> Result<Self, String> {
+        match kind {
+            "transfer" => Ok(Self::Transfer),
+            "erc20" => {
+                let path = contracts_dir.join("ERC20Token.hex");
+                let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let runtime = alloy_primitives::hex::decode(text.trim()).map_err(|e| format!("{}: {e}", path.display()))?;
+                Ok(Self::Erc20 { runtime: runtime.into() })
+            }
+            other => Err(format!("--kind {other}: expected transfer or erc20")),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Transfer => "transfer",
+            Self::Erc20 { .. } => "erc20",
+        }
+    }
+
+    fn gas(&self) -> u64 {
+        match self {
+            Self::Transfer => 21_000,
+            Self::Erc20 { .. } => ERC20_GAS,
+        }
+    }
+}
+
+/// Init code deploying `runtime` with `supply` tokens credited to `holder` (balance and total
+/// supply written by the constructor: `_balances[holder]` at keccak(holder ‖ 0), `_totalSupply`
+/// at slot 2).
+pub fn erc20_init_code(runtime: &[u8], holder: Address, supply: U256) -> Result<Bytes, String> {
+    let len = u16::try_from(runtime.len()).map_err(|_| "token runtime longer than 64 KiB")?;
+    let mut code = Vec::with_capacity(runtime.len() + 128);
+    let push32 = |code: &mut Vec<u8>, word: [u8; 32]| {
+        code.push(0x7f);
+        code.extend_from_slice(&word);
+    };
+    push32(&mut code, supply.to_be_bytes());
+    push32(&mut code, crate::bench::erc20_balance_slot(holder).to_be_bytes());
+    code.push(0x55); // SSTORE
+    push32(&mut code, supply.to_be_bytes());
+    code.extend_from_slice(&[0x60, 0x02, 0x55]); // PUSH1 2 SSTORE
+    let prefix_len = code.len() + 13;
+    let offset = u16::try_from(prefix_len).map_err(|_| "init code prefix too long")?;
+    code.push(0x61); // PUSH2 len
+    code.extend_from_slice(&len.to_be_bytes());
+    code.push(0x80); // DUP1
+    code.push(0x61); // PUSH2 offset
+    code.extend_from_slice(&offset.to_be_bytes());
+    code.extend_from_slice(&[0x60, 0x00, 0x39, 0x60, 0x00, 0xf3]); // PUSH1 0 CODECOPY PUSH1 0 RETURN
+    debug_assert_eq!(code.len(), prefix_len);
+    code.extend_from_slice(runtime);
+    Ok(code.into())
+}
+
+/// Calldata of ERC-20 `transfer(to, amount)`.
+fn erc20_transfer(to: Address, amount: U256) -> Bytes {
+    let mut data = Vec::with_capacity(68);
+    data.extend_from_slice(&[0xa9, 0x05, 0x9c, 0xbb]);
+    data.extend_from_slice(&[0u8; 12]);
+    data.extend_from_slice(to.as_slice());
+    data.extend_from_slice(&amount.to_be_bytes::<32>());
+    data.into()
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct LoadParams {
@@ -44,6 +131,8 @@ pub struct LoadParams {
     pub duration: Duration,
     /// How long to wait for the last inclusions after sending stops.
     pub drain: Duration,
+    /// What the transactions do.
+    pub kind: LoadKind,
 }
 
 /// Latency distribution in milliseconds.
@@ -66,6 +155,10 @@ pub struct LoadReport {
     pub rpc: String,
     /// `web3_clientVersion` of the node.
     pub client: String,
+    /// `transfer` or `erc20`.
+    pub kind: String,
+    /// The token the ERC-20 load used.
+    pub token: Option<Address>,
     /// Sending accounts.
     pub accounts: usize,
     /// Requested rate.
@@ -78,6 +171,8 @@ pub struct LoadReport {
     pub rejected: u64,
     /// Transactions seen in blocks.
     pub included: u64,
+    /// Included transactions whose receipt says they failed (checked after the run).
+    pub reverted: u64,
     /// Accepted transactions per second of sending.
     pub submitted_per_s: f64,
     /// Included transactions per second, over the time from the first submission to the last
@@ -101,17 +196,11 @@ fn signer(index: u32) -> Result<PrivateKeySigner, String> {
 }
 
 fn sign_transfer(signer: &PrivateKeySigner, chain_id: u64, nonce: u64, to: Address, value: U256) -> Result<(B256, Bytes), String> {
-    let tx = TxEip1559 {
-        chain_id,
-        nonce,
-        gas_limit: 21_000,
-        max_fee_per_gas: MAX_FEE,
-        max_priority_fee_per_gas: TIP,
-        to: TxKind::Call(to),
-        value,
-        access_list: Default::default(),
-        input: Bytes::new(),
-    };
+    sign_tx(signer, chain_id, nonce, TxKind::Call(to), value, Bytes::new(), 21_000)
+}
+
+fn sign_tx(signer: &PrivateKeySigner, chain_id: u64, nonce: u64, to: TxKind, value: U256, input: Bytes, gas_limit: u64) -> Result<(B256, Bytes), String> {
+    let tx = TxEip1559 { chain_id, nonce, gas_limit, max_fee_per_gas: MAX_FEE, max_priority_fee_per_gas: TIP, to, value, access_list: Default::default(), input };
     let signature = signer.sign_hash_sync(&tx.signature_hash()).map_err(|e| e.to_string())?;
     let envelope: TxEnvelope = tx.into_signed(signature).into();
     Ok((*envelope.tx_hash(), Bytes::from(envelope.encoded_2718())))
@@ -172,6 +261,50 @@ async fn wait_nonces(client: &HttpClient, wanted: &[(Address, u64)], timeout: Du
     Ok(())
 }
 
+/// Deploys the token from `deployer` (its nonce `nonce`, holding the whole supply) and sends each
+/// sender `per_account` token units; returns the token's address once every transfer is in.
+async fn deploy_and_distribute(
+    client: &HttpClient,
+    chain_id: u64,
+    deployer: &PrivateKeySigner,
+    nonce: u64,
+    runtime: &Bytes,
+    senders: &[PrivateKeySigner],
+    per_account: u128,
+) -> Result<Address, String> {
+    let supply = U256::from(per_account) * U256::from(senders.len() + 1) * U256::from(1_000u64);
+    let init = erc20_init_code(runtime, deployer.address(), supply)?;
+    let token = deployer.address().create(nonce);
+    let mut txs = vec![sign_tx(deployer, chain_id, nonce, TxKind::Create, U256::ZERO, init, 3_000_000)?];
+    for (i, sender) in senders.iter().enumerate() {
+        let amount = U256::from(per_account) * U256::from(1_000u64);
+        txs.push(sign_tx(deployer, chain_id, nonce + 1 + i as u64, TxKind::Call(token), U256::ZERO, erc20_transfer(sender.address(), amount), ERC20_GAS)?);
+    }
+    for chunk in txs.chunks(BATCH) {
+        let (_, error, refused) = send_batch(client, chunk).await;
+        if refused > 0 {
+            return Err(format!("token deployment or distribution refused: {}", error.unwrap_or_default()));
+        }
+    }
+    wait_nonces(client, &[(deployer.address(), nonce + txs.len() as u64)], Duration::from_secs(120)).await?;
+    let code = request(client, "eth_getCode", rpc_params![token, "latest"]).await?;
+    if code.as_str().is_none_or(|c| c.len() <= 2) {
+        return Err(format!("token not deployed at {token}"));
+    }
+    // The last holder's balance proves the distribution (and the token's `balanceOf`).
+    let last = senders.last().map_or(deployer.address(), |s| s.address());
+    let mut call = vec![0x70, 0xa0, 0x82, 0x31];
+    call.extend_from_slice(&[0u8; 12]);
+    call.extend_from_slice(last.as_slice());
+    let balance = request(client, "eth_call", rpc_params![serde_json::json!({ "to": token, "data": Bytes::from(call) }), "latest"]).await?;
+    let balance = balance.as_str().and_then(|b| U256::from_str_radix(b.trim_start_matches("0x"), 16).ok()).unwrap_or_default();
+    if balance.is_zero() {
+        return Err(format!("token distribution failed: {last} holds no tokens"));
+    }
+    tracing::info!(%token, holders = senders.len(), "token deployed and distributed");
+    Ok(token)
+}
+
 /// Runs the load.
 pub async fn run(params: &LoadParams) -> Result<LoadReport, String> {
     let client = HttpClientBuilder::default()
@@ -191,7 +324,7 @@ pub async fn run(params: &LoadParams) -> Result<LoadReport, String> {
     let funders: Vec<PrivateKeySigner> = (0..10).map(signer).collect::<Result<_, _>>()?;
     // Fund: each load account gets enough for its share of transactions, from the dev accounts.
     let per_account = (total / accounts + 1) as u128;
-    let funding = U256::from(per_account * 21_000 * MAX_FEE + 1_000_000);
+    let funding = U256::from(per_account * params.kind.gas() as u128 * MAX_FEE + 1_000_000);
     let mut funder_nonces = Vec::new();
     for f in &funders {
         funder_nonces.push(quantity(&request(&client, "eth_getTransactionCount", rpc_params![f.address(), "pending"]).await?)?);
@@ -210,6 +343,10 @@ pub async fn run(params: &LoadParams) -> Result<LoadReport, String> {
     }
     let wanted: Vec<(Address, u64)> = funders.iter().zip(&funder_nonces).map(|(f, n)| (f.address(), *n)).collect();
     wait_nonces(&client, &wanted, Duration::from_secs(120)).await?;
+    let token = match &params.kind {
+        LoadKind::Transfer => None,
+        LoadKind::Erc20 { runtime } => Some(deploy_and_distribute(&client, chain_id, &funders[0], funder_nonces[0], runtime, &senders, per_account).await?),
+    };
 
     // Sign everything ahead of time, on all cores.
     let mut start_nonces = Vec::with_capacity(accounts);
@@ -233,7 +370,10 @@ pub async fn run(params: &LoadParams) -> Result<LoadReport, String> {
                                 let nonce = start_nonces[a] + (i / accounts) as u64;
                                 let mut to = recipient_base;
                                 to.0[16..].copy_from_slice(&(i as u32).to_be_bytes());
-                                sign_transfer(&senders[a], chain_id, nonce, to, U256::from(1))
+                                match token {
+                                    None => sign_transfer(&senders[a], chain_id, nonce, to, U256::from(1)),
+                                    Some(token) => sign_tx(&senders[a], chain_id, nonce, TxKind::Call(token), U256::ZERO, erc20_transfer(to, U256::from(1)), ERC20_GAS),
+                                }
                             })
                             .collect()
                     })
@@ -353,6 +493,14 @@ pub async fn run(params: &LoadParams) -> Result<LoadReport, String> {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = watcher.await;
 
+    // Receipts after the run: an included transaction that reverted is not a served one.
+    let mut reverted = 0u64;
+    let end_block = quantity(&request(&client, "eth_blockNumber", rpc_params![]).await?)?;
+    for number in start_block + 1..=end_block {
+        let receipts = request(&client, "eth_getBlockReceipts", rpc_params![format!("{number:#x}")]).await?;
+        reverted += receipts.as_array().map_or(0, |list| list.iter().filter(|r| r["status"] == "0x0").count()) as u64;
+    }
+
     let mut lat = latencies.lock().clone();
     lat.sort_unstable();
     let pct = |p: f64| -> f64 {
@@ -368,12 +516,15 @@ pub async fn run(params: &LoadParams) -> Result<LoadReport, String> {
     Ok(LoadReport {
         rpc: params.rpc.clone(),
         client: client_version,
+        kind: params.kind.name().to_string(),
+        token,
         accounts,
         target_rate: params.rate,
         duration_s: send_time.as_secs_f64(),
         submitted,
         rejected,
         included,
+        reverted,
         submitted_per_s: submitted as f64 / send_time.as_secs_f64(),
         included_per_s: included as f64 / window.as_secs_f64(),
         blocks,
@@ -385,14 +536,16 @@ pub async fn run(params: &LoadParams) -> Result<LoadReport, String> {
 /// The report as one line of text.
 pub fn summary(r: &LoadReport) -> String {
     format!(
-        "{}: submitted {} ({:.0}/s), rejected {}, included {} ({:.0}/s) in {} blocks; latency p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms{}",
+        "{} {}: submitted {} ({:.0}/s), rejected {}, included {} ({:.0}/s) in {} blocks, {} reverted; latency p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms{}",
         r.client,
+        r.kind,
         r.submitted,
         r.submitted_per_s,
         r.rejected,
         r.included,
         r.included_per_s,
         r.blocks,
+        r.reverted,
         r.latency.p50_ms,
         r.latency.p90_ms,
         r.latency.p99_ms,

@@ -40,7 +40,8 @@ enum Command {
         /// How long to send (`60s`, `1m`).
         #[arg(long, default_value = "60s")]
         duration: String,
-        /// Kind of transaction (only `transfer` so far).
+        /// Kind of transaction: `transfer` (ETH) or `erc20` (ERC-20 `transfer` calls on the
+        /// corpus's ERC20Token, deployed and distributed first).
         #[arg(long, default_value = "transfer")]
         kind: String,
         /// One JSON object instead of the summary line.
@@ -323,10 +324,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Load { rpc, accounts, rate, duration, kind, json } => {
-            if kind != "transfer" {
-                eprintln!("error: --kind {kind} is not implemented (only transfer)");
-                return ExitCode::FAILURE;
-            }
+            let kind = match pseq::load::LoadKind::parse(&kind, &corpus::corpora_dir().join("contracts")) {
+                Ok(kind) => kind,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let duration = match pseq_config::node::parse_block_time(&duration) {
                 Ok(d) => d,
                 Err(e) => {
@@ -334,7 +338,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let params = pseq::load::LoadParams { rpc, accounts, rate, duration, drain: std::time::Duration::from_secs(30) };
+            let params = pseq::load::LoadParams { rpc, accounts, rate, duration, drain: std::time::Duration::from_secs(30), kind };
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(r) => r,
                 Err(e) => {
