@@ -10,7 +10,6 @@ use pseq_builder::{MinerCommand, Sequencer};
 use std::{collections::HashMap, sync::{mpsc, Arc}};
 
 /// A payload built for the Engine API: its id, the block (taken when committed) and its hash.
-pub type BuiltPayload = (alloy_primitives::B64, std::sync::Arc<parking_lot::Mutex<Option<pseq_builder::Assembled>>>, alloy_primitives::B256);
 
 /// Largest block range one `eth_getLogs` may scan.
 pub const MAX_LOG_BLOCK_RANGE: u64 = 10_000;
@@ -33,7 +32,7 @@ pub struct RpcContext {
     /// Installed polled filters.
     pub filters: crate::filters::FilterStore,
     /// Payloads built for `forkchoiceUpdated` attributes, by payload id (the last few).
-    pub payloads: parking_lot::Mutex<Vec<BuiltPayload>>,
+    pub payloads: parking_lot::Mutex<Vec<Arc<crate::engine::PayloadJob>>>,
     /// `evm_snapshot` ids with the head (number, hash) each recorded.
     pub snapshots: parking_lot::Mutex<Vec<(u64, u64, alloy_primitives::B256)>>,
     /// Accounts `eth_sendTransaction` sends for without their keys (`anvil_impersonateAccount`).

@@ -16,7 +16,15 @@ use alloy_rpc_types_engine::{
     ForkchoiceState, ForkchoiceUpdated, PayloadStatus, PayloadStatusEnum, PraguePayloadFields,
 };
 use jsonrpsee::{types::ErrorObjectOwned, RpcModule};
+use parking_lot::Mutex;
 use serde_json::{json, Value};
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
 
 type Result<T> = std::result::Result<T, ErrorObjectOwned>;
 
@@ -42,6 +50,53 @@ pub const CAPABILITIES: &[&str] = &[
 
 /// Built payloads kept for `getPayload`.
 const KEEP_PAYLOADS: usize = 8;
+/// How often a payload not yet fetched is rebuilt when the pool changed.
+const IMPROVE_EVERY: Duration = Duration::from_millis(100);
+/// How long a payload keeps improving at most (one slot).
+const IMPROVE_FOR: Duration = Duration::from_secs(12);
+
+/// A payload built for a consensus client: the best block so far, rebuilt in the background
+/// while the pool changes, until `getPayload` fetches it (or the head moves, or a slot passes).
+#[derive(Debug)]
+pub struct PayloadJob {
+    /// The payload id `forkchoiceUpdated` returned.
+    pub id: alloy_primitives::B64,
+    /// The best block so far; taken when its `newPayload` commits it.
+    pub best: Mutex<Option<pseq_builder::Assembled>>,
+    /// Hash of the best block (how `newPayload` finds it).
+    pub hash: Mutex<B256>,
+    /// Set by `getPayload`: the block handed out is final.
+    pub fetched: AtomicBool,
+}
+
+/// Rebuilds `job` while the pool changes, keeping a block that pays the fee recipient more.
+fn improve(ctx: Arc<RpcContext>, job: Arc<PayloadJob>, request: pseq_builder::PayloadAttributes, parent: B256) {
+    let started = Instant::now();
+    let mut seen = ctx.sequencer.pool().lock().status();
+    let mut rebuilds = 0u32;
+    while started.elapsed() < IMPROVE_FOR {
+        std::thread::sleep(IMPROVE_EVERY);
+        if job.fetched.load(Ordering::Acquire) || ctx.sequencer.storage().head().1 != parent {
+            break;
+        }
+        let status = ctx.sequencer.pool().lock().status();
+        if status == seen {
+            continue;
+        }
+        seen = status;
+        let Ok(better) = ctx.sequencer.build_payload(&request) else { break };
+        rebuilds += 1;
+        let mut best = job.best.lock();
+        if job.fetched.load(Ordering::Acquire) {
+            break;
+        }
+        if best.as_ref().is_some_and(|current| better.block_value > current.block_value) {
+            *job.hash.lock() = better.block.header.hash_slow();
+            *best = Some(better);
+        }
+    }
+    tracing::debug!(id = %job.id, rebuilds, "payload no longer improved");
+}
 
 fn engine_error(code: i32, message: &str) -> ErrorObjectOwned {
     ErrorObjectOwned::owned(code, message.to_string(), None::<()>)
@@ -76,9 +131,11 @@ fn new_payload(ctx: &RpcContext, payload: ExecutionPayload, sidecar: ExecutionPa
         return Ok(PayloadStatus::from_status(status));
     }
     // A block this node built for the consensus client: commit what was prepared.
-    let built = ctx.payloads.lock().iter().find(|(_, _, h)| *h == hash).map(|(_, p, _)| p.clone());
-    if let Some(slot) = built {
-        if let Some(assembled) = slot.lock().take() {
+    let built = ctx.payloads.lock().iter().find(|job| *job.hash.lock() == hash).cloned();
+    if let Some(job) = built {
+        job.fetched.store(true, Ordering::Release);
+        let taken = job.best.lock().take();
+        if let Some(assembled) = taken {
             match ctx.sequencer.commit_payload(assembled) {
                 Ok(built) => return Ok(PayloadStatus::new(PayloadStatusEnum::Valid, Some(built.block.hash))),
                 Err(e) => tracing::debug!(error = %e, "built payload not committed as prepared; executing it again"),
@@ -92,7 +149,7 @@ fn new_payload(ctx: &RpcContext, payload: ExecutionPayload, sidecar: ExecutionPa
     }
 }
 
-fn forkchoice_updated(ctx: &RpcContext, state: ForkchoiceState, attributes: Option<Value>) -> Result<ForkchoiceUpdated> {
+fn forkchoice_updated(ctx: &Arc<RpcContext>, state: ForkchoiceState, attributes: Option<Value>) -> Result<ForkchoiceUpdated> {
     let storage = ctx.sequencer.storage();
     if state.head_block_hash.is_zero() {
         return Err(engine_error(-38002, "Invalid forkchoice state"));
@@ -163,17 +220,29 @@ fn decode_forced(raws: &[Bytes]) -> std::result::Result<Vec<std::sync::Arc<pseq_
         .collect()
 }
 
-fn build_payload(ctx: &RpcContext, attributes: &Value) -> Result<alloy_primitives::B64> {
+fn build_payload(ctx: &Arc<RpcContext>, attributes: &Value) -> Result<alloy_primitives::B64> {
     let request = parse_attributes(attributes)?;
     let assembled = ctx.sequencer.build_payload(&request).map_err(|e| engine_error(-38003, &format!("Invalid payload attributes: {e}")))?;
     let hash = assembled.block.header.hash_slow();
-    let digest = alloy_primitives::keccak256([hash.as_slice(), attributes.to_string().as_bytes()].concat());
+    let parent = assembled.block.header.parent_hash;
+    let digest = alloy_primitives::keccak256([parent.as_slice(), attributes.to_string().as_bytes()].concat());
     let id = alloy_primitives::B64::from_slice(&digest[..8]);
-    let mut payloads = ctx.payloads.lock();
-    payloads.retain(|(other, _, _)| *other != id);
-    payloads.push((id, std::sync::Arc::new(parking_lot::Mutex::new(Some(assembled))), hash));
-    if payloads.len() > KEEP_PAYLOADS {
-        payloads.remove(0);
+    let job = Arc::new(PayloadJob { id, best: Mutex::new(Some(assembled)), hash: Mutex::new(hash), fetched: AtomicBool::new(false) });
+    {
+        let mut payloads = ctx.payloads.lock();
+        payloads.retain(|other| other.id != id);
+        payloads.push(job.clone());
+        if payloads.len() > KEEP_PAYLOADS {
+            payloads.remove(0);
+        }
+    }
+    // Payloads that may take pool transactions keep improving until fetched.
+    if !request.no_tx_pool {
+        let ctx = ctx.clone();
+        let spawned = std::thread::Builder::new().name("payload-improve".into()).spawn(move || improve(ctx, job, request, parent));
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "payload improvement not started");
+        }
     }
     Ok(id)
 }
@@ -227,9 +296,10 @@ fn payload_response(assembled: &pseq_builder::Assembled, version: u8) -> Result<
 
 /// `engine_getPayloadV<version>`: the built block in that version's shape.
 fn get_payload(ctx: &RpcContext, id: alloy_primitives::B64, version: u8) -> Result<Value> {
-    let slot = ctx.payloads.lock().iter().find(|(other, _, _)| *other == id).map(|(_, p, _)| p.clone());
-    let slot = slot.ok_or_else(|| engine_error(-38001, "Unknown payload"))?;
-    let guard = slot.lock();
+    let job = ctx.payloads.lock().iter().find(|job| job.id == id).cloned();
+    let job = job.ok_or_else(|| engine_error(-38001, "Unknown payload"))?;
+    job.fetched.store(true, Ordering::Release);
+    let guard = job.best.lock();
     // Committed already (its newPayload came back): the block is in storage.
     let assembled = guard.as_ref().ok_or_else(|| engine_error(-38001, "Unknown payload"))?;
     payload_response(assembled, version)

@@ -168,3 +168,47 @@ async fn blobs_forced_transactions_bodies_and_test_builds() {
     assert!(call(&client, "testing_buildBlockV1", json!([B256::repeat_byte(1), attributes, [], "0x"])).await.is_err(), "parent must be the head");
     assert!(node.terminate().success());
 }
+
+/// A payload asked for on an empty pool picks up transactions that arrive before `getPayload`;
+/// once fetched it no longer changes, and its `newPayload` commits it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payloads_improve_until_fetched() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start_dev(&dir.path().join("n"), &[]);
+    let secret = JwtSecret::from_file(&dir.path().join("n/jwt.hex")).unwrap();
+    let client = node.http();
+    call(&client, "evm_setAutomine", json!([false])).await.unwrap();
+    let head = call(&client, "eth_getBlockByNumber", json!(["latest", false])).await.unwrap();
+    let zero = B256::ZERO;
+    let attributes = json!({
+        "timestamp": format!("{:#x}", hex_u64(&head["timestamp"]) + 12),
+        "prevRandao": zero,
+        "suggestedFeeRecipient": "0x00000000000000000000000000000000000000fe",
+        "withdrawals": [],
+        "parentBeaconBlockRoot": zero,
+    });
+    let state = json!({ "headBlockHash": head["hash"], "safeBlockHash": zero, "finalizedBlockHash": zero });
+    let updated = engine_call(&node, &secret, "engine_forkchoiceUpdatedV3", json!([state, attributes])).await;
+    let id = updated["payloadId"].clone();
+    // Built at once, empty; then a transfer arrives.
+    let hash = call(&client, "eth_sendRawTransaction", json!([transfer(7, 0)])).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let envelope = engine_call(&node, &secret, "engine_getPayloadV5", json!([id])).await;
+    assert!(std::time::Instant::now() < deadline);
+    let payload = envelope["executionPayload"].clone();
+    assert_eq!(payload["transactions"].as_array().unwrap().len(), 1, "the payload improved: {payload}");
+    assert_ne!(envelope["blockValue"], json!("0x0"));
+    // Fetched: another transaction does not change it any more.
+    call(&client, "eth_sendRawTransaction", json!([transfer(8, 0)])).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let again = engine_call(&node, &secret, "engine_getPayloadV5", json!([id])).await;
+    assert_eq!(again["executionPayload"]["blockHash"], payload["blockHash"]);
+    let status = engine_call(&node, &secret, "engine_newPayloadV4", json!([payload, Vec::<B256>::new(), zero, envelope["executionRequests"]])).await;
+    assert_eq!(status["status"], json!("VALID"), "{status}");
+    let state = json!({ "headBlockHash": payload["blockHash"], "safeBlockHash": zero, "finalizedBlockHash": zero });
+    engine_call(&node, &secret, "engine_forkchoiceUpdatedV3", json!([state, null])).await;
+    let receipt = call(&client, "eth_getTransactionReceipt", json!([hash])).await.unwrap();
+    assert_eq!(receipt["blockHash"], payload["blockHash"]);
+    assert!(node.terminate().success());
+}
