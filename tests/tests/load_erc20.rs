@@ -20,6 +20,7 @@ async fn erc20_load_is_included_and_moves_tokens() {
     assert_eq!(report["kind"], json!("erc20"));
     assert_eq!(report["submitted"], json!(400), "{report}");
     assert_eq!(report["included"], json!(400), "{report}");
+    assert_eq!(report["receipts_checked"], json!(400), "every receipt checked at this size: {report}");
     assert_eq!(report["reverted"], json!(0), "{report}");
     // The first load transaction paid 1 unit to 0x5e5e…5e00000000.
     let token: Address = serde_json::from_value(report["token"].clone()).unwrap();
