@@ -46,13 +46,17 @@ pub fn block_by_id(ctx: &RpcContext, id: BlockId) -> Result<Option<StoredBlock>>
 
 fn receipts_of(ctx: &RpcContext, block: &StoredBlock) -> Result<Vec<TransactionReceipt>> {
     let receipts = ctx.sequencer.storage().receipts(&block.hash).map_err(internal)?.unwrap_or_default();
+    Ok(block.rpc_receipts(&receipts, blob_gas_price(ctx, block)))
+}
+
+/// The blob base fee of `block` (Cancun on).
+fn blob_gas_price(ctx: &RpcContext, block: &StoredBlock) -> Option<u128> {
     let rules = ctx.sequencer.rules();
-    let blob_gas_price = rules
+    rules
         .fork(block.header.number, block.header.timestamp)
         .ok()
         .and_then(|(fork, _)| rules.blob_params(&fork))
-        .and_then(|params| block.header.blob_fee(params));
-    Ok(block.rpc_receipts(&receipts, blob_gas_price))
+        .and_then(|params| block.header.blob_fee(params))
 }
 
 /// The receipt of a mined transaction.
@@ -60,7 +64,8 @@ pub fn receipt_by_hash(ctx: &RpcContext, hash: B256) -> Result<Option<Transactio
     let storage = ctx.sequencer.storage();
     let Some((number, index)) = storage.transaction_location(&hash).map_err(internal)? else { return Ok(None) };
     let Some(block) = StoredBlock::load_number(storage, number).map_err(internal)? else { return Ok(None) };
-    Ok(receipts_of(ctx, &block)?.into_iter().nth(index as usize))
+    let receipts = storage.receipts(&block.hash).map_err(internal)?.unwrap_or_default();
+    Ok(block.rpc_receipt(index as usize, &receipts, blob_gas_price(ctx, &block)))
 }
 
 /// Logs of `block` that `filter` matches.
@@ -124,7 +129,7 @@ fn tx_by_block_and_index(ctx: &RpcContext, id: BlockId, index: U64) -> Result<Op
     if !block.has_tx(index) {
         return Ok(None);
     }
-    let sender = block.senders()[index];
+    let Some(sender) = block.sender(index) else { return Ok(None) };
     Ok(block.rpc_transaction(index, sender))
 }
 

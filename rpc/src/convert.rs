@@ -50,6 +50,14 @@ impl StoredBlock {
         senders
     }
 
+    /// The sender of transaction `index` alone (one signature recovery, not the block's).
+    pub fn sender(&self, index: usize) -> Option<Address> {
+        if let Some((_, sender)) = self.sender_overrides.iter().find(|(i, _)| *i as usize == index) {
+            return Some(*sender);
+        }
+        Some(self.body.transactions.get(index)?.recover_signer().unwrap_or_default())
+    }
+
     /// Transaction `index` in its RPC shape.
     pub fn rpc_transaction(&self, index: usize, sender: Address) -> Option<Transaction> {
         let tx = self.body.transactions.get(index)?;
@@ -82,47 +90,63 @@ impl StoredBlock {
     pub fn rpc_receipts(&self, receipts: &[ReceiptEnvelope], blob_gas_price: Option<u128>) -> Vec<TransactionReceipt> {
         let senders = self.senders();
         let mut log_index = 0u64;
-        let mut previous_gas = 0u64;
         let mut out = Vec::with_capacity(receipts.len());
-        for (i, (receipt, tx)) in receipts.iter().zip(&self.body.transactions).enumerate() {
+        for i in 0..receipts.len().min(self.body.transactions.len()) {
             let sender = senders.get(i).copied().unwrap_or_default();
-            let cumulative = receipt.cumulative_gas_used();
-            let gas_used = cumulative.saturating_sub(previous_gas);
-            previous_gas = cumulative;
-            let tx_hash = *tx.tx_hash();
-            let (hash, number, timestamp) = (self.hash, self.header.number, self.header.timestamp);
-            let inner = receipt.clone().map_logs(|log| {
-                let rpc = Log {
-                    inner: log,
-                    block_hash: Some(hash),
-                    block_number: Some(number),
-                    block_timestamp: Some(timestamp),
-                    transaction_hash: Some(tx_hash),
-                    transaction_index: Some(i as u64),
-                    log_index: Some(log_index),
-                    removed: false,
-                };
-                log_index += 1;
-                rpc
-            });
-            let contract_address = tx.to().is_none().then(|| sender.create(tx.nonce()));
-            let base_fee = self.header.base_fee_per_gas;
-            out.push(TransactionReceipt {
-                inner,
-                transaction_hash: tx_hash,
-                transaction_index: Some(i as u64),
-                block_hash: Some(self.hash),
-                block_number: Some(self.header.number),
-                gas_used,
-                effective_gas_price: tx.effective_gas_price(base_fee),
-                blob_gas_used: tx.blob_gas_used(),
-                blob_gas_price: tx.blob_gas_used().and(blob_gas_price),
-                from: sender,
-                to: tx.to(),
-                contract_address,
-            });
+            out.push(self.receipt_at(i, receipts, sender, log_index, blob_gas_price));
+            log_index += receipts[i].logs().len() as u64;
         }
         out
+    }
+
+    /// The receipt of transaction `index` alone (`eth_getTransactionReceipt`: one sender
+    /// recovered, the log index offset counted from the earlier receipts).
+    pub fn rpc_receipt(&self, index: usize, receipts: &[ReceiptEnvelope], blob_gas_price: Option<u128>) -> Option<TransactionReceipt> {
+        if index >= receipts.len() || index >= self.body.transactions.len() {
+            return None;
+        }
+        let log_index = receipts[..index].iter().map(|r| r.logs().len() as u64).sum();
+        Some(self.receipt_at(index, receipts, self.sender(index)?, log_index, blob_gas_price))
+    }
+
+    fn receipt_at(&self, i: usize, receipts: &[ReceiptEnvelope], sender: Address, first_log_index: u64, blob_gas_price: Option<u128>) -> TransactionReceipt {
+        let receipt = &receipts[i];
+        let tx = &self.body.transactions[i];
+        let previous_gas = if i == 0 { 0 } else { receipts[i - 1].cumulative_gas_used() };
+        let gas_used = receipt.cumulative_gas_used().saturating_sub(previous_gas);
+        let tx_hash = *tx.tx_hash();
+        let (hash, number, timestamp) = (self.hash, self.header.number, self.header.timestamp);
+        let mut log_index = first_log_index;
+        let inner = receipt.clone().map_logs(|log| {
+            let rpc = Log {
+                inner: log,
+                block_hash: Some(hash),
+                block_number: Some(number),
+                block_timestamp: Some(timestamp),
+                transaction_hash: Some(tx_hash),
+                transaction_index: Some(i as u64),
+                log_index: Some(log_index),
+                removed: false,
+            };
+            log_index += 1;
+            rpc
+        });
+        let contract_address = tx.to().is_none().then(|| sender.create(tx.nonce()));
+        let base_fee = self.header.base_fee_per_gas;
+        TransactionReceipt {
+            inner,
+            transaction_hash: tx_hash,
+            transaction_index: Some(i as u64),
+            block_hash: Some(self.hash),
+            block_number: Some(self.header.number),
+            gas_used,
+            effective_gas_price: tx.effective_gas_price(base_fee),
+            blob_gas_used: tx.blob_gas_used(),
+            blob_gas_price: tx.blob_gas_used().and(blob_gas_price),
+            from: sender,
+            to: tx.to(),
+            contract_address,
+        }
     }
 
     /// Whether `index` is a valid transaction index of this block.
