@@ -399,6 +399,7 @@ impl Sequencer {
         // blob budget fit the block.
         let forced: &[Arc<PooledTx>] = attributes.map_or(&[], |a| &a.transactions);
         let mut chosen: Vec<Arc<PooledTx>> = forced.to_vec();
+        let forced_hashes: std::collections::HashSet<B256> = forced.iter().map(|tx| tx.hash).collect();
         let blob_count = |tx: &PooledTx| alloy_consensus::Transaction::blob_versioned_hashes(&tx.envelope).map_or(0, |h| h.len() as u64);
         let mut gas_left = gas_limit.saturating_sub(chosen.iter().map(|tx| tx.gas_limit()).sum());
         let mut blobs_left = params.map_or(0, |p| p.max_blob_count).saturating_sub(chosen.iter().map(|tx| blob_count(tx)).sum());
@@ -407,7 +408,7 @@ impl Sequencer {
             let mut best = pool.best_transactions();
             while gas_left >= 21_000 {
                 let Some(tx) = best.next() else { break };
-                if tx.gas_limit() > gas_left || blob_count(&tx) > blobs_left || chosen.iter().any(|c| c.hash == tx.hash) {
+                if tx.gas_limit() > gas_left || blob_count(&tx) > blobs_left || forced_hashes.contains(&tx.hash) {
                     best.mark_invalid(&tx);
                     continue;
                 }
