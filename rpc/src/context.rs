@@ -9,8 +9,6 @@ use jsonrpsee::types::ErrorObjectOwned;
 use pseq_builder::{MinerCommand, Sequencer};
 use std::{collections::HashMap, sync::{mpsc, Arc}};
 
-/// A payload built for the Engine API: its id, the block (taken when committed) and its hash.
-
 /// Largest block range one `eth_getLogs` may scan.
 pub const MAX_LOG_BLOCK_RANGE: u64 = 10_000;
 
