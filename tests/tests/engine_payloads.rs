@@ -22,15 +22,26 @@ use serde_json::{json, Value};
 const CHAIN_ID: u64 = 31337;
 const GWEI: u128 = 1_000_000_000;
 
-/// A blob transaction from dev account `index` in the network form, in the canonical (block)
+/// A one-blob transaction from dev account `index` in the network form, in the canonical (block)
 /// form, and its versioned hashes.
 fn blob_transaction(index: u32) -> (Bytes, Bytes, Vec<B256>) {
-    let mut bytes = [0u8; 131_072];
-    for (i, chunk) in bytes.chunks_mut(32).enumerate() {
-        chunk[31] = i as u8;
-    }
+    blob_transaction_with(index, 1)
+}
+
+/// A transaction of `blobs` blobs from dev account `index` (see [`blob_transaction`]).
+fn blob_transaction_with(index: u32, blobs: usize) -> (Bytes, Bytes, Vec<B256>) {
+    let blobs: Vec<Blob> = (0..blobs)
+        .map(|b| {
+            let mut bytes = [0u8; 131_072];
+            for (i, chunk) in bytes.chunks_mut(32).enumerate() {
+                chunk[30] = b as u8;
+                chunk[31] = i as u8;
+            }
+            Blob::from(bytes)
+        })
+        .collect();
     let settings = EnvKzgSettings::Default.get();
-    let sidecar = BlobTransactionSidecar::try_from_blobs_with_settings(vec![Blob::from(bytes)], settings).unwrap().try_into_7594(settings).unwrap();
+    let sidecar = BlobTransactionSidecar::try_from_blobs_with_settings(blobs, settings).unwrap().try_into_7594(settings).unwrap();
     let hashes: Vec<B256> = sidecar.versioned_hashes().collect();
     let tx = TxEip4844 {
         chain_id: CHAIN_ID,
@@ -210,5 +221,32 @@ async fn payloads_improve_until_fetched() {
     engine_call(&node, &secret, "engine_forkchoiceUpdatedV3", json!([state, null])).await;
     let receipt = call(&client, "eth_getTransactionReceipt", json!([hash])).await.unwrap();
     assert_eq!(receipt["blockHash"], payload["blockHash"]);
+    assert!(node.terminate().success());
+}
+
+/// Blocks keep to the fork's blob budget: two 6-blob transactions do not fit one Osaka block
+/// (at most 9 blobs), so the second waits for the next block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_keep_to_the_blob_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start_dev(&dir.path().join("n"), &[]);
+    let client = node.http();
+    call(&client, "evm_setAutomine", json!([false])).await.unwrap();
+    let mut hashes = Vec::new();
+    for index in [9, 10] {
+        let (raw, _, _) = blob_transaction_with(index, 6);
+        hashes.push(call(&client, "eth_sendRawTransaction", json!([raw])).await.unwrap());
+    }
+    call(&client, "evm_mine", json!([])).await.unwrap();
+    let first = call(&client, "eth_getBlockByNumber", json!(["latest", false])).await.unwrap();
+    assert_eq!(first["transactions"].as_array().unwrap().len(), 1, "{first}");
+    assert_eq!(first["blobGasUsed"], json!(format!("{:#x}", 6 * 131_072)));
+    call(&client, "evm_mine", json!([])).await.unwrap();
+    let second = call(&client, "eth_getBlockByNumber", json!(["latest", false])).await.unwrap();
+    assert_eq!(second["transactions"].as_array().unwrap().len(), 1, "{second}");
+    for hash in &hashes {
+        let receipt = call(&client, "eth_getTransactionReceipt", json!([hash])).await.unwrap();
+        assert_eq!(receipt["status"], json!("0x1"), "{receipt}");
+    }
     assert!(node.terminate().success());
 }
