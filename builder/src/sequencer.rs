@@ -190,10 +190,7 @@ impl Sequencer {
     pub fn new(storage: Arc<Storage>, spec: ChainSpec, settings: BuilderSettings) -> Result<Self, BuildError> {
         let rules = ChainRules::from_spec(&spec);
         let head = storage.header_by_number(storage.head().0)?.ok_or_else(|| BuildError::Storage("head header missing".into()))?;
-        let next_spec = rules.fork(head.number + 1, now_secs().max(head.timestamp + 1)).map_err(BuildError::Chain)?.1;
-        let mut validation = ValidationConfig::new(spec.chain_id, next_spec);
-        validation.block_gas_limit = settings.gas_limit;
-        validation.blobs_enabled = next_spec.is_enabled_in(SpecId::CANCUN);
+        let validation = validation_rules(&rules, &head, settings.gas_limit)?;
         let base_fee = next_base_fee(&head);
         let mut pool_config = PoolConfig::new(validation);
         // reth's 10,000-transaction sub-pools hold less than one block of a high-gas-limit chain:
@@ -598,12 +595,34 @@ impl Sequencer {
             pool.remove(hash);
         }
         pool.on_block(&accounts, next_base_fee(header));
+        // Across a fork boundary the pool admits by the next block's rules.
+        if let Ok(rules) = validation_rules(&self.rules, header, self.settings.gas_limit) {
+            if rules.spec != pool.config().validation.spec {
+                tracing::info!(from = ?pool.config().validation.spec, to = ?rules.spec, "pool admission follows the fork");
+                pool.set_validation(rules);
+            }
+        }
     }
 
     /// Blocks built since start.
     pub fn blocks_built(&self) -> u64 {
         self.built.load(Ordering::Relaxed)
     }
+}
+
+/// Admission rules for the block after `head`: its fork's transaction types, blobs (Cancun on;
+/// per transaction EIP-7594's 6 from Osaka on, before it whatever a block holds), the gas limit.
+fn validation_rules(rules: &ChainRules, head: &Header, gas_limit: u64) -> Result<ValidationConfig, BuildError> {
+    let (next_fork, next_spec) = rules.fork(head.number + 1, now_secs().max(head.timestamp + 1)).map_err(BuildError::Chain)?;
+    let mut validation = ValidationConfig::new(rules.chain_id, next_spec);
+    validation.block_gas_limit = gas_limit;
+    validation.blobs_enabled = next_spec.is_enabled_in(SpecId::CANCUN);
+    if !next_spec.is_enabled_in(SpecId::OSAKA) {
+        if let Some(params) = rules.blob_params(&next_fork) {
+            validation.max_blobs_per_tx = params.max_blob_count as usize;
+        }
+    }
+    Ok(validation)
 }
 
 fn ms(d: Duration) -> String {

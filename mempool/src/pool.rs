@@ -162,7 +162,12 @@ impl Pool {
         Self { config, base_fee, senders: HashMap::default(), by_hash: HashMap::default(), next_id: 0, listeners: Vec::new(), sizes: [(0, 0); 3] }
     }
 
-    /// The configuration.
+    /// Replaces the admission rules (the next block's fork changed: types, limits, sidecars).
+    pub fn set_validation(&mut self, validation: crate::ValidationConfig) {
+        self.config.validation = validation;
+    }
+
+    /// The pool's settings.
     pub fn config(&self) -> &PoolConfig {
         &self.config
     }
