@@ -89,11 +89,13 @@ pub fn erc20_balance_slot(holder: Address) -> U256 {
     U256::from_be_bytes(keccak256(key).0)
 }
 
-fn erc20_transfer(to: Address, amount: u64) -> Bytes {
-    let mut data = vec![0xa9, 0x05, 0x9c, 0xbb];
+/// Calldata of ERC-20 `transfer(to, amount)`.
+pub fn erc20_transfer(to: Address, amount: U256) -> Bytes {
+    let mut data = Vec::with_capacity(68);
+    data.extend_from_slice(&[0xa9, 0x05, 0x9c, 0xbb]);
     data.extend_from_slice(&[0u8; 12]);
     data.extend_from_slice(to.as_slice());
-    data.extend_from_slice(&U256::from(amount).to_be_bytes::<32>());
+    data.extend_from_slice(&amount.to_be_bytes::<32>());
     Bytes::from(data)
 }
 
@@ -131,7 +133,7 @@ pub fn build(name: &str, txs: Option<usize>, contracts_dir: &Path) -> Result<Wor
                 let sender = account(i);
                 funded(&mut state, sender);
                 storage.push((erc20_balance_slot(sender), U256::from(1_000_000u64)));
-                list.push(tx(sender, 0, token, U256::ZERO, erc20_transfer(account(1_000_000 + i), 10), 100_000));
+                list.push(tx(sender, 0, token, U256::ZERO, erc20_transfer(account(1_000_000 + i), U256::from(10u64)), 100_000));
             }
             storage.push((U256::from(2), U256::from(n as u64 * 1_000_000)));
             state.insert_account(

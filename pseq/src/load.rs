@@ -108,16 +108,6 @@ pub fn erc20_init_code(runtime: &[u8], holder: Address, supply: U256) -> Result<
     Ok(code.into())
 }
 
-/// Calldata of ERC-20 `transfer(to, amount)`.
-fn erc20_transfer(to: Address, amount: U256) -> Bytes {
-    let mut data = Vec::with_capacity(68);
-    data.extend_from_slice(&[0xa9, 0x05, 0x9c, 0xbb]);
-    data.extend_from_slice(&[0u8; 12]);
-    data.extend_from_slice(to.as_slice());
-    data.extend_from_slice(&amount.to_be_bytes::<32>());
-    data.into()
-}
-
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct LoadParams {
@@ -281,7 +271,7 @@ async fn deploy_and_distribute(
     let mut txs = vec![sign_tx(deployer, chain_id, nonce, TxKind::Create, U256::ZERO, init, 3_000_000)?];
     for (i, sender) in senders.iter().enumerate() {
         let amount = U256::from(per_account) * U256::from(1_000u64);
-        txs.push(sign_tx(deployer, chain_id, nonce + 1 + i as u64, TxKind::Call(token), U256::ZERO, erc20_transfer(sender.address(), amount), ERC20_GAS)?);
+        txs.push(sign_tx(deployer, chain_id, nonce + 1 + i as u64, TxKind::Call(token), U256::ZERO, crate::bench::erc20_transfer(sender.address(), amount), ERC20_GAS)?);
     }
     for chunk in txs.chunks(BATCH) {
         let (_, error, refused) = send_batch(client, chunk).await;
@@ -375,7 +365,7 @@ pub async fn run(params: &LoadParams) -> Result<LoadReport, String> {
                                 to.0[16..].copy_from_slice(&(i as u32).to_be_bytes());
                                 match token {
                                     None => sign_transfer(&senders[a], chain_id, nonce, to, U256::from(1)),
-                                    Some(token) => sign_tx(&senders[a], chain_id, nonce, TxKind::Call(token), U256::ZERO, erc20_transfer(to, U256::from(1)), ERC20_GAS),
+                                    Some(token) => sign_tx(&senders[a], chain_id, nonce, TxKind::Call(token), U256::ZERO, crate::bench::erc20_transfer(to, U256::from(1)), ERC20_GAS),
                                 }
                             })
                             .collect()
