@@ -5,13 +5,16 @@
 //! state (skipping invalid ones, staying within the gas limit), computes the header (state root
 //! from storage, transactions and receipts roots, bloom, EIP-1559 base fee, blob gas, requests
 //! hash), commits the block in one batch, updates the pool and notifies subscribers.
-//! [`Miner`] runs production on an interval, on arrival of transactions (automine) or on demand.
+//! [`Miner`] runs production on an interval, on arrival of transactions (automine) or on demand;
+//! in interval mode the next block can stay open and take transactions as they arrive
+//! ([`continuous`]).
 //! [`ChainRules`] turns a header into the executor's input, for building and importing alike;
 //! [`import`] validates and executes a given block (blocktests, `pseq import`, the Engine API).
 
 #![warn(missing_docs)]
 
 pub mod chain_rules;
+pub mod continuous;
 pub mod error;
 pub mod import;
 pub mod metrics;

@@ -24,6 +24,9 @@ pub struct Metrics {
     pub build_micros: AtomicU64,
     /// Microseconds the last block took to build.
     pub last_build_micros: AtomicU64,
+    /// Microseconds spent executing transactions into open blocks before they were due
+    /// (continuous building).
+    pub ahead_micros: AtomicU64,
 }
 
 impl Metrics {
@@ -51,6 +54,7 @@ impl Metrics {
         metric("head_block", "gauge", "Number of the head block.", self.head.load(Ordering::Relaxed));
         metric("build_seconds_micros_total", "counter", "Microseconds spent building blocks.", self.build_micros.load(Ordering::Relaxed));
         metric("last_build_micros", "gauge", "Microseconds the last block took to build.", self.last_build_micros.load(Ordering::Relaxed));
+        metric("build_ahead_micros_total", "counter", "Microseconds spent executing into open blocks before they were due.", self.ahead_micros.load(Ordering::Relaxed));
         metric("pool_pending", "gauge", "Pending transactions in the pool.", pending as u64);
         metric("pool_queued", "gauge", "Queued transactions in the pool.", queued as u64);
         out

@@ -2,7 +2,11 @@
 //! arrive (automine), or only on request, and that can be told to switch modes, mine now, or
 //! stop.
 
-use crate::{error::BuildError, sequencer::Sequencer};
+use crate::{
+    continuous::{Continuous, Waited},
+    error::BuildError,
+    sequencer::Sequencer,
+};
 use alloy_primitives::B256;
 use pseq_config::MiningMode;
 use std::{
@@ -92,6 +96,8 @@ fn run(sequencer: &Sequencer, mut mode: MiningMode, commands: &mpsc::Receiver<Mi
     tracing::info!(?mode, "block production started");
     let mut next_block = Instant::now() + interval_of(mode).unwrap_or(Duration::ZERO);
     let mut last_prune = Instant::now();
+    // After an open block went stale, the next block is built the ordinary way.
+    let mut ordinary_next = false;
     loop {
         if last_prune.elapsed() >= PRUNE_EVERY {
             let pruned = sequencer.pool().lock().prune_stale(Instant::now());
@@ -99,6 +105,25 @@ fn run(sequencer: &Sequencer, mut mode: MiningMode, commands: &mpsc::Receiver<Mi
                 tracing::debug!(count = pruned.len(), "stale queued transactions dropped");
             }
             last_prune = Instant::now();
+        }
+        if let (Some(interval), true) = (interval_of(mode), sequencer.settings().continuous && !ordinary_next) {
+            let mut interrupted = None;
+            let wait = |until: Instant| wait_quietly(commands, until, &mut interrupted);
+            match sequencer.build_continuously(next_block, wait) {
+                Ok(Continuous::Built(_)) => next_block = after(next_block, interval),
+                Ok(Continuous::Stale) => ordinary_next = true,
+                Ok(Continuous::Abandoned) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "block production failed");
+                    ordinary_next = true;
+                }
+            }
+            if let Some(command) = interrupted {
+                if handle_other(sequencer, &mut mode, &mut next_block, command) {
+                    break;
+                }
+            }
+            continue;
         }
         let command = match interval_of(mode) {
             Some(_) => commands.recv_timeout(next_block.saturating_duration_since(Instant::now())),
@@ -108,11 +133,8 @@ fn run(sequencer: &Sequencer, mut mode: MiningMode, commands: &mpsc::Receiver<Mi
             Err(RecvTimeoutError::Timeout) => {
                 if let Some(interval) = interval_of(mode) {
                     build_logged(sequencer);
-                    next_block += interval;
-                    if next_block < Instant::now() {
-                        // Building took longer than the interval: start the next one now.
-                        next_block = Instant::now();
-                    }
+                    next_block = after(next_block, interval);
+                    ordinary_next = false;
                 }
             }
             Err(RecvTimeoutError::Disconnected) | Ok(MinerCommand::Shutdown) => break,
@@ -173,6 +195,30 @@ fn handle_other(sequencer: &Sequencer, mode: &mut MiningMode, next_block: &mut I
                 }
             }
             false
+        }
+    }
+}
+
+/// The deadline after `deadline`; when building ran past it, now.
+fn after(deadline: Instant, interval: Duration) -> Instant {
+    (deadline + interval).max(Instant::now())
+}
+
+/// Waits until `until` for an open block, letting transaction wake-ups pass; any other command
+/// (or a closed channel, read as shutdown) ends the wait and is kept in `interrupted`.
+fn wait_quietly(commands: &mpsc::Receiver<MinerCommand>, until: Instant, interrupted: &mut Option<MinerCommand>) -> Waited {
+    loop {
+        match commands.recv_timeout(until.saturating_duration_since(Instant::now())) {
+            Err(RecvTimeoutError::Timeout) => return Waited::Elapsed,
+            Ok(MinerCommand::TxArrived) => {}
+            Ok(command) => {
+                *interrupted = Some(command);
+                return Waited::Abandon;
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                *interrupted = Some(MinerCommand::Shutdown);
+                return Waited::Abandon;
+            }
         }
     }
 }

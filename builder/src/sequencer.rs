@@ -15,7 +15,7 @@ use pseq_config::ChainSpec;
 use pseq_executor::{
     execute_block, logs_bloom, receipts_root,
     revm::{context::TxEnv, database::DatabaseRef, primitives::hardfork::SpecId},
-    ExecutionOptions, InvalidTxPolicy, TxReceipt,
+    BlockOutput, ExecutionOptions, InvalidTxPolicy, TxReceipt,
 };
 use pseq_mempool::{Added, Pool, PoolConfig, PoolError, PooledTx, SenderAccount, ValidationConfig};
 use pseq_storage::Storage;
@@ -39,11 +39,14 @@ pub struct BuilderSettings {
     pub coinbase: Address,
     /// Extra data of built headers (at most 32 bytes).
     pub extra_data: Bytes,
+    /// In interval mode, keep the next block open and execute transactions into it as they
+    /// arrive ([`crate::continuous`]).
+    pub continuous: bool,
 }
 
 impl Default for BuilderSettings {
     fn default() -> Self {
-        Self { gas_limit: 30_000_000, threads: 1, coinbase: Address::ZERO, extra_data: Bytes::from_static(b"pseq") }
+        Self { gas_limit: 30_000_000, threads: 1, coinbase: Address::ZERO, extra_data: Bytes::from_static(b"pseq"), continuous: false }
     }
 }
 
@@ -71,6 +74,9 @@ pub struct BuildTimings {
     pub state_root: Duration,
     /// Writing the block.
     pub commit: Duration,
+    /// Choosing and executing transactions before the block was due (continuous building; not
+    /// part of the other times, which count from the deadline).
+    pub ahead: Duration,
 }
 
 /// The result of building a block.
@@ -153,11 +159,78 @@ pub struct Assembled {
     started: Instant,
 }
 
+/// The parts of a block fixed before its transactions are chosen ([`Sequencer::plan_block`]).
+#[derive(Debug)]
+pub(crate) struct BlockPlan {
+    /// The header, without the fields its transactions decide.
+    pub header: Header,
+    /// What executing the block depends on besides its transactions.
+    pub input: pseq_executor::BlockInput,
+    /// The block's fork.
+    pub spec: SpecId,
+    /// Blobs a block may hold.
+    pub max_blobs: u64,
+    /// The body's withdrawals (Shanghai on).
+    pub body_withdrawals: Option<alloy_eips::eip4895::Withdrawals>,
+    /// When building started.
+    pub started: Instant,
+}
+
+impl BlockPlan {
+    /// The block's whole gas and blob budget.
+    pub fn budget(&self) -> Budget {
+        Budget { gas: self.header.gas_limit, blobs: self.max_blobs }
+    }
+}
+
+/// What is left of a block's gas limit and blob budget while transactions are chosen (by their
+/// gas limits, so that whatever they use the block fits).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Budget {
+    pub gas: u64,
+    pub blobs: u64,
+}
+
+fn blob_count(tx: &PooledTx) -> u64 {
+    alloy_consensus::Transaction::blob_versioned_hashes(&tx.envelope).map_or(0, |h| h.len() as u64)
+}
+
+impl Budget {
+    /// Counts `tx` against the budget (forced transactions, counted whether they fit or not).
+    pub fn take(&mut self, tx: &PooledTx) {
+        self.gas = self.gas.saturating_sub(tx.gas_limit());
+        self.blobs = self.blobs.saturating_sub(blob_count(tx));
+    }
+
+    /// Takes transactions from `best` in its order while they fit; a transaction that does not
+    /// fit (or that `exclude` names) leaves its sender's later ones out too.
+    pub fn fill(&mut self, mut best: pseq_mempool::BestTransactions, exclude: impl Fn(&PooledTx) -> bool) -> Vec<Arc<PooledTx>> {
+        let mut chosen = Vec::new();
+        while self.gas >= 21_000 {
+            let Some(tx) = best.next() else { break };
+            if tx.gas_limit() > self.gas || blob_count(&tx) > self.blobs || exclude(&tx) {
+                best.mark_invalid(&tx);
+                continue;
+            }
+            self.take(&tx);
+            chosen.push(tx);
+        }
+        chosen
+    }
+}
+
 /// Time settings of the next blocks (dev RPC: `evm_increaseTime`, `evm_setNextBlockTimestamp`).
 #[derive(Debug, Default)]
 struct Clock {
     offset_secs: AtomicI64,
     next_timestamp: Mutex<Option<u64>>,
+}
+
+impl Assembled {
+    /// Counts the build time from `from` (continuous building: from the last run).
+    pub(crate) fn restart_clock(&mut self, from: Instant) {
+        self.started = from;
+    }
 }
 
 /// The node's core, shared by the block producer and the RPC servers.
@@ -181,7 +254,7 @@ impl std::fmt::Debug for Sequencer {
     }
 }
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
@@ -305,6 +378,16 @@ impl Sequencer {
         Ok(())
     }
 
+    /// The clock settings of the next block: the offset and a fixed next timestamp.
+    pub(crate) fn clock_state(&self) -> (i64, Option<u64>) {
+        (self.clock.offset_secs.load(Ordering::SeqCst), *self.clock.next_timestamp.lock())
+    }
+
+    /// Holds off every other block build and commit while alive.
+    pub(crate) fn build_guard(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.build_lock.lock()
+    }
+
     fn next_timestamp(&self, parent: &Header) -> u64 {
         if let Some(t) = self.clock.next_timestamp.lock().take() {
             return t.max(parent.timestamp + 1);
@@ -375,7 +458,6 @@ impl Sequencer {
     fn assemble(&self, attributes: Option<&PayloadAttributes>, overrides: Option<&pseq_executor::StateDiff>) -> Result<Assembled, BuildError> {
         let started = Instant::now();
         let parent = self.head_header()?;
-        let parent_hash = self.storage.head().1;
         let timestamp = match attributes.filter(|a| a.timestamp != 0) {
             None => self.next_timestamp(&parent),
             Some(a) if a.timestamp <= parent.timestamp => {
@@ -383,41 +465,57 @@ impl Sequencer {
             }
             Some(a) => a.timestamp,
         };
-        let number = parent.number + 1;
-        let (fork, spec) = self.rules.fork(number, timestamp).map_err(BuildError::Chain)?;
-        let params = self.rules.blob_params(&fork);
+        let plan = self.plan_block(&parent, attributes, timestamp, started)?;
 
-        let engine = attributes.filter(|a| a.timestamp != 0);
-        let gas_limit = match engine {
-            Some(a) => a.gas_limit.unwrap_or_else(|| next_gas_limit(parent.gas_limit, self.settings.gas_limit)),
-            None => self.settings.gas_limit,
-        };
         // Forced transactions first, then the pool's best tip first while the gas limits and the
         // blob budget fit the block.
         let forced: &[Arc<PooledTx>] = attributes.map_or(&[], |a| &a.transactions);
         let mut chosen: Vec<Arc<PooledTx>> = forced.to_vec();
         let forced_hashes: std::collections::HashSet<B256> = forced.iter().map(|tx| tx.hash).collect();
-        let blob_count = |tx: &PooledTx| alloy_consensus::Transaction::blob_versioned_hashes(&tx.envelope).map_or(0, |h| h.len() as u64);
-        let mut gas_left = gas_limit.saturating_sub(chosen.iter().map(|tx| tx.gas_limit()).sum());
-        let mut blobs_left = params.map_or(0, |p| p.max_blob_count).saturating_sub(chosen.iter().map(|tx| blob_count(tx)).sum());
+        let mut budget = plan.budget();
+        for tx in &chosen {
+            budget.take(tx);
+        }
         if attributes.is_none_or(|a| !a.no_tx_pool) {
             let pool = self.pool.lock();
-            let mut best = pool.best_transactions();
-            while gas_left >= 21_000 {
-                let Some(tx) = best.next() else { break };
-                if tx.gas_limit() > gas_left || blob_count(&tx) > blobs_left || forced_hashes.contains(&tx.hash) {
-                    best.mark_invalid(&tx);
-                    continue;
-                }
-                gas_left -= tx.gas_limit();
-                blobs_left -= blob_count(&tx);
-                chosen.push(tx);
-            }
+            chosen.extend(budget.fill(pool.best_transactions(), |tx| forced_hashes.contains(&tx.hash)));
         }
         let txs: Vec<TxEnv> = chosen.iter().map(|tx| TxEnv::from_recovered_tx(&tx.envelope, tx.sender)).collect();
         let select = started.elapsed();
 
-        let mut header = Header {
+        let options = ExecutionOptions::parallel(self.settings.threads).with_invalid_tx(InvalidTxPolicy::Skip);
+        let execute_started = Instant::now();
+        let head_state = self.storage.latest();
+        let mut output = match overrides {
+            Some(diff) => execute_block(&crate::overlay::DiffOverlay { base: &head_state, diff }, &plan.input, &txs, &options),
+            None => execute_block(&head_state, &plan.input, &txs, &options),
+        }
+        .map_err(|e| BuildError::Execution(e.to_string()))?;
+        if let Some(diff) = overrides {
+            output.state = crate::overlay::merge_diffs(diff, std::mem::take(&mut output.state));
+        }
+        let execute = execute_started.elapsed();
+        // A forced transaction that cannot be applied fails the build (geth's testing_buildBlockV1
+        // and op-geth's deposits do the same).
+        if let Some((_, why)) = output.skipped.iter().find(|(i, _)| *i < forced.len()) {
+            return Err(BuildError::Invalid(why.clone()));
+        }
+        self.seal(plan, &chosen, output, BuildTimings { select, execute, ..Default::default() }, None)
+    }
+
+    /// Fixes everything about the block after `parent` that does not depend on its transactions:
+    /// the header's fields, the execution input, the gas and blob budget.
+    pub(crate) fn plan_block(&self, parent: &Header, attributes: Option<&PayloadAttributes>, timestamp: u64, started: Instant) -> Result<BlockPlan, BuildError> {
+        let parent_hash = self.storage.head().1;
+        let number = parent.number + 1;
+        let (fork, spec) = self.rules.fork(number, timestamp).map_err(BuildError::Chain)?;
+        let params = self.rules.blob_params(&fork);
+        let engine = attributes.filter(|a| a.timestamp != 0);
+        let gas_limit = match engine {
+            Some(a) => a.gas_limit.unwrap_or_else(|| next_gas_limit(parent.gas_limit, self.settings.gas_limit)),
+            None => self.settings.gas_limit,
+        };
+        let header = Header {
             parent_hash,
             ommers_hash: EMPTY_OMMER_ROOT_HASH,
             beneficiary: engine.map_or(self.settings.coinbase, |a| a.fee_recipient),
@@ -426,7 +524,7 @@ impl Sequencer {
             timestamp,
             extra_data: attributes.and_then(|a| a.extra_data.clone()).unwrap_or_else(|| self.settings.extra_data.clone()),
             mix_hash: engine.map_or(parent.mix_hash, |a| a.prev_randao),
-            base_fee_per_gas: spec.is_enabled_in(SpecId::LONDON).then(|| next_base_fee(&parent)),
+            base_fee_per_gas: spec.is_enabled_in(SpecId::LONDON).then(|| next_base_fee(parent)),
             withdrawals_root: spec.is_enabled_in(SpecId::SHANGHAI).then(|| match attributes {
                 Some(a) => proofs::calculate_withdrawals_root(&a.withdrawals),
                 None => EMPTY_WITHDRAWALS,
@@ -449,24 +547,22 @@ impl Sequencer {
             })
         });
         let input = self.rules.block_input(&header, Vec::new(), withdrawals).map_err(BuildError::Chain)?;
-        let options = ExecutionOptions::parallel(self.settings.threads).with_invalid_tx(InvalidTxPolicy::Skip);
-        let execute_started = Instant::now();
-        let head_state = self.storage.latest();
-        let mut output = match overrides {
-            Some(diff) => execute_block(&crate::overlay::DiffOverlay { base: &head_state, diff }, &input, &txs, &options),
-            None => execute_block(&head_state, &input, &txs, &options),
-        }
-        .map_err(|e| BuildError::Execution(e.to_string()))?;
-        if let Some(diff) = overrides {
-            output.state = crate::overlay::merge_diffs(diff, std::mem::take(&mut output.state));
-        }
-        let execute = execute_started.elapsed();
-        // A forced transaction that cannot be applied fails the build (geth's testing_buildBlockV1
-        // and op-geth's deposits do the same).
-        if let Some((_, why)) = output.skipped.iter().find(|(i, _)| *i < forced.len()) {
-            return Err(BuildError::Invalid(why.clone()));
-        }
+        let body_withdrawals = header.withdrawals_root.map(|_| attributes.map_or_else(Default::default, |a| a.withdrawals.clone().into()));
+        Ok(BlockPlan { header, input, spec, max_blobs: params.map_or(0, |p| p.max_blob_count), body_withdrawals, started })
+    }
 
+    /// Completes a planned block from its executed transactions (`chosen`, of which `output`
+    /// says which were included): roots, bloom, gas, the state update and its root.
+    /// `prepared` holds state-root work done ahead (continuous building).
+    pub(crate) fn seal(
+        &self,
+        plan: BlockPlan,
+        chosen: &[Arc<PooledTx>],
+        output: BlockOutput,
+        timings: BuildTimings,
+        prepared: Option<pseq_storage::PreparedAccounts>,
+    ) -> Result<Assembled, BuildError> {
+        let BlockPlan { mut header, spec, body_withdrawals, started, .. } = plan;
         let included: Vec<TxEnvelope> = output.included.iter().map(|&i| chosen[i].envelope.clone()).collect();
         header.transactions_root = proofs::calculate_transaction_root(&included);
         header.receipts_root = receipts_root(&output.receipts);
@@ -476,7 +572,10 @@ impl Sequencer {
         header.requests_hash = spec.is_enabled_in(SpecId::PRAGUE).then(|| output.requests.as_ref().map(|r| r.requests_hash()).unwrap_or_default());
 
         let root_started = Instant::now();
-        let update = self.storage.prepare_state(&output.state)?;
+        let update = match prepared {
+            Some(prepared) => self.storage.prepare_state_reusing(&output.state, prepared)?,
+            None => self.storage.prepare_state(&output.state)?,
+        };
         header.state_root = update.state_root;
         let state_root = root_started.elapsed();
 
@@ -490,11 +589,7 @@ impl Sequencer {
             previous = receipt.cumulative_gas_used;
             block_value += alloy_primitives::U256::from(chosen[i].effective_tip(base_fee).unwrap_or_default()) * alloy_primitives::U256::from(gas);
         }
-        let body = BlockBody {
-            transactions: included,
-            ommers: Vec::new(),
-            withdrawals: header.withdrawals_root.map(|_| attributes.map_or_else(Default::default, |a| a.withdrawals.clone().into())),
-        };
+        let body = BlockBody { transactions: included, ommers: Vec::new(), withdrawals: body_withdrawals };
         let senders = chosen.iter().map(|tx| tx.sender).collect();
         let sidecars = output.included.iter().filter_map(|&i| chosen[i].sidecar.clone()).collect();
         let sender_overrides = output.included.iter().enumerate().filter(|(_, &i)| chosen[i].impersonated).map(|(at, &i)| (at as u32, chosen[i].sender)).collect();
@@ -509,23 +604,24 @@ impl Sequencer {
             block_value,
             sidecars,
             sender_overrides,
-            timings: BuildTimings { select, execute, state_root, commit: Duration::ZERO },
+            timings: BuildTimings { state_root, ..timings },
             started,
         })
     }
 
-    fn commit_assembled(&self, assembled: Assembled) -> Result<BuiltBlock, BuildError> {
+    pub(crate) fn commit_assembled(&self, assembled: Assembled) -> Result<BuiltBlock, BuildError> {
         let Assembled { block, receipts, update, tx_hashes, senders, skipped, timings, started, sender_overrides, .. } = assembled;
-        let (select, execute, state_root) = (timings.select, timings.execute, timings.state_root);
+        let (select, execute, state_root, ahead) = (timings.select, timings.execute, timings.state_root, timings.ahead);
         let commit_started = Instant::now();
         let committed = self.storage.commit_block_with_senders(&block, &receipts, update, &sender_overrides)?;
         let commit = commit_started.elapsed();
 
         self.after_commit(&block.header, senders, &skipped);
 
-        let timings = BuildTimings { select, execute, state_root, commit };
+        let timings = BuildTimings { select, execute, state_root, commit, ahead };
         let new_block = Arc::new(NewBlock { header: block.header, hash: committed.hash, tx_hashes, receipts });
         self.metrics.record_block(&new_block, started.elapsed());
+        self.metrics.ahead_micros.fetch_add(ahead.as_micros() as u64, Ordering::Relaxed);
         self.built.fetch_add(1, Ordering::Relaxed);
         let total = started.elapsed();
         let mgas = new_block.header.gas_used as f64 / 1e6 / execute.as_secs_f64().max(1e-9);
@@ -539,6 +635,7 @@ impl Sequencer {
             state_root_ms = ms(state_root),
             commit_ms = ms(commit),
             total_ms = ms(total),
+            ahead_ms = ms(ahead),
             hash = %new_block.hash,
             "built block"
         );

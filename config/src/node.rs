@@ -40,6 +40,8 @@ pub struct ConfigLayer {
     pub gas_limit: Option<u64>,
     /// Executor threads.
     pub threads: Option<usize>,
+    /// In interval mode, execute arriving transactions into the open next block (default true).
+    pub continuous: Option<bool>,
 }
 
 impl ConfigLayer {
@@ -76,6 +78,7 @@ impl ConfigLayer {
             block_time: self.block_time.or(below.block_time),
             gas_limit: self.gas_limit.or(below.gas_limit),
             threads: self.threads.or(below.threads),
+            continuous: self.continuous.or(below.continuous),
         }
     }
 }
@@ -121,6 +124,9 @@ pub struct NodeConfig {
     pub gas_limit: u64,
     /// Executor threads.
     pub threads: usize,
+    /// Continuous building in interval mode: the next block stays open and executes
+    /// transactions as they arrive.
+    pub continuous: bool,
 }
 
 /// Parses a block time: `1s`, `200ms`, `1m`, or a plain number of seconds.
@@ -202,6 +208,7 @@ impl NodeConfig {
             mining,
             gas_limit,
             threads,
+            continuous: layer.continuous.unwrap_or(true),
         })
     }
 }

@@ -1,13 +1,13 @@
 //! [`execute_block`]: the entry point. Pre-block rules, the transactions (sequentially or with
-//! Block-STM), post-block rules, then the normalised [`StateDiff`].
+//! Block-STM), post-block rules, then the normalised [`StateDiff`]. It is a
+//! [`BlockSession`](crate::session::BlockSession) given every transaction at once.
 
 use crate::{
     diff::StateDiff,
     error::BlockError,
-    overlay::BlockOverlay,
-    parallel::{self, ParallelOutcome},
+    parallel,
     receipt::TxReceipt,
-    rules, sequential,
+    session::BlockSession,
     state::StateSource,
 };
 use alloy_eips::eip7685::Requests;
@@ -242,56 +242,25 @@ pub fn execute_block<S: StateSource>(
     txs: &[TxEnv],
     options: &ExecutionOptions,
 ) -> Result<BlockOutput, BlockError> {
-    let mut overlay = BlockOverlay::new(state, input.cfg.spec);
-    if input.rules != BlockRules::None {
-        rules::apply_pre_block(&mut overlay, input)?;
+    let mut session = BlockSession::new(state, input, *options)?;
+    session.append(txs)?;
+    session.finish()
+}
+
+/// Where a run of transactions starts in its block: the index of its first transaction and the
+/// gas and blob gas the transactions before it used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ChunkStart {
+    pub first_index: usize,
+    pub gas_used: u64,
+    pub blob_gas_used: u64,
+}
+
+impl ChunkStart {
+    /// An empty transaction phase that continues from here.
+    pub(crate) fn phase(self) -> TxPhase {
+        TxPhase { gas_used: self.gas_used, blob_gas_used: self.blob_gas_used, ..TxPhase::default() }
     }
-
-    let mut stats = None;
-    let (phase, path) = match options.mode {
-        ExecutionMode::Sequential => {
-            (sequential::execute_transactions(&mut overlay, input, txs, options.invalid_tx)?, ExecutedPath::Sequential)
-        }
-        ExecutionMode::Parallel { threads, force } => {
-            if !force && !parallel_pays_off(txs, threads.get()) {
-                let phase = sequential::execute_transactions(&mut overlay, input, txs, options.invalid_tx)?;
-                (phase, ExecutedPath::SmallBlockFallback)
-            } else {
-                match parallel::execute_transactions(&mut overlay, input, txs, threads, options.invalid_tx)? {
-                    ParallelOutcome::Done(result) => {
-                        stats = Some(result.stats);
-                        (result.phase, ExecutedPath::Parallel)
-                    }
-                    ParallelOutcome::Fallback(reason) => {
-                        tracing::debug!(?reason, "parallel execution fell back to sequential");
-                        // The parallel merge may have written part of the block: start again
-                        // from the pre-block state.
-                        overlay = BlockOverlay::new(state, input.cfg.spec);
-                        if input.rules != BlockRules::None {
-                            rules::apply_pre_block(&mut overlay, input)?;
-                        }
-                        let phase = sequential::execute_transactions(&mut overlay, input, txs, options.invalid_tx)?;
-                        (phase, ExecutedPath::ParallelFallback(reason))
-                    }
-                }
-            }
-        }
-    };
-
-    let requests =
-        if input.rules == BlockRules::All { rules::apply_post_block(&mut overlay, input, &phase.receipts)? } else { None };
-    let state = overlay.into_diff()?;
-    Ok(BlockOutput {
-        receipts: phase.receipts,
-        included: phase.included,
-        skipped: phase.skipped,
-        gas_used: phase.gas_used,
-        blob_gas_used: phase.blob_gas_used,
-        requests,
-        state,
-        path,
-        stats,
-    })
 }
 
 impl TxPhase {

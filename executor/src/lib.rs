@@ -26,11 +26,13 @@ pub mod parallel;
 pub mod receipt;
 pub mod rules;
 pub mod sequential;
+pub mod session;
 pub mod state;
 
 pub use block::{execute_block, BlockInput, BlockRules, BlockOutput, ExecutionMode, ExecutionOptions, InvalidTxPolicy, Withdrawal, Ommer};
 pub use diff::{AccountDiff, AccountState, StateDiff};
 pub use error::{BlockError, StateError};
+pub use session::{AppendOutcome, BlockSession};
 pub use receipt::{logs_bloom, receipts_root, TxReceipt};
 pub use state::{InMemoryState, StateSource};
 

@@ -162,43 +162,57 @@ impl<'a, S: StateSource> BlockOverlay<'a, S> {
     /// what really changed remains, so both execution paths yield equal diffs.
     pub fn into_diff(self) -> Result<StateDiff, StateError> {
         let mut accounts = BTreeMap::new();
-        for (address, account) in self.accounts {
-            let before = self.base.basic_ref(address)?;
-            let storage_cleared = account.storage_cleared && before.is_some();
-            let mut storage = BTreeMap::new();
-            for (slot, value) in account.storage {
-                if account.info.is_none() {
-                    break;
-                }
+        for (address, account) in &self.accounts {
+            if let Some(diff) = self.normalize(*address, account)? {
+                accounts.insert(*address, diff);
+            }
+        }
+        Ok(StateDiff { accounts })
+    }
+
+    /// What the block so far changed in one account, as [`BlockOverlay::into_diff`] would give
+    /// it (`None`: nothing, or the block has not written the account).
+    pub fn account_diff(&self, address: &Address) -> Result<Option<AccountDiff>, StateError> {
+        match self.accounts.get(address) {
+            Some(account) => self.normalize(*address, account),
+            None => Ok(None),
+        }
+    }
+
+    fn normalize(&self, address: Address, account: &OverlayAccount) -> Result<Option<AccountDiff>, StateError> {
+        let before = self.base.basic_ref(address)?;
+        let storage_cleared = account.storage_cleared && before.is_some();
+        let mut storage = BTreeMap::new();
+        if account.info.is_some() {
+            for (slot, value) in &account.storage {
                 let unchanged = if storage_cleared || before.is_none() {
                     value.is_zero()
                 } else {
-                    value == self.base.storage_ref(address, slot)?
+                    *value == self.base.storage_ref(address, *slot)?
                 };
                 if !unchanged {
-                    storage.insert(slot, value);
+                    storage.insert(*slot, *value);
                 }
             }
-            let info = account.info.map(|info| {
-                let code_changed = before.as_ref().map_or(info.code_hash != KECCAK_EMPTY, |b| b.code_hash != info.code_hash);
-                let code = if code_changed && info.code_hash != KECCAK_EMPTY {
-                    info.code.clone().or_else(|| self.codes.get(&info.code_hash).cloned())
-                } else {
-                    None
-                };
-                AccountState { balance: info.balance, nonce: info.nonce, code_hash: info.code_hash, code }
-            });
-            let same_info = match (&info, &before) {
-                (None, None) => true,
-                (Some(a), Some(b)) => a.balance == b.balance && a.nonce == b.nonce && a.code_hash == b.code_hash,
-                _ => false,
-            };
-            if same_info && storage.is_empty() && !storage_cleared {
-                continue;
-            }
-            accounts.insert(address, AccountDiff { info, storage_cleared, storage });
         }
-        Ok(StateDiff { accounts })
+        let info = account.info.as_ref().map(|info| {
+            let code_changed = before.as_ref().map_or(info.code_hash != KECCAK_EMPTY, |b| b.code_hash != info.code_hash);
+            let code = if code_changed && info.code_hash != KECCAK_EMPTY {
+                info.code.clone().or_else(|| self.codes.get(&info.code_hash).cloned())
+            } else {
+                None
+            };
+            AccountState { balance: info.balance, nonce: info.nonce, code_hash: info.code_hash, code }
+        });
+        let same_info = match (&info, &before) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a.balance == b.balance && a.nonce == b.nonce && a.code_hash == b.code_hash,
+            _ => false,
+        };
+        if same_info && storage.is_empty() && !storage_cleared {
+            return Ok(None);
+        }
+        Ok(Some(AccountDiff { info, storage_cleared, storage }))
     }
 }
 

@@ -2,7 +2,7 @@
 //! into the block overlay before the next one runs. It is the oracle for the parallel path.
 
 use crate::{
-    block::{check_block_limits, BlockInput, InvalidTxPolicy, TxPhase},
+    block::{check_block_limits, BlockInput, ChunkStart, InvalidTxPolicy, TxPhase},
     error::BlockError,
     evm::build_evm,
     overlay::BlockOverlay,
@@ -14,17 +14,20 @@ use revm::{
     ExecuteEvm,
 };
 
-/// Executes `txs` in order on `overlay`, committing each one.
+/// Executes `txs` in order on `overlay`, committing each one. `start` places them in the block
+/// (the first one's index, the gas already used before them).
 pub(crate) fn execute_transactions<S: StateSource>(
     overlay: &mut BlockOverlay<'_, S>,
     input: &BlockInput,
     txs: &[TxEnv],
     policy: InvalidTxPolicy,
+    start: ChunkStart,
 ) -> Result<TxPhase, BlockError> {
-    let mut phase = TxPhase::default();
+    let mut phase = start.phase();
     overlay.reserve(txs.len() * 2);
     let mut evm = build_evm(&mut *overlay, input.cfg.clone(), input.block.clone());
-    for (index, tx) in txs.iter().enumerate() {
+    for (local, tx) in txs.iter().enumerate() {
+        let index = start.first_index + local;
         if let Err(error) = check_block_limits(input, index, tx, phase.gas_used, phase.blob_gas_used) {
             match policy {
                 InvalidTxPolicy::Reject => return Err(error),

@@ -8,6 +8,10 @@
 //! address, contract creation, SELFDESTRUCT, reverts, out-of-gas, senders running out of balance in
 //! the middle of a chain of transfers, and nonce gaps.
 //!
+//! The same blocks are also executed as a sequencer builds them, in runs of transactions given one
+//! after the other to a [`BlockSession`] (random split points, sequential and Block-STM runs): the
+//! result must again be exactly the one-shot sequential one.
+//!
 //! `PSEQ_STRESS_BLOCKS` sets the number of blocks (default 1500).
 
 use alloy_primitives::{Address, Bytes, TxKind, U256};
@@ -21,7 +25,7 @@ use pseq_executor::{
     state::InMemoryAccount,
     block::ExecutedPath,
     parallel::FallbackReason,
-    BlockInput, BlockRules, ExecutionOptions, InMemoryState, InvalidTxPolicy,
+    BlockInput, BlockOutput, BlockRules, BlockSession, BlockError, ExecutionOptions, InMemoryState, InvalidTxPolicy,
 };
 
 /// xorshift64*: small, deterministic, good enough to drive generation.
@@ -261,7 +265,30 @@ fn check(seed: u64) {
                 world.input.cfg.spec, world.txs
             );
         }
+        let mut rng = Rng::new(seed ^ 0x5eed);
+        for options in [ExecutionOptions::sequential(), ExecutionOptions::force_parallel(2), ExecutionOptions::force_parallel(4)] {
+            let options = options.with_invalid_tx(policy);
+            let chunked = execute_in_runs(&world, options, &mut rng);
+            let same = match (&sequential, &chunked) {
+                (Ok(s), Ok(c)) => s.same_result(c),
+                (Err(s), Err(c)) => s == c,
+                _ => false,
+            };
+            assert!(same, "seed {seed} {policy:?} {options:?}: run by run differs from sequential\nsequential {sequential:#?}\nrun by run {chunked:#?}");
+        }
     }
+}
+
+/// Executes the world's block through a session, in runs of random length (empty runs included).
+fn execute_in_runs(world: &World, options: ExecutionOptions, rng: &mut Rng) -> Result<BlockOutput, BlockError> {
+    let mut session = BlockSession::new(&world.state, &world.input, options)?;
+    let mut given = 0;
+    while given < world.txs.len() {
+        let run = (rng.below(world.txs.len() as u64 / 2 + 2) as usize).min(world.txs.len() - given);
+        session.append(&world.txs[given..given + run])?;
+        given += run;
+    }
+    session.finish()
 }
 
 #[test]

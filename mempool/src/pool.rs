@@ -346,14 +346,22 @@ impl Pool {
 
     /// Pending transactions in effective-tip order, each sender's in nonce order.
     pub fn best_transactions(&self) -> BestTransactions {
+        self.best_transactions_from(|_| None)
+    }
+
+    /// [`Pool::best_transactions`] without the transactions a block being built already holds:
+    /// for each sender for which `taken` gives a nonce, only its pending transactions from that
+    /// nonce on.
+    pub fn best_transactions_from(&self, taken: impl Fn(&Address) -> Option<u64>) -> BestTransactions {
         let base_fee = self.base_fee;
         let mut chains = Vec::new();
         let mut heap = BinaryHeap::new();
-        for sender in self.senders.values() {
-            let chain: Vec<Arc<PooledTx>> = sender.txs.values().filter(|e| e.sub_pool == SubPool::Pending).map(|e| e.tx.clone()).collect();
+        for (address, sender) in &self.senders {
+            let from = taken(address).unwrap_or(0);
+            let chain: Vec<Arc<PooledTx>> = sender.txs.range(from..).map(|(_, e)| e).filter(|e| e.sub_pool == SubPool::Pending).map(|e| e.tx.clone()).collect();
             if let Some(first) = chain.first() {
                 let index = chains.len();
-                let id = sender.txs.values().next().map_or(0, |e| e.id);
+                let id = sender.txs.get(&first.nonce()).map_or(0, |e| e.id);
                 heap.push(Head { tip: first.effective_tip(base_fee).unwrap_or_default(), id, chain: index });
                 chains.push((chain, 0usize));
             }

@@ -66,6 +66,10 @@ pub struct NodeArgs {
     /// Executor threads (default: all cores).
     #[arg(long, env = "PSEQ_THREADS")]
     pub threads: Option<usize>,
+    /// With --block-time: keep the next block open and execute transactions into it as they
+    /// arrive, so that little is left to do when it is due (default true).
+    #[arg(long, env = "PSEQ_CONTINUOUS", value_name = "BOOL")]
+    pub continuous: Option<bool>,
 }
 
 impl NodeArgs {
@@ -84,6 +88,7 @@ impl NodeArgs {
             block_time: self.block_time.clone(),
             gas_limit: self.gas_limit,
             threads: self.threads,
+            continuous: self.continuous,
         }
     }
 }
@@ -129,7 +134,7 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
     let (head, head_hash) = storage.head();
     tracing::info!(datadir = %config.datadir.display(), chain_id = spec.chain_id, head, %head_hash, "datadir opened");
     let gas_limit = if config.dev { config.gas_limit } else { args.gas_limit.unwrap_or(spec.genesis_header.gas_limit) };
-    let settings = BuilderSettings { gas_limit, threads: config.threads, ..Default::default() };
+    let settings = BuilderSettings { gas_limit, threads: config.threads, continuous: config.continuous, ..Default::default() };
     let sequencer = Arc::new(Sequencer::new(storage.clone(), spec, settings).map_err(|e| e.to_string())?);
 
     let journal_path = config.datadir.join("txpool.journal");

@@ -235,6 +235,19 @@ impl Storage {
         prepare(self, diff, History::Record(next))
     }
 
+    /// Prepares, ahead of the block's end, the state-root work of accounts the next block has
+    /// changed so far (continuous building); see [`crate::PreparedAccounts`].
+    pub fn prepare_accounts_ahead(&self, prepared: &mut crate::PreparedAccounts, accounts: Vec<(Address, pseq_executor::AccountDiff)>) -> Result<()> {
+        crate::update::prepare_ahead(self, prepared, accounts)
+    }
+
+    /// [`Storage::prepare_state`], reusing the accounts prepared ahead whose final change is the
+    /// one they were prepared from. The result is the same as without them.
+    pub fn prepare_state_reusing(&self, diff: &StateDiff, prepared: crate::PreparedAccounts) -> Result<StateUpdate> {
+        let next = self.head().0.checked_add(1).ok_or_else(|| StorageError::corrupt("block number overflow"))?;
+        crate::update::prepare_reusing(self, diff, History::Record(next), prepared)
+    }
+
     /// Commits a block on top of the head in one atomic write: state, trie nodes, history, the
     /// block, its receipts and transaction index, and the new head. The header's state root must
     /// equal the update's; the update must have been prepared on the current head.

@@ -32,6 +32,6 @@ mod view;
 pub use db::{BlockRef, ChainIdentity, Committed, GenesisAccount, Storage, StorageOptions, SCHEMA_VERSION};
 pub use error::{Result, StorageError};
 pub use proof::AccountProof;
-pub use update::StateUpdate;
+pub use update::{PreparedAccounts, StateUpdate};
 pub use verify::VerifyReport;
 pub use view::StateView;

@@ -14,6 +14,7 @@ use alloy_primitives::{keccak256, Address, B256, U256};
 use alloy_trie::{Nibbles, EMPTY_ROOT_HASH};
 use pseq_executor::{revm::primitives::KECCAK_EMPTY, StateDiff};
 use rocksdb::{WriteBatch, DB};
+use alloy_primitives::map::HashMap;
 use std::collections::BTreeMap;
 
 /// One write of a [`StateUpdate`].
@@ -132,15 +133,80 @@ struct AccountResult {
     trie_nodes: usize,
 }
 
+/// Per-account state-root work done before a block's state changes are final: each account's
+/// writes, history, storage trie and leaf, computed from the change it had then. Continuous
+/// building prepares the accounts a run of transactions wrote while the block is still open;
+/// [`crate::Storage::prepare_state_reusing`] then reuses every result whose account ended the
+/// block with exactly the change it was prepared from, and recomputes the others. Valid only on
+/// the head it was prepared on (checked).
+#[derive(Default)]
+pub struct PreparedAccounts {
+    parent: Option<(u64, B256)>,
+    done: HashMap<Address, (pseq_executor::AccountDiff, AccountResult)>,
+}
+
+impl std::fmt::Debug for PreparedAccounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedAccounts").field("parent", &self.parent).field("accounts", &self.done.len()).finish()
+    }
+}
+
+impl PreparedAccounts {
+    /// Number of accounts prepared.
+    pub fn len(&self) -> usize {
+        self.done.len()
+    }
+
+    /// Whether no account is prepared.
+    pub fn is_empty(&self) -> bool {
+        self.done.is_empty()
+    }
+}
+
+/// Prepares `accounts` (with their changes so far) into `prepared`, on the head, for the block
+/// after it.
+pub(crate) fn prepare_ahead(storage: &Storage, prepared: &mut PreparedAccounts, accounts: Vec<(Address, pseq_executor::AccountDiff)>) -> Result<()> {
+    let parent = storage.head();
+    if prepared.parent != Some(parent) {
+        prepared.done.clear();
+        prepared.parent = Some(parent);
+    }
+    let history = History::Record(parent.0.checked_add(1).ok_or_else(|| StorageError::corrupt("block number overflow"))?);
+    let mut readers = StorageReaders::new(storage.db())?;
+    for (address, change) in accounts {
+        if prepared.done.get(&address).is_some_and(|(done, _)| *done == change) {
+            continue;
+        }
+        let result = prepare_account(storage, &mut readers, &address, &change, history)?;
+        prepared.done.insert(address, (change, result));
+    }
+    Ok(())
+}
+
 pub(crate) fn prepare(storage: &Storage, diff: &StateDiff, history: History) -> Result<StateUpdate> {
+    prepare_reusing(storage, diff, history, PreparedAccounts::default())
+}
+
+pub(crate) fn prepare_reusing(storage: &Storage, diff: &StateDiff, history: History, mut prepared: PreparedAccounts) -> Result<StateUpdate> {
     let db = storage.db();
     let parent = storage.head();
     let started = std::time::Instant::now();
-    let accounts: Vec<(&Address, &pseq_executor::AccountDiff)> = diff.accounts.iter().collect();
+    let reusable = prepared.parent == Some(parent) && matches!(history, History::Record(n) if Some(n) == parent.0.checked_add(1));
+    // Accounts prepared ahead with the change they ended with are done; the rest are computed.
+    let mut results: Vec<Option<AccountResult>> = Vec::with_capacity(diff.accounts.len());
+    let mut accounts: Vec<(usize, &Address, &pseq_executor::AccountDiff)> = Vec::new();
+    for (index, (address, change)) in diff.accounts.iter().enumerate() {
+        let ready = if reusable { prepared.done.remove(address).filter(|(done, _)| done == change).map(|(_, result)| result) } else { None };
+        if ready.is_none() {
+            accounts.push((index, address, change));
+        }
+        results.push(ready);
+    }
+    let reused = diff.accounts.len() - accounts.len();
     let threads = if accounts.len() >= PARALLEL_ACCOUNTS { std::thread::available_parallelism().map_or(1, |n| n.get()).min(16) } else { 1 };
-    let results: Vec<AccountResult> = if threads <= 1 {
+    let computed: Vec<(usize, AccountResult)> = if threads <= 1 {
         let mut readers = StorageReaders::new(db)?;
-        accounts.iter().map(|(address, change)| prepare_account(storage, &mut readers, address, change, history)).collect::<Result<_>>()?
+        accounts.iter().map(|(index, address, change)| prepare_account(storage, &mut readers, address, change, history).map(|r| (*index, r))).collect::<Result<_>>()?
     } else {
         let chunk = accounts.len().div_ceil(threads);
         std::thread::scope(|scope| {
@@ -149,7 +215,7 @@ pub(crate) fn prepare(storage: &Storage, diff: &StateDiff, history: History) -> 
                 .map(|part| {
                     scope.spawn(move || {
                         let mut readers = StorageReaders::new(db)?;
-                        part.iter().map(|(address, change)| prepare_account(storage, &mut readers, address, change, history)).collect::<Result<Vec<_>>>()
+                        part.iter().map(|(index, address, change)| prepare_account(storage, &mut readers, address, change, history).map(|r| (*index, r))).collect::<Result<Vec<_>>>()
                     })
                 })
                 .collect();
@@ -160,6 +226,10 @@ pub(crate) fn prepare(storage: &Storage, diff: &StateDiff, history: History) -> 
             Ok::<_, StorageError>(all)
         })?
     };
+    for (index, result) in computed {
+        results[index] = Some(result);
+    }
+    let results: Vec<AccountResult> = results.into_iter().collect::<Option<_>>().ok_or_else(|| StorageError::corrupt("an account of the update was not prepared"))?;
 
     let mut ops = Vec::with_capacity(results.iter().map(|r| r.ops.len()).sum::<usize>() + 64);
     let mut changes = ChangeSet::default();
@@ -183,7 +253,8 @@ pub(crate) fn prepare(storage: &Storage, diff: &StateDiff, history: History) -> 
     let update = incremental_root_parallel(&|| account_source(db, &account_overlay), &changed, parallelism)?;
     trie_nodes_changed += push_trie_ops(&mut ops, tables::ACCOUNT_TRIE, &[], &update);
     tracing::debug!(
-        accounts = accounts.len(),
+        accounts = diff.accounts.len(),
+        reused,
         accounts_ms = accounts_done.as_secs_f64() * 1e3,
         account_trie_ms = (started.elapsed() - accounts_done).as_secs_f64() * 1e3,
         "state root prepared"

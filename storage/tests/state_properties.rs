@@ -165,3 +165,57 @@ fn a_block_with_a_wrong_root_or_parent_writes_nothing() {
     assert_same_reads(&storage.latest(), &state, "after refused commits");
     assert!(storage.verify(&mut |_| {}).unwrap().ok());
 }
+
+/// State-root work prepared ahead (continuous building) changes nothing: accounts prepared with
+/// their final change are reused, accounts prepared with an earlier change and accounts the block
+/// did not end up changing are ignored, and work prepared on another head (for a block that
+/// repeats the previous block's changes) is dropped. Each block
+/// must commit to the reference's root, and the datadir must read like one built without it.
+#[test]
+fn work_prepared_ahead_gives_the_same_roots_and_writes() {
+    for seed in 1..=4u64 {
+        let mut rng = Rng(seed * 0x9e37_79b9_7f4a_7c15);
+        let (alloc, genesis_state, genesis_header) = genesis(&mut rng);
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open_or_init(dir.path(), &StorageOptions::default(), 1337, &genesis_header, &alloc).unwrap();
+        let plain_dir = tempfile::tempdir().unwrap();
+        let plain = Storage::open_or_init(plain_dir.path(), &StorageOptions::default(), 1337, &genesis_header, &alloc).unwrap();
+        let mut state = genesis_state;
+        // Work prepared on the previous head, for a block that repeats the previous block's diff.
+        let mut stale: Option<(pseq_executor::StateDiff, pseq_storage::PreparedAccounts)> = None;
+        for n in 1..=20u64 {
+            let (diff, prepared) = match stale.take() {
+                Some((diff, prepared)) => (diff, prepared),
+                None => {
+                    let diff = random_diff(&mut rng, &state);
+                    let earlier = random_diff(&mut rng, &state);
+                    let mut ahead: Vec<_> = earlier.accounts.into_iter().collect();
+                    ahead.extend(diff.accounts.iter().filter(|_| rng.below(3) != 0).map(|(a, d)| (*a, d.clone())));
+                    let mut prepared = pseq_storage::PreparedAccounts::default();
+                    storage.prepare_accounts_ahead(&mut prepared, ahead).unwrap();
+                    (diff, prepared)
+                }
+            };
+            if n % 3 == 0 {
+                let mut next = pseq_storage::PreparedAccounts::default();
+                storage.prepare_accounts_ahead(&mut next, diff.accounts.iter().map(|(a, d)| (*a, d.clone())).collect()).unwrap();
+                stale = Some((diff.clone(), next));
+            }
+            let (number, parent_hash) = storage.head();
+            let update = storage.prepare_state_reusing(&diff, prepared).unwrap();
+            let reference = plain.prepare_state(&diff).unwrap();
+            assert_eq!(update.state_root, reference.state_root, "seed {seed} block {n}");
+            assert_eq!((update.len(), update.trie_nodes_changed), (reference.len(), reference.trie_nodes_changed), "seed {seed} block {n}");
+            state.apply_diff(&diff);
+            assert_eq!(update.state_root, state.state_root(), "seed {seed} block {n}");
+            let header = Header { number: number + 1, parent_hash, state_root: update.state_root, timestamp: n, gas_limit: 30_000_000, ..Default::default() };
+            storage.commit_block(&Block { header: header.clone(), body: BlockBody::default() }, &[], update).unwrap();
+            plain.commit_block(&Block { header, body: BlockBody::default() }, &[], reference).unwrap();
+        }
+        for k in 0..20 {
+            assert_same_reads(&storage.state_at(k).unwrap(), &plain.state_at(k).unwrap(), &format!("seed {seed} history at {k}"));
+        }
+        assert_same_reads(&storage.latest(), &plain.latest(), &format!("seed {seed}"));
+        assert!(storage.verify(&mut |_| {}).unwrap().ok());
+    }
+}

@@ -17,7 +17,7 @@ pub mod view;
 pub mod worker;
 
 use crate::{
-    block::{check_block_limits, BlockInput, InvalidTxPolicy, TxPhase},
+    block::{check_block_limits, BlockInput, ChunkStart, InvalidTxPolicy, TxPhase},
     error::BlockError,
     overlay::BlockOverlay,
     state::StateSource,
@@ -115,13 +115,15 @@ fn account_info<S: StateSource>(
     Ok(AccountInfo { balance: value.balance, nonce: value.nonce, code_hash: value.code_hash, code, ..Default::default() })
 }
 
-/// Executes `txs` with Block-STM on `threads` threads over `base` (the pre-block overlay).
+/// Executes `txs` with Block-STM on `threads` threads over `overlay` (the block so far); `start`
+/// places them in the block (the first one's index, the gas already used before them).
 pub(crate) fn execute_transactions<S: StateSource>(
     overlay: &mut BlockOverlay<'_, S>,
     input: &BlockInput,
     txs: &[TxEnv],
     threads: NonZeroUsize,
     policy: InvalidTxPolicy,
+    start: ChunkStart,
 ) -> Result<ParallelOutcome, BlockError> {
     let beneficiary = input.block.beneficiary;
     let mv = MvMemory::new(txs.len(), beneficiary);
@@ -161,13 +163,14 @@ pub(crate) fn execute_transactions<S: StateSource>(
     // `Reject` the first problem ends the phase; it is reported only after the lazy updates below
     // it have been checked, since a failing lazy check means sequential execution would have
     // stopped earlier.
-    let mut phase = TxPhase::default();
+    let mut phase: TxPhase = start.phase();
     let mut cut = txs.len();
     let mut rejection: Option<BlockError> = None;
     let mut cleared: Vec<Vec<Address>> = vec![Vec::new(); txs.len()];
-    for (index, (tx, outcome)) in txs.iter().zip(outcomes).enumerate() {
+    for (local, (tx, outcome)) in txs.iter().zip(outcomes).enumerate() {
+        let index = start.first_index + local;
         if let Err(error) = check_block_limits(input, index, tx, phase.gas_used, phase.blob_gas_used) {
-            cut = index;
+            cut = local;
             if policy == InvalidTxPolicy::Reject {
                 rejection = Some(error);
             }
@@ -175,12 +178,12 @@ pub(crate) fn execute_transactions<S: StateSource>(
         }
         match outcome.into_inner() {
             Some(TxOutcome::Executed { result, cleared: wiped }) => {
-                cleared[index] = wiped;
+                cleared[local] = wiped;
                 phase.include(index, tx, result);
             }
             Some(TxOutcome::Invalid(reason)) => match policy {
                 InvalidTxPolicy::Reject => {
-                    cut = index;
+                    cut = local;
                     rejection = Some(BlockError::InvalidTransaction { index, reason });
                     break;
                 }

@@ -1,0 +1,176 @@
+//! [`BlockSession`]: one block executed in runs of transactions given one after the other.
+//!
+//! A sequencer does not know a block's transactions in advance: they arrive while the block is
+//! open. A session applies the pre-block rules once, then executes each run of transactions
+//! ([`BlockSession::append`]) on top of the block so far, sequentially or with Block-STM, and
+//! applies the post-block rules in [`BlockSession::finish`]. The result is exactly that of
+//! executing all the transactions given as one block: each run starts from the state, gas and
+//! indexes the earlier runs left, and a run that Block-STM cannot finish exactly (a fallback after
+//! a partial merge) rebuilds the block so far sequentially and runs again.
+
+use crate::{
+    block::{parallel_pays_off, BlockInput, BlockOutput, BlockRules, ChunkStart, ExecutedPath, ExecutionMode, ExecutionOptions, TxPhase},
+    error::BlockError,
+    overlay::BlockOverlay,
+    parallel::{self, ParallelOutcome, ParallelStats},
+    rules, sequential,
+    state::StateSource,
+};
+use revm::context::TxEnv;
+
+/// What one [`BlockSession::append`] did with its transactions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// Block indexes of the run's transactions that were included.
+    pub included: Vec<usize>,
+    /// Block indexes of the run's transactions left out as invalid, with the reason.
+    pub skipped: Vec<(usize, String)>,
+    /// Whether the block is closed: a transaction did not fit the remaining gas or blob gas, and
+    /// later runs are not executed.
+    pub closed: bool,
+}
+
+/// A block being executed run by run. See the module documentation.
+pub struct BlockSession<'a, S> {
+    state: &'a S,
+    input: &'a BlockInput,
+    options: ExecutionOptions,
+    overlay: BlockOverlay<'a, S>,
+    /// Every transaction given so far, by block index.
+    txs: Vec<TxEnv>,
+    phase: TxPhase,
+    closed: bool,
+    path: Option<ExecutedPath>,
+    stats: Option<ParallelStats>,
+}
+
+impl<S> std::fmt::Debug for BlockSession<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockSession").field("txs", &self.txs.len()).field("gas_used", &self.phase.gas_used).field("closed", &self.closed).finish()
+    }
+}
+
+impl<'a, S: StateSource> BlockSession<'a, S> {
+    /// Opens a block on `state` (the parent's post-state) and applies its pre-block rules.
+    pub fn new(state: &'a S, input: &'a BlockInput, options: ExecutionOptions) -> Result<Self, BlockError> {
+        let overlay = Self::pre_block(state, input)?;
+        Ok(Self { state, input, options, overlay, txs: Vec::new(), phase: TxPhase::default(), closed: false, path: None, stats: None })
+    }
+
+    fn pre_block(state: &'a S, input: &BlockInput) -> Result<BlockOverlay<'a, S>, BlockError> {
+        let mut overlay = BlockOverlay::new(state, input.cfg.spec);
+        if input.rules != BlockRules::None {
+            rules::apply_pre_block(&mut overlay, input)?;
+        }
+        Ok(overlay)
+    }
+
+    /// Gas used by the transactions included so far.
+    pub fn gas_used(&self) -> u64 {
+        self.phase.gas_used
+    }
+
+    /// Blob gas used by the transactions included so far.
+    pub fn blob_gas_used(&self) -> u64 {
+        self.phase.blob_gas_used
+    }
+
+    /// Number of transactions given so far (included, skipped or not reached).
+    pub fn len(&self) -> usize {
+        self.txs.len()
+    }
+
+    /// Whether no transaction was given yet.
+    pub fn is_empty(&self) -> bool {
+        self.txs.is_empty()
+    }
+
+    /// Whether a transaction did not fit and the block takes no more.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Executes `txs` after the transactions given so far. They get the block indexes
+    /// `len()..len() + txs.len()`. Under [`crate::InvalidTxPolicy::Reject`] an invalid transaction
+    /// is an error, as it would be in [`crate::execute_block`]; the session must then be dropped.
+    pub fn append(&mut self, txs: &[TxEnv]) -> Result<AppendOutcome, BlockError> {
+        let start = ChunkStart { first_index: self.txs.len(), gas_used: self.phase.gas_used, blob_gas_used: self.phase.blob_gas_used };
+        self.txs.extend_from_slice(txs);
+        if self.closed || txs.is_empty() {
+            return Ok(AppendOutcome { closed: self.closed, ..Default::default() });
+        }
+        let policy = self.options.invalid_tx;
+        let (run, path) = match self.options.mode {
+            ExecutionMode::Sequential => (sequential::execute_transactions(&mut self.overlay, self.input, txs, policy, start)?, ExecutedPath::Sequential),
+            ExecutionMode::Parallel { threads, force } if !force && !parallel_pays_off(txs, threads.get()) => {
+                (sequential::execute_transactions(&mut self.overlay, self.input, txs, policy, start)?, ExecutedPath::SmallBlockFallback)
+            }
+            ExecutionMode::Parallel { threads, .. } => match parallel::execute_transactions(&mut self.overlay, self.input, txs, threads, policy, start)? {
+                ParallelOutcome::Done(result) => {
+                    self.stats = Some(result.stats);
+                    (result.phase, ExecutedPath::Parallel)
+                }
+                ParallelOutcome::Fallback(reason) => {
+                    tracing::debug!(?reason, "parallel execution fell back to sequential");
+                    // The merge may have written part of this run: rebuild the block so far from
+                    // the parent state (the earlier runs give the same result sequentially), then
+                    // run these transactions sequentially.
+                    self.rebuild(start)?;
+                    (sequential::execute_transactions(&mut self.overlay, self.input, txs, policy, start)?, ExecutedPath::ParallelFallback(reason))
+                }
+            },
+        };
+        self.path = Some(path);
+        let reached = run.included.len() + run.skipped.len();
+        self.closed = reached < txs.len();
+        let outcome = AppendOutcome { included: run.included.clone(), skipped: run.skipped.clone(), closed: self.closed };
+        self.phase.receipts.extend(run.receipts);
+        self.phase.included.extend(run.included);
+        self.phase.skipped.extend(run.skipped);
+        self.phase.gas_used = run.gas_used;
+        self.phase.blob_gas_used = run.blob_gas_used;
+        Ok(outcome)
+    }
+
+    /// Re-executes the transactions before `start` sequentially on a fresh overlay.
+    fn rebuild(&mut self, start: ChunkStart) -> Result<(), BlockError> {
+        self.overlay = Self::pre_block(self.state, self.input)?;
+        let earlier = &self.txs[..start.first_index];
+        let redone = sequential::execute_transactions(&mut self.overlay, self.input, earlier, self.options.invalid_tx, ChunkStart::default())?;
+        if redone.included != self.phase.included || redone.gas_used != self.phase.gas_used || redone.receipts != self.phase.receipts {
+            return Err(BlockError::Evm("the block so far executed differently when rebuilt sequentially".into()));
+        }
+        Ok(())
+    }
+
+    /// What the block so far changed in `address` (see [`BlockOverlay::account_diff`]); the
+    /// post-block rules may still change it.
+    pub fn account_diff(&self, address: &alloy_primitives::Address) -> Result<Option<crate::diff::AccountDiff>, BlockError> {
+        Ok(self.overlay.account_diff(address)?)
+    }
+
+    /// Applies the post-block rules (withdrawals, rewards, requests) and returns the block's
+    /// result.
+    pub fn finish(mut self) -> Result<BlockOutput, BlockError> {
+        let requests = if self.input.rules == BlockRules::All {
+            rules::apply_post_block(&mut self.overlay, self.input, &self.phase.receipts)?
+        } else {
+            None
+        };
+        let state = self.overlay.into_diff()?;
+        Ok(BlockOutput {
+            receipts: self.phase.receipts,
+            included: self.phase.included,
+            skipped: self.phase.skipped,
+            gas_used: self.phase.gas_used,
+            blob_gas_used: self.phase.blob_gas_used,
+            requests,
+            state,
+            path: self.path.unwrap_or(match self.options.mode {
+                ExecutionMode::Sequential => ExecutedPath::Sequential,
+                ExecutionMode::Parallel { .. } => ExecutedPath::SmallBlockFallback,
+            }),
+            stats: self.stats,
+        })
+    }
+}
