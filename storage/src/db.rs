@@ -271,6 +271,8 @@ impl Storage {
         if update.state_root != header.state_root {
             return Err(StorageError::StateRootMismatch { computed: update.state_root, expected: header.state_root });
         }
+        let mut update = update;
+        update.sort_writes();
         let mut batch = WriteBatch::default();
         update.write_into(&self.db, &mut batch)?;
         batch.put_cf(cf(&self.db, tables::CHANGESETS)?, tables::number_key(header.number), update.changes.encode());

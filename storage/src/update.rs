@@ -88,7 +88,23 @@ pub struct StateUpdate {
     pub trie_nodes_changed: usize,
 }
 
+impl Op {
+    fn sort_key(&self) -> (&'static str, &[u8]) {
+        match self {
+            Op::Put(table, key, _) | Op::Delete(table, key) | Op::DeleteRange(table, key, _) => (table, key),
+        }
+    }
+}
+
 impl StateUpdate {
+    /// Orders the writes by table and key, so that each memtable takes its keys in ascending
+    /// order (RocksDB's skip list then inserts next to the previous key instead of searching
+    /// from the top). Stable: writes with equal keys keep their order, and a range deletion
+    /// (keyed by its start) stays before the writes that follow it in its range.
+    pub(crate) fn sort_writes(&mut self) {
+        self.ops.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    }
+
     pub(crate) fn write_into(&self, db: &DB, batch: &mut WriteBatch) -> Result<()> {
         for op in &self.ops {
             match op {
