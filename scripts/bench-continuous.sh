@@ -2,7 +2,7 @@
 # Continuous building on and off (docs/benchmarks.md, "Continuous execution"): `pseq load`
 # against `pseq node --dev --block-time 1s --gas-limit 1000000000`, with `--continuous false`
 # and `--continuous true` alternating, ROUNDS times each, in one script run.
-#   scripts/bench-continuous.sh [rate] [duration] [accounts] [rounds]
+#   scripts/bench-continuous.sh [rate] [duration] [accounts] [rounds] [kind: transfer|erc20]
 # Per run: the load tool's JSON (included/s, latency percentiles) and, from the node's log, the
 # per-block times from the deadline to the commit (`total_ms`) and the work done ahead.
 set -euo pipefail
@@ -10,6 +10,7 @@ RATE=${1:-14000}
 DURATION=${2:-60s}
 ACCOUNTS=${3:-1000}
 ROUNDS=${4:-2}
+KIND=${5:-transfer}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PSEQ=${PSEQ:-$ROOT/target/release/pseq}
 OUT=${OUT:-$ROOT/target/bench-continuous}
@@ -39,7 +40,7 @@ for round in $(seq 1 "$ROUNDS"); do
       --continuous "$continuous" > "$OUT/$name.node.out" 2> "$OUT/$name.node.log" &
     pid=$!
     sleep 2
-    "$PSEQ" load --rpc http://127.0.0.1:18645 --accounts "$ACCOUNTS" --rate "$RATE" --duration "$DURATION" --json \
+    "$PSEQ" load --rpc http://127.0.0.1:18645 --accounts "$ACCOUNTS" --rate "$RATE" --duration "$DURATION" --kind "$KIND" --json \
       > "$OUT/$name.json" 2> "$OUT/$name.load.log"
     kill -TERM "$pid"; wait "$pid" || true
     read -r total_p50 total_p99 blocks < <(block_stats "$OUT/$name.node.log" total_ms)

@@ -14,8 +14,8 @@
 //! that pre-confirms.
 //!
 //! Part of the state root overlaps too: after each run, the per-account work of the state root
-//! (the account's writes, history, storage trie and leaf) is done for the recipients the run
-//! paid, from their change so far ([`pseq_storage::PreparedAccounts`]). At the deadline it is
+//! (the account's writes, history, storage trie and leaf) is done for the recipients of the
+//! run's plain payments (transactions without call data), from their change so far ([`pseq_storage::PreparedAccounts`]). At the deadline it is
 //! reused for every account whose final change is the one it was prepared from; the others, and
 //! the account trie above them, are computed then.
 //!
@@ -115,6 +115,9 @@ impl Sequencer {
             }
             // State-root work of the accounts this run paid: most are not written again in the
             // block (a changed one is simply recomputed at the end).
+            let mut recipients = recipients;
+            recipients.sort_unstable();
+            recipients.dedup();
             let changed = recipients
                 .into_iter()
                 .filter(|address| *address != beneficiary)
@@ -170,8 +173,12 @@ impl OpenBlock {
         for &index in &outcome.included {
             let tx = &fresh[index - first];
             self.next_nonce.insert(tx.sender, tx.nonce() + 1);
-            if let Some(to) = alloy_consensus::Transaction::to(&tx.envelope) {
-                recipients.push(to);
+            // Plain payments only: a called contract is usually written again by later runs, and
+            // its change so far (every slot written) is costly to take again and again.
+            if alloy_consensus::Transaction::input(&tx.envelope).is_empty() {
+                if let Some(to) = alloy_consensus::Transaction::to(&tx.envelope) {
+                    recipients.push(to);
+                }
             }
         }
         for (index, _) in &outcome.skipped {

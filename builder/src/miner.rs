@@ -208,7 +208,13 @@ fn after(deadline: Instant, interval: Duration) -> Instant {
 /// (or a closed channel, read as shutdown) ends the wait and is kept in `interrupted`.
 fn wait_quietly(commands: &mpsc::Receiver<MinerCommand>, until: Instant, interrupted: &mut Option<MinerCommand>) -> Waited {
     loop {
-        match commands.recv_timeout(until.saturating_duration_since(Instant::now())) {
+        // Checked before reading: under load the channel is never empty, and a zero timeout
+        // would keep returning wake-ups instead of timing out.
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Waited::Elapsed;
+        }
+        match commands.recv_timeout(left) {
             Err(RecvTimeoutError::Timeout) => return Waited::Elapsed,
             Ok(MinerCommand::TxArrived) => {}
             Ok(command) => {

@@ -1,6 +1,8 @@
 //! Continuous block building on a real RocksDB datadir: the miner keeps the next block open and
 //! executes transactions into it as they arrive, in waves.
 //!
+//! - Waves mix plain transfers with calls that write storage slots of one contract (shared
+//!   slots across senders of a wave).
 //! - Later waves pay higher tips, and each wave comes from senders of its own. A block built at
 //!   its deadline would put them first; an open block has already executed the earlier waves,
 //!   so some block must hold an earlier wave's transaction before a later (better paying) one.
@@ -27,6 +29,10 @@ use std::{
 const WAVES: u64 = 6;
 const SENDERS_PER_WAVE: u32 = 3;
 const TXS_PER_SENDER: u64 = 4;
+/// Calls per sender to a contract that stores the caller under the slot given in the call data.
+const CALLS_PER_SENDER: u64 = 2;
+/// Init code of that contract: runtime `PUSH1 0 CALLDATALOAD CALLER SWAP1 SSTORE STOP`.
+const STORE_INIT: &str = "6007600c60003960076000f360003533905500";
 
 fn open(dir: &Path, spec: &ChainSpec) -> Storage {
     let alloc: Vec<(Address, GenesisAccount)> = spec
@@ -38,17 +44,22 @@ fn open(dir: &Path, spec: &ChainSpec) -> Storage {
 }
 
 fn transfer(signer: u32, nonce: u64, tip_gwei: u128, to: Address) -> PooledTx {
+    signed(signer, nonce, tip_gwei, TxKind::Call(to), Bytes::new(), 21_000)
+}
+
+fn signed(signer: u32, nonce: u64, tip_gwei: u128, to: TxKind, input: Bytes, gas_limit: u64) -> PooledTx {
     let key = dev_signer(signer).unwrap();
+    let value = if input.is_empty() { U256::from(1_000 + nonce) } else { U256::ZERO };
     let tx = TxEip1559 {
         chain_id: 31337,
         nonce,
-        gas_limit: 21_000,
+        gas_limit,
         max_fee_per_gas: 100_000_000_000,
         max_priority_fee_per_gas: tip_gwei * 1_000_000_000,
-        to: TxKind::Call(to),
-        value: U256::from(1_000 + nonce),
+        to,
+        value,
         access_list: Default::default(),
-        input: Bytes::new(),
+        input,
     };
     let signature = key.sign_hash_sync(&tx.signature_hash()).unwrap();
     let envelope: TxEnvelope = tx.into_signed(signature).into();
@@ -67,6 +78,16 @@ fn open_blocks_take_transactions_as_they_arrive_and_equal_sequential_blocks() {
     // Waves 120 ms apart; wave w comes from senders of its own and tips w + 1 gwei. A shared
     // recipient and the beneficiary make every transaction of the block touch common accounts.
     let shared = Address::repeat_byte(0x5a);
+    // A contract every wave writes to, deployed first.
+    let deploy = signed(0, 0, 1, TxKind::Create, alloy_primitives::hex::decode(STORE_INIT).unwrap().into(), 200_000);
+    let store = dev_signer(0).unwrap().address().create(0);
+    let deploy_hash = deploy.hash;
+    sequencer.submit(deploy, true).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while storage.transaction_location(&deploy_hash).unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the deployment was not included");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut wave_of: std::collections::HashMap<B256, u64> = Default::default();
     for wave in 0..WAVES {
         for s in 0..SENDERS_PER_WAVE {
@@ -77,11 +98,16 @@ fn open_blocks_take_transactions_as_they_arrive_and_equal_sequential_blocks() {
                 wave_of.insert(tx.hash, wave);
                 sequencer.submit(tx, true).unwrap();
             }
+            for call in 0..CALLS_PER_SENDER {
+                let slot = B256::from(U256::from(wave * 100 + call % 2 + u64::from(s)));
+                let tx = signed(signer, TXS_PER_SENDER + call, u128::from(wave) + 1, TxKind::Call(store), Bytes::from(slot.to_vec()), 60_000);
+                wave_of.insert(tx.hash, wave);
+                sequencer.submit(tx, true).unwrap();
+            }
         }
         std::thread::sleep(Duration::from_millis(120));
     }
 
-    let deadline = Instant::now() + Duration::from_secs(30);
     while wave_of.keys().any(|h| storage.transaction_location(h).unwrap().is_none()) {
         assert!(Instant::now() < deadline, "not every transaction was included in 30 s");
         std::thread::sleep(Duration::from_millis(50));
@@ -100,6 +126,12 @@ fn open_blocks_take_transactions_as_they_arrive_and_equal_sequential_blocks() {
     miner.shutdown();
     let ahead = sequencer.metrics().ahead_micros.load(Ordering::Relaxed);
     assert!(ahead > 0, "no transaction was executed into an open block before its deadline");
+
+    // The contract calls ran: the last wave's last sender alone wrote slot 100 * wave + 1 + s.
+    let last_signer = 1 + (WAVES as u32 - 1) * SENDERS_PER_WAVE + (SENDERS_PER_WAVE - 1);
+    let slot = U256::from((WAVES - 1) * 100 + 1 + u64::from(SENDERS_PER_WAVE - 1));
+    let stored = pseq_executor::revm::database::DatabaseRef::storage_ref(&storage.latest(), store, slot).unwrap();
+    assert_eq!(stored, U256::from_be_slice(dev_signer(last_signer).unwrap().address().as_slice()), "contract slot {slot}");
 
     // Some block holds an earlier, cheaper wave before a later, better paying one.
     let (head, _) = storage.head();
