@@ -15,7 +15,8 @@
 //!
 //! Part of the state root overlaps too: after each run, the per-account work of the state root
 //! (the account's writes, history, storage trie and leaf) is done for the recipients of the
-//! run's plain payments (transactions without call data), from their change so far ([`pseq_storage::PreparedAccounts`]). At the deadline it is
+//! run's plain payments (transactions without call data), from their change so far
+//! ([`pseq_storage::PreparedAccounts`]). At the deadline it is
 //! reused for every account whose final change is the one it was prepared from; the others, and
 //! the account trie above them, are computed then.
 //!
@@ -33,7 +34,6 @@ use alloy_primitives::{map::HashMap, Address};
 use pseq_executor::{revm::context::TxEnv, BlockSession, ExecutionOptions, InvalidTxPolicy};
 use pseq_mempool::PooledTx;
 use std::{
-    collections::HashSet,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -84,7 +84,7 @@ impl Sequencer {
         let mut session = BlockSession::new(&view, &plan.input, options).map_err(|e| BuildError::Execution(e.to_string()))?;
         drop(guard);
 
-        let mut open = OpenBlock { budget: plan.budget(), chosen: Vec::new(), next_nonce: HashMap::default(), excluded: HashSet::new(), runs: 0 };
+        let mut open = OpenBlock { budget: plan.budget(), chosen: Vec::new(), next_nonce: HashMap::default(), runs: 0 };
         let mut ahead = Duration::ZERO;
         let mut prepared = pseq_storage::PreparedAccounts::default();
         let beneficiary = plan.header.beneficiary;
@@ -115,9 +115,6 @@ impl Sequencer {
             }
             // State-root work of the accounts this run paid: most are not written again in the
             // block (a changed one is simply recomputed at the end).
-            let mut recipients = recipients;
-            recipients.sort_unstable();
-            recipients.dedup();
             let changed = recipients
                 .into_iter()
                 .filter(|address| *address != beneficiary)
@@ -139,17 +136,16 @@ struct OpenBlock {
     budget: crate::sequencer::Budget,
     /// Every transaction given to the session, in block index order.
     chosen: Vec<Arc<PooledTx>>,
-    /// Per sender, the nonce after its last transaction in the block.
+    /// Per sender, the nonce after its last transaction in the block; `u64::MAX` once one of
+    /// its transactions was left out as invalid (its later ones cannot join).
     next_nonce: HashMap<Address, u64>,
-    /// Senders none of whose transactions may join any more (one was left out as invalid).
-    excluded: HashSet<Address>,
     runs: usize,
 }
 
 impl OpenBlock {
     /// Chooses the transactions that arrived since the last run and executes them into the
     /// block. Returns the time choosing and executing took, and the recipients of the included
-    /// transactions.
+    /// plain payments (once each).
     fn run<S: pseq_executor::StateSource>(&mut self, sequencer: &Sequencer, session: &mut BlockSession<'_, S>) -> Result<(Duration, Duration, Vec<Address>), BuildError> {
         let select_started = Instant::now();
         if session.is_closed() {
@@ -157,7 +153,7 @@ impl OpenBlock {
         }
         let fresh = {
             let pool = sequencer.pool().lock();
-            let best = pool.best_transactions_from(|sender| if self.excluded.contains(sender) { Some(u64::MAX) } else { self.next_nonce.get(sender).copied() });
+            let best = pool.best_transactions_from(|sender| self.next_nonce.get(sender).copied());
             self.budget.fill(best, |_| false)
         };
         if fresh.is_empty() {
@@ -182,18 +178,11 @@ impl OpenBlock {
             }
         }
         for (index, _) in &outcome.skipped {
-            self.excluded.insert(fresh[index - first].sender);
+            self.next_nonce.insert(fresh[index - first].sender, u64::MAX);
         }
-        if outcome.closed {
-            // Whatever was not reached stays in the pool for the next block; later
-            // transactions of those senders cannot come before it.
-            let reached: HashSet<usize> = outcome.included.iter().copied().chain(outcome.skipped.iter().map(|(i, _)| *i)).collect();
-            for (offset, tx) in fresh.iter().enumerate() {
-                if !reached.contains(&(first + offset)) {
-                    self.excluded.insert(tx.sender);
-                }
-            }
-        }
+        // A closed session takes no more runs: what it did not reach stays in the pool.
+        recipients.sort_unstable();
+        recipients.dedup();
         self.chosen.extend(fresh);
         Ok((select, execute_started.elapsed(), recipients))
     }

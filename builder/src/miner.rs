@@ -106,7 +106,7 @@ fn run(sequencer: &Sequencer, mut mode: MiningMode, commands: &mpsc::Receiver<Mi
             }
             last_prune = Instant::now();
         }
-        if let (Some(interval), true) = (interval_of(mode), sequencer.settings().continuous && !ordinary_next) {
+        if let Some(interval) = interval_of(mode).filter(|_| sequencer.settings().continuous && !ordinary_next) {
             let mut interrupted = None;
             let wait = |until: Instant| wait_quietly(commands, until, &mut interrupted);
             match sequencer.build_continuously(next_block, wait) {

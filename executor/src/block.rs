@@ -243,7 +243,7 @@ pub fn execute_block<S: StateSource>(
     options: &ExecutionOptions,
 ) -> Result<BlockOutput, BlockError> {
     let mut session = BlockSession::new(state, input, *options)?;
-    session.append(txs)?;
+    session.append_last(txs)?;
     session.finish()
 }
 

@@ -36,8 +36,12 @@ pub struct BlockSession<'a, S> {
     input: &'a BlockInput,
     options: ExecutionOptions,
     overlay: BlockOverlay<'a, S>,
-    /// Every transaction given so far, by block index.
+    /// Number of transactions given so far.
+    given: usize,
+    /// Those transactions, kept for rebuilding the block so far when a later run falls back.
     txs: Vec<TxEnv>,
+    /// The last run was given ([`BlockSession::append_last`]): no more runs.
+    sealed: bool,
     phase: TxPhase,
     closed: bool,
     path: Option<ExecutedPath>,
@@ -46,7 +50,7 @@ pub struct BlockSession<'a, S> {
 
 impl<S> std::fmt::Debug for BlockSession<'_, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BlockSession").field("txs", &self.txs.len()).field("gas_used", &self.phase.gas_used).field("closed", &self.closed).finish()
+        f.debug_struct("BlockSession").field("txs", &self.given).field("gas_used", &self.phase.gas_used).field("closed", &self.closed).finish()
     }
 }
 
@@ -54,7 +58,7 @@ impl<'a, S: StateSource> BlockSession<'a, S> {
     /// Opens a block on `state` (the parent's post-state) and applies its pre-block rules.
     pub fn new(state: &'a S, input: &'a BlockInput, options: ExecutionOptions) -> Result<Self, BlockError> {
         let overlay = Self::pre_block(state, input)?;
-        Ok(Self { state, input, options, overlay, txs: Vec::new(), phase: TxPhase::default(), closed: false, path: None, stats: None })
+        Ok(Self { state, input, options, overlay, given: 0, txs: Vec::new(), sealed: false, phase: TxPhase::default(), closed: false, path: None, stats: None })
     }
 
     fn pre_block(state: &'a S, input: &BlockInput) -> Result<BlockOverlay<'a, S>, BlockError> {
@@ -77,12 +81,12 @@ impl<'a, S: StateSource> BlockSession<'a, S> {
 
     /// Number of transactions given so far (included, skipped or not reached).
     pub fn len(&self) -> usize {
-        self.txs.len()
+        self.given
     }
 
     /// Whether no transaction was given yet.
     pub fn is_empty(&self) -> bool {
-        self.txs.is_empty()
+        self.given == 0
     }
 
     /// Whether a transaction did not fit and the block takes no more.
@@ -94,8 +98,25 @@ impl<'a, S: StateSource> BlockSession<'a, S> {
     /// `len()..len() + txs.len()`. Under [`crate::InvalidTxPolicy::Reject`] an invalid transaction
     /// is an error, as it would be in [`crate::execute_block`]; the session must then be dropped.
     pub fn append(&mut self, txs: &[TxEnv]) -> Result<AppendOutcome, BlockError> {
-        let start = ChunkStart { first_index: self.txs.len(), gas_used: self.phase.gas_used, blob_gas_used: self.phase.blob_gas_used };
+        let outcome = self.run(txs)?;
         self.txs.extend_from_slice(txs);
+        Ok(outcome)
+    }
+
+    /// [`BlockSession::append`] for the last run ([`crate::execute_block`]'s only one): its
+    /// transactions are not copied for a rebuild, and the session takes no further run.
+    pub(crate) fn append_last(&mut self, txs: &[TxEnv]) -> Result<AppendOutcome, BlockError> {
+        let outcome = self.run(txs)?;
+        self.sealed = true;
+        Ok(outcome)
+    }
+
+    fn run(&mut self, txs: &[TxEnv]) -> Result<AppendOutcome, BlockError> {
+        if self.sealed {
+            return Err(BlockError::Evm("a run given after the last one".into()));
+        }
+        let start = ChunkStart { first_index: self.given, gas_used: self.phase.gas_used, blob_gas_used: self.phase.blob_gas_used };
+        self.given += txs.len();
         if self.closed || txs.is_empty() {
             return Ok(AppendOutcome { closed: self.closed, ..Default::default() });
         }
