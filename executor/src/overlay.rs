@@ -29,19 +29,121 @@ pub struct OverlayAccount {
     pub storage_cleared: bool,
 }
 
+/// Number of shards an overlay's accounts are split into, by a hash of the address.
+/// The parallel path merges and normalises the shards on several threads at once.
+pub const OVERLAY_SHARDS: usize = 16;
+
+/// Blocks that wrote fewer accounts than this are normalised on one thread: starting threads
+/// costs more than it saves.
+const MIN_PARALLEL_DIFF_ACCOUNTS: usize = 4096;
+
+/// The shard holding `address`: a cheap mix of all its bytes, so that addresses that share a
+/// prefix or a suffix (system contracts, numbered test accounts, vanity addresses) still spread.
+pub fn shard_of(address: &Address) -> usize {
+    let bytes = &address.0 .0;
+    let mut words = [0u8; 24];
+    words[..20].copy_from_slice(bytes);
+    let mut mixed = 0u64;
+    for chunk in words.chunks_exact(8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        mixed = (mixed ^ u64::from_le_bytes(word)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    (mixed >> 60) as usize
+}
+
+/// The accounts of one shard.
+pub type AccountShard = HashMap<Address, OverlayAccount>;
+
 /// Writes of a block layered over the pre-block state.
 #[derive(Debug)]
 pub struct BlockOverlay<'a, S> {
     base: &'a S,
     spec: SpecId,
-    accounts: HashMap<Address, OverlayAccount>,
+    shards: Vec<AccountShard>,
     codes: HashMap<B256, Bytecode>,
+}
+
+/// The entry for `address` in `shard`, created from the pre-block state when absent.
+fn entry_in<'s, S: StateSource>(shard: &'s mut AccountShard, base: &S, address: Address) -> Result<&'s mut OverlayAccount, StateError> {
+    match shard.entry(address) {
+        std::collections::hash_map::Entry::Occupied(entry) => Ok(entry.into_mut()),
+        std::collections::hash_map::Entry::Vacant(entry) => {
+            let info = base.basic_ref(address)?;
+            Ok(entry.insert(OverlayAccount { info, ..Default::default() }))
+        }
+    }
+}
+
+/// Replaces an account's fields in `shard` (`None`: it no longer exists, nor does its storage).
+fn set_info_in(shard: &mut AccountShard, address: Address, info: Option<AccountInfo>) {
+    // The fields are replaced whole, so a new entry needs nothing from the pre-block state.
+    let entry = shard.entry(address).or_default();
+    if info.is_none() {
+        entry.storage.clear();
+        entry.storage_cleared = true;
+    }
+    entry.info = info;
+}
+
+/// Write access to some of an overlay's shards, for one thread of a parallel merge. Every write
+/// to an account goes through the one writer that owns its shard, in block order.
+pub struct ShardWriter<'o, S> {
+    base: &'o S,
+    shards: Vec<Option<&'o mut AccountShard>>,
+}
+
+impl<'o, S: StateSource> ShardWriter<'o, S> {
+    /// The pre-block state.
+    pub fn base(&self) -> &'o S {
+        self.base
+    }
+
+    /// Whether this writer owns the shard of `address`.
+    pub fn owns(&self, address: &Address) -> bool {
+        self.shards[shard_of(address)].is_some()
+    }
+
+    fn shard(&mut self, address: &Address) -> Result<&mut AccountShard, StateError> {
+        self.shards[shard_of(address)].as_deref_mut().ok_or_else(|| StateError(format!("merge thread does not own {address}")))
+    }
+
+    /// The account as the block has left it so far.
+    pub fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, StateError> {
+        match self.shard(&address)?.get(&address) {
+            Some(account) => Ok(account.info.clone()),
+            None => self.base.basic_ref(address),
+        }
+    }
+
+    /// [`BlockOverlay::set_info`], for an account whose code, if any, the overlay or the
+    /// pre-block state already holds.
+    pub fn set_info(&mut self, address: Address, info: Option<AccountInfo>) -> Result<(), StateError> {
+        set_info_in(self.shard(&address)?, address, info);
+        Ok(())
+    }
+
+    /// [`BlockOverlay::clear_storage`].
+    pub fn clear_storage(&mut self, address: Address) -> Result<(), StateError> {
+        let base = self.base;
+        let entry = entry_in(self.shard(&address)?, base, address)?;
+        entry.storage.clear();
+        entry.storage_cleared = true;
+        Ok(())
+    }
+
+    /// [`BlockOverlay::set_storage`].
+    pub fn set_storage(&mut self, address: Address, slot: U256, value: U256) -> Result<(), StateError> {
+        let base = self.base;
+        entry_in(self.shard(&address)?, base, address)?.storage.insert(slot, value);
+        Ok(())
+    }
 }
 
 impl<'a, S: StateSource> BlockOverlay<'a, S> {
     /// An overlay with no writes yet.
     pub fn new(base: &'a S, spec: SpecId) -> Self {
-        Self { base, spec, accounts: HashMap::default(), codes: HashMap::default() }
+        Self { base, spec, shards: (0..OVERLAY_SHARDS).map(|_| HashMap::default()).collect(), codes: HashMap::default() }
     }
 
     /// The pre-block state under the overlay.
@@ -54,6 +156,14 @@ impl<'a, S: StateSource> BlockOverlay<'a, S> {
         self.spec
     }
 
+    fn shard(&self, address: &Address) -> &AccountShard {
+        &self.shards[shard_of(address)]
+    }
+
+    fn shard_mut(&mut self, address: &Address) -> &mut AccountShard {
+        &mut self.shards[shard_of(address)]
+    }
+
     /// Commits one transaction's (or system call's) finalized EVM state.
     pub fn apply_evm_state(&mut self, state: EvmState) {
         let clear_empty = self.spec.is_enabled_in(SpecId::SPURIOUS_DRAGON);
@@ -61,7 +171,7 @@ impl<'a, S: StateSource> BlockOverlay<'a, S> {
             if !account.is_touched() {
                 continue;
             }
-            let entry = self.accounts.entry(address).or_default();
+            let entry = self.shards[shard_of(&address)].entry(address).or_default();
             if account.is_selfdestructed() || (clear_empty && account.is_empty()) {
                 *entry = OverlayAccount { info: None, storage: HashMap::default(), storage_cleared: true };
                 continue;
@@ -84,39 +194,48 @@ impl<'a, S: StateSource> BlockOverlay<'a, S> {
         }
     }
 
-    /// Makes room for `additional` more accounts.
+    /// Makes room for about `additional` more accounts.
     pub fn reserve(&mut self, additional: usize) {
-        self.accounts.reserve(additional);
+        let per_shard = additional / OVERLAY_SHARDS + 1;
+        for shard in &mut self.shards {
+            shard.reserve(per_shard);
+        }
     }
 
-    /// The overlay's entry for `address`, created from the pre-block state when absent.
-    fn entry_mut(&mut self, address: Address) -> Result<&mut OverlayAccount, StateError> {
-        if !self.accounts.contains_key(&address) {
-            let info = self.base.basic_ref(address)?;
-            self.accounts.insert(address, OverlayAccount { info, ..Default::default() });
+    /// Registers code deployed in the block, so accounts can be set without it.
+    pub fn add_code(&mut self, code_hash: B256, code: Bytecode) {
+        if code_hash != KECCAK_EMPTY {
+            self.codes.entry(code_hash).or_insert(code);
         }
-        Ok(self.accounts.entry(address).or_default())
+    }
+
+    /// Splits the overlay into `writers` shard writers (shard `i` goes to writer `i % writers`)
+    /// and the code the block deployed so far, for a merge on several threads.
+    pub fn shard_writers(&mut self, writers: usize) -> (Vec<ShardWriter<'_, S>>, &HashMap<B256, Bytecode>) {
+        let writers = writers.clamp(1, OVERLAY_SHARDS);
+        let base: &S = self.base;
+        let mut split: Vec<ShardWriter<'_, S>> = (0..writers).map(|_| ShardWriter { base, shards: (0..OVERLAY_SHARDS).map(|_| None).collect() }).collect();
+        for (index, shard) in self.shards.iter_mut().enumerate() {
+            split[index % writers].shards[index] = Some(shard);
+        }
+        (split, &self.codes)
     }
 
     /// Sets an account's fields (`None`: it no longer exists, and its storage is gone).
     pub fn set_info(&mut self, address: Address, info: Option<AccountInfo>) -> Result<(), StateError> {
-        if let Some(code) = info.as_ref().and_then(|i| i.code.as_ref().filter(|_| i.code_hash != KECCAK_EMPTY)) {
-            let hash = info.as_ref().map(|i| i.code_hash).unwrap_or_default();
-            self.codes.entry(hash).or_insert_with(|| code.clone());
+        if let Some(info) = &info {
+            if let Some(code) = &info.code {
+                self.add_code(info.code_hash, code.clone());
+            }
         }
-        // The fields are replaced whole, so a new entry needs nothing from the pre-block state.
-        let entry = self.accounts.entry(address).or_default();
-        if info.is_none() {
-            entry.storage.clear();
-            entry.storage_cleared = true;
-        }
-        entry.info = info;
+        set_info_in(self.shard_mut(&address), address, info);
         Ok(())
     }
 
     /// Wipes the storage an account had (it was created, destroyed or deleted).
     pub fn clear_storage(&mut self, address: Address) -> Result<(), StateError> {
-        let entry = self.entry_mut(address)?;
+        let base = self.base;
+        let entry = entry_in(self.shard_mut(&address), base, address)?;
         entry.storage.clear();
         entry.storage_cleared = true;
         Ok(())
@@ -124,13 +243,14 @@ impl<'a, S: StateSource> BlockOverlay<'a, S> {
 
     /// Writes one storage slot.
     pub fn set_storage(&mut self, address: Address, slot: U256, value: U256) -> Result<(), StateError> {
-        self.entry_mut(address)?.storage.insert(slot, value);
+        let base = self.base;
+        entry_in(self.shard_mut(&address), base, address)?.storage.insert(slot, value);
         Ok(())
     }
 
     /// The overlay's entry for `address`, if the block wrote the account.
     pub fn account(&self, address: &Address) -> Option<&OverlayAccount> {
-        self.accounts.get(address)
+        self.shard(address).get(address)
     }
 
     /// Adds `amount` wei to `address` (block rewards, withdrawals). A zero amount does nothing,
@@ -154,32 +274,125 @@ impl<'a, S: StateSource> BlockOverlay<'a, S> {
     }
 
     fn write_info(&mut self, address: Address, info: AccountInfo) {
-        let entry = self.accounts.entry(address).or_default();
+        let entry = self.shard_mut(&address).entry(address).or_default();
         entry.info = Some(info);
     }
 
     /// Normalises the overlay against the pre-block state into the block's [`StateDiff`]: only
     /// what really changed remains, so both execution paths yield equal diffs.
     pub fn into_diff(self) -> Result<StateDiff, StateError> {
-        let mut accounts = BTreeMap::new();
-        for (address, account) in &self.accounts {
-            if let Some(diff) = self.normalize(*address, account)? {
-                accounts.insert(*address, diff);
+        self.into_diff_on(1)
+    }
+
+    /// [`BlockOverlay::into_diff`] on up to `threads` threads (shards are normalised
+    /// independently; the result is the same).
+    pub fn into_diff_on(self, threads: usize) -> Result<StateDiff, StateError> {
+        let Self { base, codes, shards, .. } = self;
+        let normalizer = Normalizer { base, codes: &codes };
+        let written: usize = shards.iter().map(HashMap::len).sum();
+        let threads = if written < MIN_PARALLEL_DIFF_ACCOUNTS { 1 } else { threads.clamp(1, OVERLAY_SHARDS) };
+        let mut parts: Vec<Vec<(Address, AccountDiff)>> = Vec::with_capacity(OVERLAY_SHARDS);
+        if threads == 1 {
+            for shard in shards {
+                parts.push(normalizer.shard(shard)?);
             }
+        } else {
+            let mut owned: Vec<Vec<(usize, AccountShard)>> = (0..threads).map(|_| Vec::new()).collect();
+            for (index, shard) in shards.into_iter().enumerate() {
+                owned[index % threads].push((index, shard));
+            }
+            let mut done: Vec<(usize, Vec<(Address, AccountDiff)>)> = Vec::with_capacity(OVERLAY_SHARDS);
+            std::thread::scope(|scope| -> Result<(), StateError> {
+                let normalizer = &normalizer;
+                let mut rest = owned.into_iter();
+                let mine = rest.next().unwrap_or_default();
+                let handles: Vec<_> = rest
+                    .map(|list| {
+                        scope.spawn(move || list.into_iter().map(|(index, shard)| Ok((index, normalizer.shard(shard)?))).collect::<Result<Vec<_>, StateError>>())
+                    })
+                    .collect();
+                for (index, shard) in mine {
+                    done.push((index, normalizer.shard(shard)?));
+                }
+                for handle in handles {
+                    let list = handle.join().map_err(|_| StateError("a normalising thread panicked".into()))??;
+                    done.extend(list);
+                }
+                Ok(())
+            })?;
+            done.sort_unstable_by_key(|(index, _)| *index);
+            parts.extend(done.into_iter().map(|(_, part)| part));
         }
-        Ok(StateDiff { accounts })
+        // Each part is sorted: merged in address order, the map is built in one pass without
+        // sorting (its elements are large; moving them through a sort costs more than
+        // normalising them).
+        Ok(StateDiff { accounts: MergeSorted::new(parts).collect() })
     }
 
     /// What the block so far changed in one account, as [`BlockOverlay::into_diff`] would give
     /// it (`None`: nothing, or the block has not written the account).
     pub fn account_diff(&self, address: &Address) -> Result<Option<AccountDiff>, StateError> {
-        match self.accounts.get(address) {
-            Some(account) => self.normalize(*address, account),
+        match self.shard(address).get(address) {
+            Some(account) => Normalizer { base: self.base, codes: &self.codes }.account(*address, account),
             None => Ok(None),
         }
     }
+}
 
-    fn normalize(&self, address: Address, account: &OverlayAccount) -> Result<Option<AccountDiff>, StateError> {
+/// Merges lists sorted by address into one sorted sequence (addresses are distinct across
+/// lists: each account lives in one shard).
+struct MergeSorted<T> {
+    lists: Vec<std::iter::Peekable<std::vec::IntoIter<(Address, T)>>>,
+}
+
+impl<T> MergeSorted<T> {
+    fn new(lists: Vec<Vec<(Address, T)>>) -> Self {
+        Self { lists: lists.into_iter().filter(|l| !l.is_empty()).map(|l| l.into_iter().peekable()).collect() }
+    }
+}
+
+impl<T> Iterator for MergeSorted<T> {
+    type Item = (Address, T);
+
+    fn next(&mut self) -> Option<(Address, T)> {
+        let mut lowest: Option<(usize, Address)> = None;
+        for (index, list) in self.lists.iter_mut().enumerate() {
+            if let Some((address, _)) = list.peek() {
+                if lowest.is_none_or(|(_, low)| *address < low) {
+                    lowest = Some((index, *address));
+                }
+            }
+        }
+        let (index, _) = lowest?;
+        self.lists[index].next()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.lists.iter().map(|l| l.size_hint().0).sum();
+        (left, Some(left))
+    }
+}
+
+/// Turns overlay entries into what really changed against the pre-block state.
+struct Normalizer<'n, S> {
+    base: &'n S,
+    codes: &'n HashMap<B256, Bytecode>,
+}
+
+impl<S: StateSource> Normalizer<'_, S> {
+    /// The changes of one shard, sorted by address.
+    fn shard(&self, shard: AccountShard) -> Result<Vec<(Address, AccountDiff)>, StateError> {
+        let mut changed = Vec::with_capacity(shard.len());
+        for (address, account) in &shard {
+            if let Some(diff) = self.account(*address, account)? {
+                changed.push((*address, diff));
+            }
+        }
+        changed.sort_unstable_by_key(|(address, _)| *address);
+        Ok(changed)
+    }
+
+    fn account(&self, address: Address, account: &OverlayAccount) -> Result<Option<AccountDiff>, StateError> {
         let before = self.base.basic_ref(address)?;
         let storage_cleared = account.storage_cleared && before.is_some();
         let mut storage = BTreeMap::new();
@@ -220,7 +433,7 @@ impl<S: StateSource> DatabaseRef for BlockOverlay<'_, S> {
     type Error = StateError;
 
     fn basic_ref(&self, address: Address) -> Result<Option<AccountInfo>, StateError> {
-        match self.accounts.get(&address) {
+        match self.shard(&address).get(&address) {
             Some(account) => Ok(account.info.clone()),
             None => self.base.basic_ref(address),
         }
@@ -234,7 +447,7 @@ impl<S: StateSource> DatabaseRef for BlockOverlay<'_, S> {
     }
 
     fn storage_ref(&self, address: Address, index: U256) -> Result<U256, StateError> {
-        match self.accounts.get(&address) {
+        match self.shard(&address).get(&address) {
             Some(account) => match account.storage.get(&index) {
                 Some(value) => Ok(*value),
                 None if account.storage_cleared || account.info.is_none() => Ok(U256::ZERO),

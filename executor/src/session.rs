@@ -178,7 +178,12 @@ impl<'a, S: StateSource> BlockSession<'a, S> {
         } else {
             None
         };
-        let state = self.overlay.into_diff()?;
+        // The parallel path also normalises the diff on its threads.
+        let threads = match self.options.mode {
+            ExecutionMode::Sequential => 1,
+            ExecutionMode::Parallel { threads, .. } => threads.get(),
+        };
+        let state = self.overlay.into_diff_on(threads)?;
         Ok(BlockOutput {
             receipts: self.phase.receipts,
             included: self.phase.included,

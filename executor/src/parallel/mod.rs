@@ -19,18 +19,18 @@ pub mod worker;
 use crate::{
     block::{check_block_limits, BlockInput, ChunkStart, InvalidTxPolicy, TxPhase},
     error::BlockError,
-    overlay::BlockOverlay,
+    overlay::{BlockOverlay, ShardWriter},
     state::StateSource,
 };
-use alloy_primitives::{map::HashMap, Address};
+use alloy_primitives::{map::HashMap, Address, B256};
 use mv_memory::{AccountValue, Location, MvMemory, Value};
 use parking_lot::Mutex;
 use revm::{
+    bytecode::Bytecode,
     context::{
         result::{ExecutionResult, HaltReason, InvalidTransaction},
         TxEnv,
     },
-    database::DatabaseRef,
     state::AccountInfo,
 };
 use std::num::NonZeroUsize;
@@ -98,21 +98,78 @@ pub struct ParallelStats {
     pub merge_us: u64,
 }
 
-/// An account's fields with its code, from the block's new code or the pre-block state.
-fn account_info<S: StateSource>(
-    value: AccountValue,
-    codes: &dashmap::DashMap<alloy_primitives::B256, revm::bytecode::Bytecode, rustc_hash::FxBuildHasher>,
-    overlay: &BlockOverlay<'_, S>,
-) -> Result<AccountInfo, BlockError> {
+/// Write sets with fewer writes than this are merged on one thread.
+const MIN_PARALLEL_MERGE_WRITES: usize = 4096;
+
+/// An account's fields with its code, from the code the block deployed or the pre-block state.
+fn account_info<S: StateSource>(value: &AccountValue, codes: &HashMap<B256, Bytecode>, base: &S) -> Result<AccountInfo, BlockError> {
     let code = if value.code_hash == revm::primitives::KECCAK_EMPTY {
         None
     } else {
         match codes.get(&value.code_hash) {
             Some(code) => Some(code.clone()),
-            None => Some(overlay.code_by_hash_ref(value.code_hash)?),
+            None => Some(base.code_by_hash_ref(value.code_hash)?),
         }
     };
     Ok(AccountInfo { balance: value.balance, nonce: value.nonce, code_hash: value.code_hash, code, ..Default::default() })
+}
+
+/// Replays the write sets of the transactions into the accounts `writer` owns, in block order.
+/// `Ok(false)` when a lazy update's checks fail (the block must run sequentially).
+fn merge_shards<S: StateSource>(
+    writer: &mut ShardWriter<'_, S>,
+    codes: &HashMap<B256, Bytecode>,
+    write_sets: &[mv_memory::WriteSet],
+    cleared: &[Vec<Address>],
+    spec: revm::primitives::hardfork::SpecId,
+) -> Result<bool, BlockError> {
+    // Accounts that received lazy deltas keep their running value here and are written once at
+    // the end (the beneficiary collects one credit per transaction).
+    let mut lazy_values: HashMap<Address, Option<AccountValue>> = HashMap::default();
+    for (writes, wiped) in write_sets.iter().zip(cleared) {
+        for address in wiped {
+            if writer.owns(address) {
+                writer.clear_storage(*address)?;
+            }
+        }
+        for (location, value) in writes {
+            let (Location::Account(address) | Location::Storage(address, _)) = location;
+            if !writer.owns(address) {
+                continue;
+            }
+            match (location, value) {
+                (Location::Storage(address, slot), Value::Storage(value)) => writer.set_storage(*address, *slot, *value)?,
+                (Location::Account(address), Value::Account(value)) => {
+                    lazy_values.remove(address);
+                    let info = value.as_ref().map(|v| account_info(v, codes, writer.base())).transpose()?;
+                    writer.set_info(*address, info)?;
+                }
+                (Location::Account(address), delta) => {
+                    let current = match lazy_values.get(address) {
+                        Some(value) => value.clone(),
+                        None => writer.basic(*address)?.map(|i| AccountValue { balance: i.balance, nonce: i.nonce, code_hash: i.code_hash }),
+                    };
+                    let existed = current.is_some();
+                    let Ok(updated) = lazy::apply_delta(current, delta, spec) else {
+                        return Ok(false);
+                    };
+                    if existed && updated.is_none() {
+                        // Deleted as empty (EIP-161): its storage goes now, in block order.
+                        lazy_values.remove(address);
+                        writer.set_info(*address, None)?;
+                    } else {
+                        lazy_values.insert(*address, updated);
+                    }
+                }
+                (Location::Storage(..), _) => return Err(BlockError::Evm("storage location with an account value".into())),
+            }
+        }
+    }
+    for (address, value) in lazy_values {
+        let info = value.as_ref().map(|v| account_info(v, codes, writer.base())).transpose()?;
+        writer.set_info(address, info)?;
+    }
+    Ok(true)
 }
 
 /// Executes `txs` with Block-STM on `threads` threads over `overlay` (the block so far); `start`
@@ -195,49 +252,39 @@ pub(crate) fn execute_transactions<S: StateSource>(
 
     // Merge: replay each transaction's last write set, in block order, into the overlay, as a
     // sequential commit would; lazy deltas are applied (and checked) against the value before
-    // them. A failed check leaves the overlay half-written: the caller rebuilds it.
+    // them. Every write to an account goes to the thread that owns its overlay shard, so each
+    // account still sees its writes in block order. A failed check leaves the overlay
+    // half-written: the caller rebuilds it.
     let spec = input.cfg.spec;
     let (write_sets, codes) = mv.into_write_sets();
-    overlay.reserve(cut * 2);
-    // Accounts that received lazy deltas keep their running value here and are written to the
-    // overlay once at the end (the beneficiary collects one credit per transaction).
-    let mut lazy_values: HashMap<Address, Option<AccountValue>> = HashMap::default();
-    for (tx, writes) in write_sets.into_iter().enumerate().take(cut) {
-        for address in &cleared[tx] {
-            overlay.clear_storage(*address)?;
-        }
-        for (location, value) in writes {
-            match (location, value) {
-                (Location::Storage(address, slot), Value::Storage(value)) => overlay.set_storage(address, slot, value)?,
-                (Location::Account(address), Value::Account(value)) => {
-                    lazy_values.remove(&address);
-                    let info = value.map(|v| account_info(v, &codes, overlay)).transpose()?;
-                    overlay.set_info(address, info)?;
-                }
-                (Location::Account(address), delta) => {
-                    let current = match lazy_values.get(&address) {
-                        Some(value) => value.clone(),
-                        None => overlay.basic_ref(address)?.map(|i| AccountValue { balance: i.balance, nonce: i.nonce, code_hash: i.code_hash }),
-                    };
-                    let existed = current.is_some();
-                    let Ok(updated) = lazy::apply_delta(current, &delta, spec) else {
-                        return Ok(ParallelOutcome::Fallback(FallbackReason::LazyCheckFailed));
-                    };
-                    if existed && updated.is_none() {
-                        // Deleted as empty (EIP-161): its storage goes now, in block order.
-                        lazy_values.remove(&address);
-                        overlay.set_info(address, None)?;
-                    } else {
-                        lazy_values.insert(address, updated);
-                    }
-                }
-                (Location::Storage(..), _) => return Err(BlockError::Evm("storage location with an account value".into())),
-            }
-        }
+    for entry in codes.iter() {
+        overlay.add_code(*entry.key(), entry.value().clone());
     }
-    for (address, value) in lazy_values {
-        let info = value.map(|v| account_info(v, &codes, overlay)).transpose()?;
-        overlay.set_info(address, info)?;
+    overlay.reserve(cut * 2);
+    let write_sets = &write_sets[..cut];
+    let cleared = &cleared[..cut];
+    let writes: usize = write_sets.iter().map(Vec::len).sum();
+    let merge_threads = if writes >= MIN_PARALLEL_MERGE_WRITES { workers } else { 1 };
+    let (mut writers, known_codes) = overlay.shard_writers(merge_threads);
+    let merged: Result<bool, BlockError> = if writers.len() == 1 {
+        merge_shards(&mut writers[0], known_codes, write_sets, cleared, spec)
+    } else {
+        std::thread::scope(|scope| {
+            let mut rest = writers.iter_mut();
+            let mine = rest.next();
+            let handles: Vec<_> = rest.map(|writer| scope.spawn(move || merge_shards(writer, known_codes, write_sets, cleared, spec))).collect();
+            let mut all_checked = match mine {
+                Some(writer) => merge_shards(writer, known_codes, write_sets, cleared, spec)?,
+                None => true,
+            };
+            for handle in handles {
+                all_checked &= handle.join().map_err(|_| BlockError::Evm("a merge thread panicked".into()))??;
+            }
+            Ok(all_checked)
+        })
+    };
+    if !merged? {
+        return Ok(ParallelOutcome::Fallback(FallbackReason::LazyCheckFailed));
     }
     if let Some(error) = rejection {
         return Err(error);
