@@ -6,6 +6,10 @@
 //! - `erc20`: independent ERC-20 `transfer` calls on one token, distinct holders (about 1 Ggas).
 //! - `hot-recipient`: ETH transfers from distinct senders all paying one address.
 //! - `sequential-chain`: every transaction increments one storage slot (each depends on the last).
+//! - `uniswap`: 7,150 Uniswap V3 swaps over 64 pools (see [`crate::bench_uniswap`], about 1 Ggas).
+//! - `erc20-hot-recipient`: ERC-20 `transfer` calls from distinct holders, all to one holder.
+//! - `contended`: families of ten accounts paying each other (nonce chains, shared recipients),
+//!   with every fifth transaction incrementing one hot storage slot.
 
 use crate::replay::median_ms;
 use alloy_primitives::{keccak256, Address, Bytes, TxKind, B256, U256};
@@ -25,7 +29,19 @@ const GWEI: u128 = 1_000_000_000;
 const ETHER: u128 = 1_000_000_000_000_000_000;
 
 /// The workloads `pseq bench exec` knows.
-pub const WORKLOADS: &[&str] = &["raw-transfers", "erc20", "hot-recipient", "sequential-chain"];
+pub const WORKLOADS: &[&str] = &["raw-transfers", "erc20", "hot-recipient", "sequential-chain", "uniswap", "erc20-hot-recipient", "contended"];
+
+/// Pools of the `uniswap` workload.
+pub const UNISWAP_POOLS: usize = 64;
+
+/// The counter contract of `sequential-chain` and `contended`: `SSTORE(0, SLOAD(0) + 1)`.
+const COUNTER_CODE: &[u8] = &[0x60, 0, 0x54, 0x60, 1, 0x01, 0x60, 0, 0x55, 0x00];
+
+fn erc20_code(contracts_dir: &Path) -> Result<Bytecode, String> {
+    let path = contracts_dir.join("ERC20Token.hex");
+    let hex_code = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Bytecode::new_raw(Bytes::from(hex::decode(hex_code.trim()).map_err(|e| format!("{}: {e}", path.display()))?)))
+}
 
 /// A synthetic block: pre-state, environment, transactions.
 pub struct Workload {
@@ -122,29 +138,67 @@ pub fn build(name: &str, txs: Option<usize>, contracts_dir: &Path) -> Result<Wor
                 list.push(tx(sender, 0, exchange, U256::from(1 + i), Bytes::new(), 21_000));
             }
         }
-        "erc20" => {
+        "erc20" | "erc20-hot-recipient" => {
             let n = txs.unwrap_or(19_000);
-            let path = contracts_dir.join("ERC20Token.hex");
-            let hex_code = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let code = Bytes::from(hex::decode(hex_code.trim()).map_err(|e| format!("{}: {e}", path.display()))?);
             let token = account(888_888_888);
+            let hot_holder = account(999_999_998);
             let mut storage: Vec<(U256, U256)> = Vec::new();
             for i in 0..n as u64 {
                 let sender = account(i);
                 funded(&mut state, sender);
                 storage.push((erc20_balance_slot(sender), U256::from(1_000_000u64)));
-                list.push(tx(sender, 0, token, U256::ZERO, erc20_transfer(account(1_000_000 + i), U256::from(10u64)), 100_000));
+                let to = if name == "erc20" { account(1_000_000 + i) } else { hot_holder };
+                list.push(tx(sender, 0, token, U256::ZERO, erc20_transfer(to, U256::from(10u64)), 100_000));
             }
             storage.push((U256::from(2), U256::from(n as u64 * 1_000_000)));
             state.insert_account(
                 token,
-                InMemoryAccount { balance: U256::ZERO, nonce: 1, code: Some(Bytecode::new_raw(code)), storage: storage.into_iter().collect() },
+                InMemoryAccount { balance: U256::ZERO, nonce: 1, code: Some(erc20_code(contracts_dir)?), storage: storage.into_iter().collect() },
             );
+        }
+        "uniswap" => {
+            let swaps = crate::bench_uniswap::build(&mut state, contracts_dir, UNISWAP_POOLS, txs.unwrap_or(7_150))?;
+            for swap in swaps {
+                funded(&mut state, swap.trader);
+                list.push(tx(swap.trader, 0, swap.to, U256::ZERO, swap.data, crate::bench_uniswap::SWAP_GAS_LIMIT));
+            }
+        }
+        "contended" => {
+            // Families of ten: each member pays two others of its family in turn (its second
+            // payment depends on its first, and on what it received meanwhile); every fifth
+            // transaction is a call from its own account to one counter.
+            let n = txs.unwrap_or(30_000);
+            let counter = account(777_777_777);
+            state.insert_account(counter, InMemoryAccount { nonce: 1, code: Some(Bytecode::new_raw(Bytes::from_static(COUNTER_CODE))), ..Default::default() });
+            let family_size = 10u64;
+            let payments = n as u64 * 4 / 5;
+            let members = payments.div_ceil(2).max(1);
+            for m in 0..members {
+                funded(&mut state, account(m));
+            }
+            let mut paid = 0u64;
+            let mut callers = 0u64;
+            for i in 0..n as u64 {
+                if i % 5 == 4 {
+                    let caller = account(10_000_000 + callers);
+                    callers += 1;
+                    funded(&mut state, caller);
+                    list.push(tx(caller, 0, counter, U256::ZERO, Bytes::new(), 60_000));
+                    continue;
+                }
+                // Payment k: member k % members, its (k / members)-th payment, to the next
+                // member of its family (the one after next on its second payment).
+                let (member, nonce) = (paid % members, paid / members);
+                paid += 1;
+                let family = member / family_size;
+                let to = account(family * family_size + (member % family_size + 1 + nonce) % family_size);
+                list.push(tx(account(member), nonce, to, U256::from(1_000 + i), Bytes::new(), 21_000));
+            }
         }
         "sequential-chain" => {
             let n = txs.unwrap_or(10_000);
             let counter = account(777_777_777);
-            let code = Bytes::from_static(&[0x60, 0, 0x54, 0x60, 1, 0x01, 0x60, 0, 0x55, 0x00]);
+            let code = Bytes::from_static(COUNTER_CODE);
             state.insert_account(counter, InMemoryAccount { nonce: 1, code: Some(Bytecode::new_raw(code)), ..Default::default() });
             for i in 0..n as u64 {
                 let sender = account(i);
@@ -166,6 +220,8 @@ pub struct BenchResult {
     pub txs: usize,
     /// Gas used by the block.
     pub gas: u64,
+    /// Transactions that ran but failed (reverted or halted): a workload is meant to have none.
+    pub failed_txs: usize,
     /// Threads of the parallel path.
     pub threads: usize,
     /// Median sequential time.
@@ -195,6 +251,10 @@ pub fn run(workload: &Workload, threads: usize, runs: usize, force_parallel: boo
     let parallel = if force_parallel { ExecutionOptions::force_parallel(threads) } else { ExecutionOptions::parallel(threads) };
     let reference = execute_block(&workload.state, &workload.input, &workload.txs, &sequential).map_err(|e| e.to_string())?;
     let checked = execute_block(&workload.state, &workload.input, &workload.txs, &parallel).map_err(|e| e.to_string())?;
+    let failed: Vec<usize> = reference.receipts.iter().zip(&reference.included).filter(|(r, _)| !r.success).map(|(_, i)| *i).collect();
+    if !failed.is_empty() {
+        tracing::warn!(workload = %workload.name, count = failed.len(), first = ?&failed[..failed.len().min(8)], "transactions failed");
+    }
     if let Some(stats) = checked.stats {
         tracing::info!(?stats, "parallel run counters");
     }
@@ -221,6 +281,7 @@ pub fn run(workload: &Workload, threads: usize, runs: usize, force_parallel: boo
         workload: workload.name.clone(),
         txs: workload.txs.len(),
         gas: reference.gas_used,
+        failed_txs: reference.receipts.iter().filter(|r| !r.success).count(),
         threads,
         sequential_ms,
         parallel_ms,

@@ -10,6 +10,7 @@
 pub mod bench;
 pub mod bench_pool;
 pub mod bench_state;
+pub mod bench_uniswap;
 pub mod blocktest;
 pub mod chainspec;
 pub mod corpus;

@@ -231,8 +231,9 @@ enum BenchCommand {
     },
     /// Execute synthetic blocks sequentially and in parallel; print medians.
     Exec {
-        /// Workloads (comma separated): raw-transfers, erc20, hot-recipient, sequential-chain.
-        #[arg(long, value_delimiter = ',', default_value = "raw-transfers,erc20,hot-recipient,sequential-chain")]
+        /// Workloads (comma separated): raw-transfers, erc20, hot-recipient, sequential-chain,
+        /// uniswap, erc20-hot-recipient, contended.
+        #[arg(long, value_delimiter = ',', default_value = "raw-transfers,erc20,hot-recipient,sequential-chain,uniswap,erc20-hot-recipient,contended")]
         workload: Vec<String>,
         /// Threads of the parallel path (default: all cores).
         #[arg(long)]
@@ -414,8 +415,8 @@ fn main() -> ExitCode {
                 match result {
                     Ok(r) if json => println!("{}", serde_json::to_string(&r).unwrap_or_default()),
                     Ok(r) => println!(
-                        "{:<18} {:>6} txs {:>13} gas  sequential {:>9.2} ms  parallel {:>9.2} ms ({} threads)  {:.2}x  {:.2} Ggas/s  peak RSS {:.0} MiB",
-                        r.workload, r.txs, r.gas, r.sequential_ms, r.parallel_ms, r.threads, r.speedup, r.gigagas_per_s_parallel, r.peak_rss_mb
+                        "{:<19} {:>6} txs {:>13} gas  sequential {:>9.2} ms  parallel {:>9.2} ms ({} threads)  {:.2}x  {:.2} Ggas/s  {} failed  peak RSS {:.0} MiB",
+                        r.workload, r.txs, r.gas, r.sequential_ms, r.parallel_ms, r.threads, r.speedup, r.gigagas_per_s_parallel, r.failed_txs, r.peak_rss_mb
                     ),
                     Err(e) => {
                         eprintln!("error: {e}");
