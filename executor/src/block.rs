@@ -101,7 +101,9 @@ pub enum ExecutionMode {
     Parallel {
         /// Worker threads.
         threads: NonZeroUsize,
-        /// Run Block-STM even where the small-block rule would pick the sequential path.
+        /// Run Block-STM even where the small-block rule would pick the sequential path, and to
+        /// the end even when conflicts make it slower than sequential execution
+        /// ([`parallel::FallbackReason::Contention`]).
         force: bool,
     },
 }

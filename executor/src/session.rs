@@ -126,17 +126,21 @@ impl<'a, S: StateSource> BlockSession<'a, S> {
             ExecutionMode::Parallel { threads, force } if !force && !parallel_pays_off(txs, threads.get()) => {
                 (sequential::execute_transactions(&mut self.overlay, self.input, txs, policy, start)?, ExecutedPath::SmallBlockFallback)
             }
-            ExecutionMode::Parallel { threads, .. } => match parallel::execute_transactions(&mut self.overlay, self.input, txs, threads, policy, start)? {
+            ExecutionMode::Parallel { threads, force } => match parallel::execute_transactions(&mut self.overlay, self.input, txs, threads, policy, start, !force)? {
                 ParallelOutcome::Done(result) => {
                     self.stats = Some(result.stats);
                     (result.phase, ExecutedPath::Parallel)
                 }
                 ParallelOutcome::Fallback(reason) => {
                     tracing::debug!(?reason, "parallel execution fell back to sequential");
-                    // The merge may have written part of this run: rebuild the block so far from
-                    // the parent state (the earlier runs give the same result sequentially), then
-                    // run these transactions sequentially.
-                    self.rebuild(start)?;
+                    // A failed lazy check stops the merge, which may have written part of this
+                    // run: rebuild the block so far from the parent state (the earlier runs give
+                    // the same result sequentially). The other reasons stop the run before the
+                    // merge, leaving the overlay as the earlier runs left it. Then run these
+                    // transactions sequentially.
+                    if reason == parallel::FallbackReason::LazyCheckFailed {
+                        self.rebuild(start)?;
+                    }
                     (sequential::execute_transactions(&mut self.overlay, self.input, txs, policy, start)?, ExecutedPath::ParallelFallback(reason))
                 }
             },

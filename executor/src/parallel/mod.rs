@@ -48,6 +48,10 @@ pub enum FallbackReason {
     SelfDestruct,
     /// A lazy transfer's checks (nonce, balance, no code) failed in block order.
     LazyCheckFailed,
+    /// Too many executions were wasted on conflicts (aborted, or stopped on a dependency): the
+    /// transactions form chains, and sequential execution is faster. Only on the default path
+    /// (see [`crate::ExecutionMode::Parallel`]'s `force`).
+    Contention,
 }
 
 /// The last validated result of one transaction.
@@ -173,7 +177,9 @@ fn merge_shards<S: StateSource>(
 }
 
 /// Executes `txs` with Block-STM on `threads` threads over `overlay` (the block so far); `start`
-/// places them in the block (the first one's index, the gas already used before them).
+/// places them in the block (the first one's index, the gas already used before them). With
+/// `give_up_on_contention`, a run whose executions are mostly wasted on conflicts stops early
+/// with [`FallbackReason::Contention`] (nothing is merged then).
 pub(crate) fn execute_transactions<S: StateSource>(
     overlay: &mut BlockOverlay<'_, S>,
     input: &BlockInput,
@@ -181,6 +187,7 @@ pub(crate) fn execute_transactions<S: StateSource>(
     threads: NonZeroUsize,
     policy: InvalidTxPolicy,
     start: ChunkStart,
+    give_up_on_contention: bool,
 ) -> Result<ParallelOutcome, BlockError> {
     let beneficiary = input.block.beneficiary;
     let mv = MvMemory::new(txs.len(), beneficiary);
@@ -191,7 +198,7 @@ pub(crate) fn execute_transactions<S: StateSource>(
     let started = std::time::Instant::now();
     {
         let base: &BlockOverlay<'_, S> = overlay;
-        let shared = Shared { base, input, txs, mv: &mv, scheduler: &scheduler, outcomes: &outcomes, halt: &halt };
+        let shared = Shared { base, input, txs, mv: &mv, scheduler: &scheduler, outcomes: &outcomes, halt: &halt, give_up_on_contention };
         std::thread::scope(|scope| {
             for _ in 1..workers {
                 scope.spawn(|| worker::run(&shared));

@@ -46,6 +46,29 @@ pub struct Shared<'a, S> {
     pub outcomes: &'a [Mutex<Option<TxOutcome>>],
     /// Why the run stopped early, if it did.
     pub halt: &'a Mutex<Option<Halt>>,
+    /// Stop with [`FallbackReason::Contention`] when conflicts waste too many executions.
+    pub give_up_on_contention: bool,
+}
+
+/// Executions counted before the contention rule may stop a run.
+pub const CONTENTION_SAMPLE: usize = 64;
+
+/// Whether conflicts wasted more than one execution in four (aborted incarnations plus
+/// executions stopped on a dependency), once [`CONTENTION_SAMPLE`] executions have run.
+///
+/// Chosen from measurement (docs/benchmarks.md): a chain of dependent transactions wastes about
+/// two executions in five, blocks of independent transactions none.
+fn too_contended<S>(shared: &Shared<'_, S>) -> bool {
+    if !shared.give_up_on_contention {
+        return false;
+    }
+    let stats = &shared.scheduler.stats;
+    let executions = stats.executions.load(std::sync::atomic::Ordering::Relaxed);
+    if executions < CONTENTION_SAMPLE {
+        return false;
+    }
+    let wasted = stats.aborts.load(std::sync::atomic::Ordering::Relaxed) + stats.dependencies.load(std::sync::atomic::Ordering::Relaxed);
+    wasted * 4 > executions
 }
 
 enum ExecOutcome {
@@ -107,6 +130,9 @@ fn execute<S: StateSource>(
             Ok(ExecOutcome::Blocked(blocking)) => {
                 if shared.scheduler.add_dependency(tx, blocking) {
                     shared.scheduler.stats.dependencies.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if too_contended(shared) {
+                        halt(shared, Halt::Fallback(FallbackReason::Contention));
+                    }
                     return None;
                 }
                 // The blocking transaction finished meanwhile: execute again at once.
@@ -126,6 +152,10 @@ fn validate<S>(shared: &Shared<'_, S>, tx: TxIdx, incarnation: Incarnation) -> O
     if aborted {
         shared.scheduler.stats.aborts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         shared.mv.convert_writes_to_estimates(tx);
+        if too_contended(shared) {
+            halt(shared, Halt::Fallback(FallbackReason::Contention));
+            return None;
+        }
     }
     shared.scheduler.finish_validation(tx, aborted)
 }
