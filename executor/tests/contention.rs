@@ -66,7 +66,7 @@ fn run(counters: u64, options: ExecutionOptions) -> (BlockOutput, BlockOutput) {
 fn a_dependent_chain_falls_back_to_sequential_execution() {
     // Block-STM's waste depends on how the threads interleave: where the other threads do not
     // get a core (a loaded machine), the chain runs one transaction after the other and wastes
-    // nothing. On four threads most attempts waste far more than one execution in four; every
+    // nothing. On four threads most attempts waste more than nine executions in twenty; every
     // attempt must give the sequential result, and some must give up.
     let mut gave_up = 0;
     for _ in 0..20 {
