@@ -28,6 +28,7 @@ pub mod rules;
 pub mod sequential;
 pub mod session;
 pub mod state;
+mod threads;
 
 pub use block::{execute_block, BlockInput, BlockRules, BlockOutput, ExecutionMode, ExecutionOptions, InvalidTxPolicy, Withdrawal, Ommer};
 pub use diff::{AccountDiff, AccountState, StateDiff};

@@ -40,13 +40,10 @@ const MIN_PARALLEL_DIFF_ACCOUNTS: usize = 4096;
 /// The shard holding `address`: a cheap mix of all its bytes, so that addresses that share a
 /// prefix or a suffix (system contracts, numbered test accounts, vanity addresses) still spread.
 pub fn shard_of(address: &Address) -> usize {
-    let bytes = &address.0 .0;
-    let mut words = [0u8; 24];
-    words[..20].copy_from_slice(bytes);
     let mut mixed = 0u64;
-    for chunk in words.chunks_exact(8) {
+    for chunk in address.0 .0.chunks(8) {
         let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
+        word[..chunk.len()].copy_from_slice(chunk);
         mixed = (mixed ^ u64::from_le_bytes(word)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
     (mixed >> 60) as usize
@@ -73,6 +70,14 @@ fn entry_in<'s, S: StateSource>(shard: &'s mut AccountShard, base: &S, address: 
             Ok(entry.insert(OverlayAccount { info, ..Default::default() }))
         }
     }
+}
+
+/// Wipes the storage an account had, in `shard`.
+fn clear_storage_in<S: StateSource>(shard: &mut AccountShard, base: &S, address: Address) -> Result<(), StateError> {
+    let entry = entry_in(shard, base, address)?;
+    entry.storage.clear();
+    entry.storage_cleared = true;
+    Ok(())
 }
 
 /// Replaces an account's fields in `shard` (`None`: it no longer exists, nor does its storage).
@@ -126,10 +131,7 @@ impl<'o, S: StateSource> ShardWriter<'o, S> {
     /// [`BlockOverlay::clear_storage`].
     pub fn clear_storage(&mut self, address: Address) -> Result<(), StateError> {
         let base = self.base;
-        let entry = entry_in(self.shard(&address)?, base, address)?;
-        entry.storage.clear();
-        entry.storage_cleared = true;
-        Ok(())
+        clear_storage_in(self.shard(&address)?, base, address)
     }
 
     /// [`BlockOverlay::set_storage`].
@@ -235,10 +237,7 @@ impl<'a, S: StateSource> BlockOverlay<'a, S> {
     /// Wipes the storage an account had (it was created, destroyed or deleted).
     pub fn clear_storage(&mut self, address: Address) -> Result<(), StateError> {
         let base = self.base;
-        let entry = entry_in(self.shard_mut(&address), base, address)?;
-        entry.storage.clear();
-        entry.storage_cleared = true;
-        Ok(())
+        clear_storage_in(self.shard_mut(&address), base, address)
     }
 
     /// Writes one storage slot.
@@ -291,38 +290,17 @@ impl<'a, S: StateSource> BlockOverlay<'a, S> {
         let normalizer = Normalizer { base, codes: &codes };
         let written: usize = shards.iter().map(HashMap::len).sum();
         let threads = if written < MIN_PARALLEL_DIFF_ACCOUNTS { 1 } else { threads.clamp(1, OVERLAY_SHARDS) };
-        let mut parts: Vec<Vec<(Address, AccountDiff)>> = Vec::with_capacity(OVERLAY_SHARDS);
-        if threads == 1 {
-            for shard in shards {
-                parts.push(normalizer.shard(shard)?);
-            }
-        } else {
-            let mut owned: Vec<Vec<(usize, AccountShard)>> = (0..threads).map(|_| Vec::new()).collect();
-            for (index, shard) in shards.into_iter().enumerate() {
-                owned[index % threads].push((index, shard));
-            }
-            let mut done: Vec<(usize, Vec<(Address, AccountDiff)>)> = Vec::with_capacity(OVERLAY_SHARDS);
-            std::thread::scope(|scope| -> Result<(), StateError> {
-                let normalizer = &normalizer;
-                let mut rest = owned.into_iter();
-                let mine = rest.next().unwrap_or_default();
-                let handles: Vec<_> = rest
-                    .map(|list| {
-                        scope.spawn(move || list.into_iter().map(|(index, shard)| Ok((index, normalizer.shard(shard)?))).collect::<Result<Vec<_>, StateError>>())
-                    })
-                    .collect();
-                for (index, shard) in mine {
-                    done.push((index, normalizer.shard(shard)?));
-                }
-                for handle in handles {
-                    let list = handle.join().map_err(|_| StateError("a normalising thread panicked".into()))??;
-                    done.extend(list);
-                }
-                Ok(())
-            })?;
-            done.sort_unstable_by_key(|(index, _)| *index);
-            parts.extend(done.into_iter().map(|(_, part)| part));
+        // Shard i goes to thread i % threads; the order of the parts does not matter below.
+        let mut owned: Vec<Vec<AccountShard>> = (0..threads).map(|_| Vec::new()).collect();
+        for (index, shard) in shards.into_iter().enumerate() {
+            owned[index % threads].push(shard);
         }
+        let normalized = crate::threads::map_on_threads(
+            owned,
+            |list| list.into_iter().map(|shard| normalizer.shard(shard)).collect::<Result<Vec<_>, StateError>>(),
+            || StateError("a normalising thread panicked".into()),
+        )?;
+        let parts: Vec<Vec<(Address, AccountDiff)>> = normalized.into_iter().flatten().collect();
         // Each part is sorted: merged in address order, the map is built in one pass without
         // sorting (its elements are large; moving them through a sort costs more than
         // normalising them).

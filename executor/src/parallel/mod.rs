@@ -272,25 +272,13 @@ pub(crate) fn execute_transactions<S: StateSource>(
     let cleared = &cleared[..cut];
     let writes: usize = write_sets.iter().map(Vec::len).sum();
     let merge_threads = if writes >= MIN_PARALLEL_MERGE_WRITES { workers } else { 1 };
-    let (mut writers, known_codes) = overlay.shard_writers(merge_threads);
-    let merged: Result<bool, BlockError> = if writers.len() == 1 {
-        merge_shards(&mut writers[0], known_codes, write_sets, cleared, spec)
-    } else {
-        std::thread::scope(|scope| {
-            let mut rest = writers.iter_mut();
-            let mine = rest.next();
-            let handles: Vec<_> = rest.map(|writer| scope.spawn(move || merge_shards(writer, known_codes, write_sets, cleared, spec))).collect();
-            let mut all_checked = match mine {
-                Some(writer) => merge_shards(writer, known_codes, write_sets, cleared, spec)?,
-                None => true,
-            };
-            for handle in handles {
-                all_checked &= handle.join().map_err(|_| BlockError::Evm("a merge thread panicked".into()))??;
-            }
-            Ok(all_checked)
-        })
-    };
-    if !merged? {
+    let (writers, known_codes) = overlay.shard_writers(merge_threads);
+    let checked = crate::threads::map_on_threads(
+        writers,
+        |mut writer| merge_shards(&mut writer, known_codes, write_sets, cleared, spec),
+        || BlockError::Evm("a merge thread panicked".into()),
+    )?;
+    if !checked.iter().all(|passed| *passed) {
         return Ok(ParallelOutcome::Fallback(FallbackReason::LazyCheckFailed));
     }
     if let Some(error) = rejection {
