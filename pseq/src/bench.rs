@@ -37,10 +37,17 @@ pub const UNISWAP_POOLS: usize = 64;
 /// The counter contract of `sequential-chain` and `contended`: `SSTORE(0, SLOAD(0) + 1)`.
 const COUNTER_CODE: &[u8] = &[0x60, 0, 0x54, 0x60, 1, 0x01, 0x60, 0, 0x55, 0x00];
 
-fn erc20_code(contracts_dir: &Path) -> Result<Bytecode, String> {
-    let path = contracts_dir.join("ERC20Token.hex");
-    let hex_code = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(Bytecode::new_raw(Bytes::from(hex::decode(hex_code.trim()).map_err(|e| format!("{}: {e}", path.display()))?)))
+/// The runtime code of contract `name` (a `.hex` file of the corpora's contracts folder) as
+/// lower-case hex text, without `0x`.
+pub fn contract_hex(contracts_dir: &Path, name: &str) -> Result<String, String> {
+    let path = contracts_dir.join(format!("{name}.hex"));
+    std::fs::read_to_string(&path).map(|s| s.trim().to_lowercase()).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Runtime code from hex text; `name` labels the error.
+pub fn bytecode_from_hex(hex_text: &str, name: &str) -> Result<Bytecode, String> {
+    let bytes = hex::decode(hex_text).map_err(|e| format!("{name}: {e}"))?;
+    Ok(Bytecode::new_raw(Bytes::from(bytes)))
 }
 
 /// A synthetic block: pre-state, environment, transactions.
@@ -153,7 +160,7 @@ pub fn build(name: &str, txs: Option<usize>, contracts_dir: &Path) -> Result<Wor
             storage.push((U256::from(2), U256::from(n as u64 * 1_000_000)));
             state.insert_account(
                 token,
-                InMemoryAccount { balance: U256::ZERO, nonce: 1, code: Some(erc20_code(contracts_dir)?), storage: storage.into_iter().collect() },
+                InMemoryAccount { balance: U256::ZERO, nonce: 1, code: Some(bytecode_from_hex(&contract_hex(contracts_dir, "ERC20Token")?, "ERC20Token")?), storage: storage.into_iter().collect() },
             );
         }
         "uniswap" => {

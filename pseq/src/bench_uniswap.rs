@@ -12,9 +12,9 @@
 //! `amountInCached@0`; SingleSwap `token0@0, token1@1 (fee at byte offset 20)`. Addresses the
 //! contracts were compiled with as immutables are replaced in the code by this world's addresses.
 
-use crate::bench::erc20_balance_slot;
+use crate::bench::{bytecode_from_hex, contract_hex, erc20_balance_slot};
 use alloy_primitives::{keccak256, Address, Bytes, B256, U256};
-use pseq_executor::{revm::bytecode::Bytecode, state::InMemoryAccount, InMemoryState};
+use pseq_executor::{state::InMemoryAccount, InMemoryState};
 use alloy_primitives::map::HashMap;
 use std::path::Path;
 
@@ -51,16 +51,6 @@ pub struct Swap {
     pub to: Address,
     /// Calldata.
     pub data: Bytes,
-}
-
-fn read_hex(dir: &Path, name: &str) -> Result<String, String> {
-    let path = dir.join(name);
-    std::fs::read_to_string(&path).map(|s| s.trim().to_lowercase()).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-fn code(hex_text: &str, name: &str) -> Result<Bytecode, String> {
-    let bytes = hex::decode(hex_text).map_err(|e| format!("{name}: {e}"))?;
-    Ok(Bytecode::new_raw(Bytes::from(bytes)))
 }
 
 /// Replaces every occurrence of a compiled-in placeholder, which must be present.
@@ -160,10 +150,10 @@ fn pool_storage() -> HashMap<U256, U256> {
 /// Writes the world into `state` and returns `swaps` swaps over `pools` pools.
 pub fn build(state: &mut InMemoryState, contracts_dir: &Path, pools: usize, swaps: usize) -> Result<Vec<Swap>, String> {
     let pools = pools.clamp(1, swaps.max(1));
-    let token_code = code(&read_hex(contracts_dir, "ERC20Token.hex")?, "ERC20Token")?;
-    let pool_hex = read_hex(contracts_dir, "UniswapV3Pool.hex")?;
-    let router_hex = read_hex(contracts_dir, "SwapRouter.hex")?;
-    let single_swap_hex = read_hex(contracts_dir, "SingleSwap.hex")?;
+    let token_code = bytecode_from_hex(&contract_hex(contracts_dir, "ERC20Token")?, "ERC20Token")?;
+    let pool_hex = contract_hex(contracts_dir, "UniswapV3Pool")?;
+    let router_hex = contract_hex(contracts_dir, "SwapRouter")?;
+    let single_swap_hex = contract_hex(contracts_dir, "SingleSwap")?;
 
     let factory = address(0, 0);
     let weth9 = address(0, 1);
@@ -174,8 +164,8 @@ pub fn build(state: &mut InMemoryState, contracts_dir: &Path, pools: usize, swap
     let router_hex = patch(&router_hex, ROUTER_INIT_CODE_HASH, init_code_hash.as_slice(), "SwapRouter")?;
     let mut router_storage = HashMap::default();
     router_storage.insert(U256::ZERO, U256::MAX);
-    state.insert_account(router, InMemoryAccount { nonce: 1, code: Some(code(&router_hex, "SwapRouter")?), storage: router_storage, ..Default::default() });
-    let single_swap_code = code(&patch(&single_swap_hex, SINGLE_SWAP_ROUTER, router.as_slice(), "SingleSwap")?, "SingleSwap")?;
+    state.insert_account(router, InMemoryAccount { nonce: 1, code: Some(bytecode_from_hex(&router_hex, "SwapRouter")?), storage: router_storage, ..Default::default() });
+    let single_swap_code = bytecode_from_hex(&patch(&single_swap_hex, SINGLE_SWAP_ROUTER, router.as_slice(), "SingleSwap")?, "SingleSwap")?;
 
     // Traders of each pool, so each token's storage is written in one pass.
     let traders: Vec<Address> = (0..swaps as u64).map(|i| address(1, i)).collect();
@@ -192,7 +182,7 @@ pub fn build(state: &mut InMemoryState, contracts_dir: &Path, pools: usize, swap
         let pool_hex = patch(&pool_hex, POOL_TOKEN1, token1.as_slice(), "UniswapV3Pool")?;
         let pool_hex = patch(&pool_hex, POOL_FACTORY, factory.as_slice(), "UniswapV3Pool")?;
         let pool_hex = patch(&pool_hex, POOL_SELF, pool.as_slice(), "UniswapV3Pool")?;
-        state.insert_account(pool, InMemoryAccount { nonce: 1, code: Some(code(&pool_hex, "UniswapV3Pool")?), storage: pool_storage(), ..Default::default() });
+        state.insert_account(pool, InMemoryAccount { nonce: 1, code: Some(bytecode_from_hex(&pool_hex, "UniswapV3Pool")?), storage: pool_storage(), ..Default::default() });
 
         let mut front_storage = HashMap::default();
         front_storage.insert(U256::ZERO, word_of_address(token0));
