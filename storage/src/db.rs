@@ -448,6 +448,26 @@ impl Storage {
         Ok(())
     }
 
+    /// Waits (up to `limit`) until RocksDB has no compaction running or pending, so that a
+    /// benchmark times reads of a settled database rather than reads racing a compaction for the
+    /// cores and the block cache. Returns whether it settled.
+    pub fn wait_for_compactions(&self, limit: std::time::Duration) -> Result<bool> {
+        let started = std::time::Instant::now();
+        loop {
+            let mut busy = self.db.property_int_value("rocksdb.num-running-compactions")?.unwrap_or(0) > 0;
+            for name in tables::ALL {
+                busy |= self.db.property_int_value_cf(cf(&self.db, name)?, "rocksdb.compaction-pending")?.unwrap_or(0) > 0;
+            }
+            if !busy {
+                return Ok(true);
+            }
+            if started.elapsed() >= limit {
+                return Ok(false);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// Sets the safe and finalized blocks (Engine API fork choice).
     pub fn set_safe_finalized(&self, safe: Option<BlockRef>, finalized: Option<BlockRef>) -> Result<()> {
         let mut batch = WriteBatch::default();
