@@ -193,7 +193,7 @@ pub(crate) fn prepare_ahead(storage: &Storage, prepared: &mut PreparedAccounts, 
         if prepared.done.get(&address).is_some_and(|(done, _)| *done == change) {
             continue;
         }
-        let result = prepare_account(storage, &mut readers, &address, &change, history)?;
+        let result = prepare_account(storage, &mut readers, &address, keccak256(address), &change, history)?;
         prepared.done.insert(address, (change, result));
     }
     Ok(())
@@ -210,19 +210,22 @@ pub(crate) fn prepare_reusing(storage: &Storage, diff: &StateDiff, history: Hist
     let reusable = prepared.parent == Some(parent) && matches!(history, History::Record(n) if Some(n) == parent.0.checked_add(1));
     // Accounts prepared ahead with the change they ended with are done; the rest are computed.
     let mut results: Vec<Option<AccountResult>> = Vec::with_capacity(diff.accounts.len());
-    let mut accounts: Vec<(usize, &Address, &pseq_executor::AccountDiff)> = Vec::new();
+    let mut accounts: Vec<(B256, usize, &Address, &pseq_executor::AccountDiff)> = Vec::new();
     for (index, (address, change)) in diff.accounts.iter().enumerate() {
         let ready = if reusable { prepared.done.remove(address).filter(|(done, _)| done == change).map(|(_, result)| result) } else { None };
         if ready.is_none() {
-            accounts.push((index, address, change));
+            accounts.push((keccak256(address), index, address, change));
         }
         results.push(ready);
     }
+    // In hashed-address order, each thread reads the hashed tables and the storage tries forward
+    // through a key range instead of jumping around them.
+    accounts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let reused = diff.accounts.len() - accounts.len();
     let threads = if accounts.len() >= PARALLEL_ACCOUNTS { std::thread::available_parallelism().map_or(1, |n| n.get()).min(16) } else { 1 };
     let computed: Vec<(usize, AccountResult)> = if threads <= 1 {
         let mut readers = StorageReaders::new(db)?;
-        accounts.iter().map(|(index, address, change)| prepare_account(storage, &mut readers, address, change, history).map(|r| (*index, r))).collect::<Result<_>>()?
+        accounts.iter().map(|(hashed, index, address, change)| prepare_account(storage, &mut readers, address, *hashed, change, history).map(|r| (*index, r))).collect::<Result<_>>()?
     } else {
         let chunk = accounts.len().div_ceil(threads);
         std::thread::scope(|scope| {
@@ -231,7 +234,7 @@ pub(crate) fn prepare_reusing(storage: &Storage, diff: &StateDiff, history: Hist
                 .map(|part| {
                     scope.spawn(move || {
                         let mut readers = StorageReaders::new(db)?;
-                        part.iter().map(|(index, address, change)| prepare_account(storage, &mut readers, address, change, history).map(|r| (*index, r))).collect::<Result<Vec<_>>>()
+                        part.iter().map(|(hashed, index, address, change)| prepare_account(storage, &mut readers, address, *hashed, change, history).map(|r| (*index, r))).collect::<Result<Vec<_>>>()
                     })
                 })
                 .collect();
@@ -278,17 +281,18 @@ pub(crate) fn prepare_reusing(storage: &Storage, diff: &StateDiff, history: Hist
     Ok(StateUpdate { parent, state_root: update.root, ops, changes, cache, trie_nodes_changed })
 }
 
-/// One account: its plain and hashed writes, history, storage trie and new leaf.
+/// One account (`hashed`: its hashed address): its plain and hashed writes, history, storage trie
+/// and new leaf.
 fn prepare_account(
     storage: &Storage,
     readers: &mut StorageReaders<'_>,
     address: &Address,
+    hashed: B256,
     change: &pseq_executor::AccountDiff,
     history: History,
 ) -> Result<AccountResult> {
     let mut out = AccountResult::default();
     let ops = &mut out.ops;
-    let hashed = keccak256(address);
     let old = storage.hashed_account(&hashed)?;
     let wiped = change.info.is_none() || change.storage_cleared;
     if let History::Record(block) = history {
