@@ -36,5 +36,6 @@ pub use error::{BlockError, StateError};
 pub use session::{AppendOutcome, BlockSession};
 pub use receipt::{logs_bloom, receipts_root, TxReceipt};
 pub use state::{InMemoryState, StateSource};
+pub use threads::map_on_threads;
 
 pub use revm;

@@ -3,7 +3,7 @@
 /// Applies `step` to every part, the first on the calling thread and each other one on a scoped
 /// thread of its own, and returns the results in the order of `parts`. The first error is
 /// returned; a panicking thread gives `panicked()`.
-pub(crate) fn map_on_threads<T: Send, R: Send, E: Send>(
+pub fn map_on_threads<T: Send, R: Send, E: Send>(
     parts: Vec<T>,
     step: impl Fn(T) -> Result<R, E> + Sync,
     panicked: impl Fn() -> E,

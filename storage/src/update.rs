@@ -223,29 +223,16 @@ pub(crate) fn prepare_reusing(storage: &Storage, diff: &StateDiff, history: Hist
     accounts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let reused = diff.accounts.len() - accounts.len();
     let threads = if accounts.len() >= PARALLEL_ACCOUNTS { std::thread::available_parallelism().map_or(1, |n| n.get()).min(16) } else { 1 };
-    let computed: Vec<(usize, AccountResult)> = if threads <= 1 {
-        let mut readers = StorageReaders::new(db)?;
-        accounts.iter().map(|(hashed, index, address, change)| prepare_account(storage, &mut readers, address, *hashed, change, history).map(|r| (*index, r))).collect::<Result<_>>()?
-    } else {
-        let chunk = accounts.len().div_ceil(threads);
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = accounts
-                .chunks(chunk)
-                .map(|part| {
-                    scope.spawn(move || {
-                        let mut readers = StorageReaders::new(db)?;
-                        part.iter().map(|(hashed, index, address, change)| prepare_account(storage, &mut readers, address, *hashed, change, history).map(|r| (*index, r))).collect::<Result<Vec<_>>>()
-                    })
-                })
-                .collect();
-            let mut all = Vec::with_capacity(accounts.len());
-            for handle in handles {
-                all.extend(handle.join().map_err(|_| StorageError::corrupt("state root worker panicked"))??);
-            }
-            Ok::<_, StorageError>(all)
-        })?
-    };
-    for (index, result) in computed {
+    let parts: Vec<_> = accounts.chunks(accounts.len().div_ceil(threads).max(1)).collect();
+    let computed = pseq_executor::map_on_threads(
+        parts,
+        |part| {
+            let mut readers = StorageReaders::new(db)?;
+            part.iter().map(|(hashed, index, address, change)| prepare_account(storage, &mut readers, address, *hashed, change, history).map(|r| (*index, r))).collect::<Result<Vec<_>>>()
+        },
+        || StorageError::corrupt("state root worker panicked"),
+    )?;
+    for (index, result) in computed.into_iter().flatten() {
         results[index] = Some(result);
     }
     let results: Vec<AccountResult> = results.into_iter().collect::<Option<_>>().ok_or_else(|| StorageError::corrupt("an account of the update was not prepared"))?;
