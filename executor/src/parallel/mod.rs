@@ -44,8 +44,6 @@ pub type Incarnation = u32;
 /// Why a parallel run handed the block to the sequential path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FallbackReason {
-    /// A transaction destroyed an account that existed before it (pre-Cancun SELFDESTRUCT).
-    SelfDestruct,
     /// A lazy transfer's checks (nonce, balance, no code) failed in block order.
     LazyCheckFailed,
     /// Too many executions were wasted on conflicts (aborted, or stopped on a dependency): the
@@ -96,6 +94,8 @@ pub struct ParallelStats {
     pub aborts: usize,
     /// Executions parked on a dependency.
     pub dependencies: usize,
+    /// Executions that destroyed an account existing before them (pre-Cancun SELFDESTRUCT).
+    pub storage_wipes: usize,
     /// Microseconds the workers ran (execution and validation).
     pub run_us: u64,
     /// Microseconds of the serial merge after the run.
@@ -130,18 +130,20 @@ fn merge_shards<S: StateSource>(
     // Accounts that received lazy deltas keep their running value here and are written once at
     // the end (the beneficiary collects one credit per transaction).
     let mut lazy_values: HashMap<Address, Option<AccountValue>> = HashMap::default();
-    for (writes, wiped) in write_sets.iter().zip(cleared) {
+    for (index, (writes, wiped)) in write_sets.iter().zip(cleared).enumerate() {
         for address in wiped {
             if writer.owns(address) {
                 writer.clear_storage(*address)?;
             }
         }
         for (location, value) in writes {
-            let (Location::Account(address) | Location::Storage(address, _)) = location;
+            let (Location::Account(address) | Location::Storage(address, _) | Location::StorageWipe(address)) = location;
             if !writer.owns(address) {
                 continue;
             }
             match (location, value) {
+                // The wipe itself was applied above, from the transaction's `cleared` list.
+                (Location::StorageWipe(_), _) => {}
                 (Location::Storage(address, slot), Value::Storage(value)) => writer.set_storage(*address, *slot, *value)?,
                 (Location::Account(address), Value::Account(value)) => {
                     lazy_values.remove(address);
@@ -154,8 +156,12 @@ fn merge_shards<S: StateSource>(
                         None => writer.basic(*address)?.map(|i| AccountValue { balance: i.balance, nonce: i.nonce, code_hash: i.code_hash }),
                     };
                     let existed = current.is_some();
-                    let Ok(updated) = lazy::apply_delta(current, delta, spec) else {
-                        return Ok(false);
+                    let updated = match lazy::apply_delta(current, delta, spec) {
+                        Ok(updated) => updated,
+                        Err(error) => {
+                            tracing::debug!(%address, %error, tx = index, "lazy update failed its check in block order");
+                            return Ok(false);
+                        }
                     };
                     if existed && updated.is_none() {
                         // Deleted as empty (EIP-161): its storage goes now, in block order.
@@ -215,6 +221,7 @@ pub(crate) fn execute_transactions<S: StateSource>(
         validations: scheduler.stats.validations.load(std::sync::atomic::Ordering::Relaxed),
         aborts: scheduler.stats.aborts.load(std::sync::atomic::Ordering::Relaxed),
         dependencies: scheduler.stats.dependencies.load(std::sync::atomic::Ordering::Relaxed),
+        storage_wipes: scheduler.stats.storage_wipes.load(std::sync::atomic::Ordering::Relaxed),
     };
     tracing::trace!(?stats, txs = txs.len(), "parallel run finished");
     match halt.into_inner() {

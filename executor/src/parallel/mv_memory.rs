@@ -5,6 +5,8 @@
 //! aborted incarnation, or seeded where a write is known to come) makes the reader wait for that
 //! transaction. Lazy entries (credits and debits) are commutative deltas: a reader walks past
 //! them, down to the first absolute value (or the pre-block state), and applies them in order.
+//! A storage wipe (an account destroyed by pre-Cancun SELFDESTRUCT) is one more location per
+//! account: a slot read takes the higher of the slot's last write and the account's last wipe.
 
 use super::{Incarnation, TxIdx};
 use alloy_primitives::{Address, B256, U256};
@@ -13,6 +15,7 @@ use parking_lot::Mutex;
 use revm::bytecode::Bytecode;
 use rustc_hash::FxBuildHasher;
 use smallvec::SmallVec;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A location in the state that transactions read and write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -21,6 +24,11 @@ pub enum Location {
     Account(Address),
     /// One storage slot.
     Storage(Address, U256),
+    /// The wipe of an account's whole storage by a transaction that destroyed the account
+    /// (pre-Cancun SELFDESTRUCT of an account that existed before it). Its value is always
+    /// `Value::Storage(0)`: a slot of the account reads zero when the wipe is the highest write
+    /// below the reader, above any write to the slot itself.
+    StorageWipe(Address),
 }
 
 /// An account's basic fields as the multi-version memory holds them.
@@ -140,12 +148,19 @@ pub type WriteSet = Vec<(Location, Value)>;
 /// grows with the block.
 pub struct MvMemory {
     data: DashMap<Location, Versions, FxBuildHasher>,
+    /// Whether any transaction wrote a [`Location::StorageWipe`]; until one does, storage reads
+    /// skip looking for wipes. A reader that skipped the lookup before a wipe was recorded below
+    /// it fails validation afterwards, which always looks.
+    any_wipes: AtomicBool,
     beneficiary: Location,
     beneficiary_slots: Vec<Mutex<Option<Entry>>>,
     last_writes: Vec<Mutex<WriteSet>>,
     last_reads: Vec<Mutex<ReadSet>>,
     /// Code deployed by transactions of this block, by hash.
     pub codes: DashMap<B256, Bytecode, FxBuildHasher>,
+    /// Accounts whose code some incarnation of this block changed (created, or delegated under
+    /// EIP-7702): a hint for choosing lazy transfers, never cleared.
+    pub code_changed: DashMap<Address, (), FxBuildHasher>,
 }
 
 impl MvMemory {
@@ -154,12 +169,14 @@ impl MvMemory {
     /// beneficiary's balance waits for all lower transactions instead of reading a partial sum.
     pub fn new(block_size: usize, beneficiary: Address) -> Self {
         Self {
-            data: DashMap::with_hasher(FxBuildHasher),
+            data: DashMap::with_capacity_and_hasher(2 * block_size, FxBuildHasher),
+            any_wipes: AtomicBool::new(false),
             beneficiary: Location::Account(beneficiary),
             beneficiary_slots: (0..block_size).map(|_| Mutex::new(Some(Entry::Estimate))).collect(),
             last_writes: (0..block_size).map(|_| Mutex::new(Vec::new())).collect(),
             last_reads: (0..block_size).map(|_| Mutex::new(Vec::new())).collect(),
             codes: DashMap::with_hasher(FxBuildHasher),
+            code_changed: DashMap::with_hasher(FxBuildHasher),
         }
     }
 
@@ -180,16 +197,50 @@ impl MvMemory {
                     }
                 }
             }
-        } else if let Some(versions) = self.data.get(location) {
-            let below = versions.partition_point(|(t, _)| *t < tx);
-            for (writer, entry) in versions[..below].iter().rev() {
-                if resolved.step(*writer, entry)? {
-                    return Ok(resolved);
+        } else {
+            if let Location::Storage(address, _) = location {
+                if self.any_wipes.load(Ordering::Acquire) {
+                    return self.read_slot_with_wipes(location, *address, tx);
+                }
+            }
+            if let Some(versions) = self.data.get(location) {
+                let below = versions.partition_point(|(t, _)| *t < tx);
+                for (writer, entry) in versions[..below].iter().rev() {
+                    if resolved.step(*writer, entry)? {
+                        return Ok(resolved);
+                    }
                 }
             }
         }
         resolved.origins.push(Origin::Base);
         resolved.deltas.reverse();
+        Ok(resolved)
+    }
+
+    /// The highest entry below `tx` at `location`, with its writer.
+    fn highest_below(&self, location: &Location, tx: TxIdx) -> Option<(TxIdx, Entry)> {
+        let versions = self.data.get(location)?;
+        let below = versions.partition_point(|(t, _)| *t < tx);
+        below.checked_sub(1).map(|i| versions[i].clone())
+    }
+
+    /// A storage slot read when some transaction wiped an account's storage: the higher of the
+    /// slot's own last write and the account's last wipe below the reader decides (slot entries
+    /// are always absolute).
+    fn read_slot_with_wipes(&self, location: &Location, address: Address, tx: TxIdx) -> Result<Resolved, TxIdx> {
+        let slot = self.highest_below(location, tx);
+        let wipe = self.highest_below(&Location::StorageWipe(address), tx);
+        let nearest = match (slot, wipe) {
+            (Some(slot), Some(wipe)) => Some(if wipe.0 > slot.0 { wipe } else { slot }),
+            (slot, wipe) => slot.or(wipe),
+        };
+        let mut resolved = Resolved::default();
+        match nearest {
+            Some((writer, entry)) => {
+                resolved.step(writer, &entry)?;
+            }
+            None => resolved.origins.push(Origin::Base),
+        }
         Ok(resolved)
     }
 
@@ -209,6 +260,9 @@ impl MvMemory {
                 beneficiary_new = old.is_none();
                 wrote_beneficiary = true;
             } else {
+                if matches!(location, Location::StorageWipe(_)) {
+                    self.any_wipes.store(true, Ordering::Release);
+                }
                 upsert(&mut self.data.entry(*location).or_default(), tx, Entry::Data(incarnation, value.clone()));
             }
         }
@@ -309,6 +363,35 @@ mod tests {
         let wrote_new = mv.record(0, 1, Vec::new(), vec![(slot(2), Value::Storage(U256::from(2)))]);
         assert!(wrote_new);
         assert!(!mv.validate_reads(2));
+    }
+
+    #[test]
+    fn a_storage_wipe_hides_the_slot_writes_below_it_but_not_those_above() {
+        let wipe = Location::StorageWipe(Address::repeat_byte(1));
+        let mv = MvMemory::new(6, Address::repeat_byte(0xbe));
+        mv.record(0, 0, Vec::new(), vec![(slot(1), Value::Storage(U256::from(10)))]);
+        // Transaction 3 reads before any wipe exists: it sees transaction 0's value.
+        let early = mv.read(&slot(1), 3).expect("readable");
+        assert_eq!(early.absolute, Some(Value::Storage(U256::from(10))));
+        mv.record(3, 0, vec![(slot(1), early.origins)], Vec::new());
+        assert!(mv.validate_reads(3));
+        // Transaction 1 destroys the account: a new location, so higher transactions revalidate.
+        assert!(mv.record(1, 0, Vec::new(), vec![(wipe, Value::Storage(U256::ZERO))]));
+        assert!(!mv.validate_reads(3), "the read below the wipe is stale");
+        mv.record(4, 0, Vec::new(), vec![(slot(1), Value::Storage(U256::from(40)))]);
+        let at = |tx| mv.read(&slot(1), tx).map(|r| (r.absolute, r.origins.to_vec()));
+        assert_eq!(at(1), Ok((Some(Value::Storage(U256::from(10))), vec![Origin::Version(0, 0)])));
+        assert_eq!(at(3), Ok((Some(Value::Storage(U256::ZERO)), vec![Origin::Version(1, 0)])));
+        assert_eq!(at(5), Ok((Some(Value::Storage(U256::from(40))), vec![Origin::Version(4, 0)])));
+        // Other slots of the account are wiped too; other accounts are not.
+        let other_slot = Location::Storage(Address::repeat_byte(1), U256::from(99));
+        assert_eq!(mv.read(&other_slot, 2).map(|r| r.origins.to_vec()), Ok(vec![Origin::Version(1, 0)]));
+        let other_account = Location::Storage(Address::repeat_byte(2), U256::from(1));
+        assert_eq!(mv.read(&other_account, 5).map(|r| r.origins.to_vec()), Ok(vec![Origin::Base]));
+        // An aborted wipe blocks the readers above it, but not those above a later slot write.
+        mv.convert_writes_to_estimates(1);
+        assert_eq!(at(3).map(|_| ()), Err(1));
+        assert!(at(5).is_ok());
     }
 
     #[test]

@@ -57,6 +57,9 @@ pub struct SchedulerStats {
     pub aborts: AtomicUsize,
     /// Executions stopped by an ESTIMATE and parked as a dependency.
     pub dependencies: AtomicUsize,
+    /// Executions that destroyed an account which existed before them (pre-Cancun SELFDESTRUCT),
+    /// wiping its storage for the transactions after them.
+    pub storage_wipes: AtomicUsize,
 }
 
 impl Scheduler {

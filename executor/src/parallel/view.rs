@@ -5,7 +5,7 @@
 
 use super::{
     lazy::apply_delta,
-    mv_memory::{AccountValue, Location, MvMemory, ReadSet, Value},
+    mv_memory::{AccountValue, Location, MvMemory, ReadSet, Resolved, Value},
     TxIdx,
 };
 use crate::{error::StateError, state::StateSource};
@@ -70,13 +70,18 @@ impl<'a, S: StateSource> VersionedView<'a, S> {
         self.read_accounts.clear();
     }
 
-    /// The pre-block account at `address`, converted to the multi-version representation.
-    pub fn base_account(&self, address: Address) -> Result<Option<AccountValue>, StateError> {
-        Ok(self.base.basic_ref(address)?.map(|info| AccountValue {
-            balance: info.balance,
-            nonce: info.nonce,
-            code_hash: info.code_hash,
-        }))
+    /// Whether the account at `address` has code as transaction `tx` would see it now, without
+    /// recording a read (deltas never change code). The pre-block account answers unless a
+    /// transaction of the block changed the account's code; then the multi-version memory does,
+    /// or the pre-block account again where an ESTIMATE is in the way. Only a hint: what counts
+    /// is checked again in block order.
+    pub fn peek_has_code(&self, address: Address, tx: TxIdx) -> Result<bool, StateError> {
+        let in_block = if self.mv.code_changed.contains_key(&address) { self.mv.read(&Location::Account(address), tx).ok() } else { None };
+        let code_hash = match in_block {
+            Some(Resolved { absolute: Some(Value::Account(value)), .. }) => value.map(|v| v.code_hash),
+            _ => self.base.basic_ref(address)?.map(|info| info.code_hash),
+        };
+        Ok(code_hash.is_some_and(|hash| hash != KECCAK_EMPTY))
     }
 
     /// Reads the account at `address` through the multi-version memory, applying lazy deltas.

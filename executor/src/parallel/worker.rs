@@ -165,7 +165,12 @@ fn validate<S>(shared: &Shared<'_, S>, tx: TxIdx, incarnation: Incarnation) -> O
 /// Whether `tx` can run as a lazy plain transfer: a call to another account without code that
 /// is not the beneficiary, from a sender without code, where one side was already written in
 /// this block (a location written only once is cheaper to read than to evaluate at the end).
-fn lazy_transfer<S: StateSource>(shared: &Shared<'_, S>, view: &VersionedView<'_, S>, tx: &TxEnv) -> Result<Option<LazyTransfer>, crate::StateError> {
+fn lazy_transfer<S: StateSource>(
+    shared: &Shared<'_, S>,
+    view: &VersionedView<'_, S>,
+    tx_idx: TxIdx,
+    tx: &TxEnv,
+) -> Result<Option<LazyTransfer>, crate::StateError> {
     let TxKind::Call(recipient) = tx.kind else { return Ok(None) };
     let sender = tx.caller;
     let beneficiary = shared.input.block.beneficiary;
@@ -179,9 +184,13 @@ fn lazy_transfer<S: StateSource>(shared: &Shared<'_, S>, view: &VersionedView<'_
     if !shared.mv.has_writes(&Location::Account(sender)) && !shared.mv.has_writes(&Location::Account(recipient)) {
         return Ok(None);
     }
-    let no_code = |a: Option<AccountValue>| a.is_none_or(|a| a.code_hash == KECCAK_EMPTY);
-    if !no_code(view.base_account(recipient)?) || !no_code(view.base_account(sender)?) {
-        return Ok(None);
+    // Code deployed by a lower transaction counts too (a contract created earlier in the block,
+    // then paid): a lazy transfer to it would fail its check in block order and send the whole
+    // block to the sequential path.
+    for address in [recipient, sender] {
+        if view.peek_has_code(address, tx_idx)? {
+            return Ok(None);
+        }
     }
     Ok(Some(LazyTransfer { sender, recipient, nonce: tx.nonce }))
 }
@@ -192,7 +201,7 @@ fn execute_once<S: StateSource>(
     tx_idx: TxIdx,
 ) -> Result<ExecOutcome, Halt> {
     let tx = &shared.txs[tx_idx];
-    let lazy = lazy_transfer(shared, &evm.ctx.journaled_state.database, tx).map_err(|e| Halt::Error(e.into()))?;
+    let lazy = lazy_transfer(shared, &evm.ctx.journaled_state.database, tx_idx, tx).map_err(|e| Halt::Error(e.into()))?;
     evm.ctx.journaled_state.database.reset(tx_idx, lazy);
     evm.ctx.set_tx(tx.clone());
     let result = DeferredFeeHandler::<_, EVMError<ViewError>>::default().run(evm);
@@ -244,9 +253,10 @@ fn execute_once<S: StateSource>(
         }
         let new_value = if account.is_selfdestructed() {
             if !account.is_created() {
-                // Destroying an account that existed before this transaction wipes storage other
-                // transactions may have written or read: Block-STM here has no exact answer.
-                return Err(Halt::Fallback(FallbackReason::SelfDestruct));
+                // Destroying an account that existed before this transaction wipes its storage
+                // for every later transaction: a wipe entry that slot reads see (mv_memory).
+                writes.push((Location::StorageWipe(address), Value::Storage(U256::ZERO)));
+                shared.scheduler.stats.storage_wipes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             cleared.push(address);
             None
@@ -256,6 +266,10 @@ fn execute_once<S: StateSource>(
         } else {
             if account.is_created() {
                 cleared.push(address);
+            }
+            let code_before = view.read_accounts.get(&address).map(|read| read.as_ref().map_or(KECCAK_EMPTY, |r| r.code_hash));
+            if account.is_created() || code_before.is_some_and(|before| before != account.info.code_hash) {
+                shared.mv.code_changed.insert(address, ());
             }
             if let Some(code) = &account.info.code {
                 if account.info.code_hash != KECCAK_EMPTY && !shared.mv.codes.contains_key(&account.info.code_hash) {
