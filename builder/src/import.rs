@@ -158,21 +158,7 @@ pub fn execute_decoded_block<S: StateSource>(
     validate_header(parent, parent_hash, header, network, spec, params.as_ref())?;
     validate_body(&block, parent, spec)?;
 
-    let mut txs = Vec::with_capacity(block.body.transactions.len());
-    for (i, tx) in block.body.transactions.iter().enumerate() {
-        if let TxEnvelope::Eip4844(signed) = tx {
-            if matches!(signed.tx(), alloy_consensus::TxEip4844Variant::TxEip4844WithSidecar(_)) {
-                return Err(format!("transaction {i}: blob transaction with its sidecar inside a block"));
-            }
-        }
-        let signer = alloy_consensus::transaction::SignerRecoverable::recover_signer(tx).map_err(|e| format!("transaction {i}: invalid signature: {e}"))?;
-        txs.push(TxEnv::from_recovered_tx(tx, signer));
-    }
-
-    let ommers = block.body.ommers.iter().map(|o| Ommer { beneficiary: o.beneficiary, number: o.number }).collect();
-    let withdrawals = block.body.withdrawals.as_ref().map(|ws| ws.iter().map(|w| Withdrawal { address: w.address, amount_gwei: w.amount }).collect());
-    let input = chain.block_input(header, ommers, withdrawals)?;
-
+    let (input, txs) = prepare_block(&block, chain)?;
     let output = execute_block(state, &input, &txs, options).map_err(|e| e.to_string())?;
     if compare {
         let reference = execute_block(state, &input, &txs, &ExecutionOptions::sequential()).map_err(|e| format!("sequential path: {e}"))?;
@@ -183,6 +169,25 @@ pub fn execute_decoded_block<S: StateSource>(
     let receipts = check_outputs(header, &output, spec, state, &input, &txs, options, root_after)?;
     let hash = header.hash_slow();
     Ok(ExecutedBlock { block, hash, output, receipts })
+}
+
+/// What executing a decoded block needs: its environment and rules, and its transactions with
+/// their senders recovered (no header or body check: see [`execute_decoded_block`]).
+pub fn prepare_block(block: &Block<TxEnvelope>, chain: &ChainRules) -> Result<(BlockInput, Vec<TxEnv>), String> {
+    let mut txs = Vec::with_capacity(block.body.transactions.len());
+    for (i, tx) in block.body.transactions.iter().enumerate() {
+        if let TxEnvelope::Eip4844(signed) = tx {
+            if matches!(signed.tx(), alloy_consensus::TxEip4844Variant::TxEip4844WithSidecar(_)) {
+                return Err(format!("transaction {i}: blob transaction with its sidecar inside a block"));
+            }
+        }
+        let signer = alloy_consensus::transaction::SignerRecoverable::recover_signer(tx).map_err(|e| format!("transaction {i}: invalid signature: {e}"))?;
+        txs.push(TxEnv::from_recovered_tx(tx, signer));
+    }
+    let ommers = block.body.ommers.iter().map(|o| Ommer { beneficiary: o.beneficiary, number: o.number }).collect();
+    let withdrawals = block.body.withdrawals.as_ref().map(|ws| ws.iter().map(|w| Withdrawal { address: w.address, amount_gwei: w.amount }).collect());
+    let input = chain.block_input(&block.header, ommers, withdrawals)?;
+    Ok((input, txs))
 }
 
 fn validate_header(

@@ -30,17 +30,38 @@ use std::{
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Fixture {
+pub(crate) struct Fixture {
     network: String,
     genesis_block_header: FixtureHeaderHash,
     #[serde(rename = "genesisRLP")]
     genesis_rlp: Option<Bytes>,
-    blocks: Vec<FixtureBlock>,
-    pre: BTreeMap<Address, FixtureAccount>,
+    pub(crate) blocks: Vec<FixtureBlock>,
+    pub(crate) pre: BTreeMap<Address, FixtureAccount>,
     post_state: Option<BTreeMap<Address, FixtureAccount>>,
     post_state_hash: Option<B256>,
     lastblockhash: B256,
     config: Option<FixtureConfig>,
+}
+
+impl Fixture {
+    /// The rules the fixture's chain follows: fork schedule, chain id, blob schedule.
+    pub(crate) fn rules(&self) -> Result<ChainRules, String> {
+        let network = Network::parse(&self.network)?;
+        let chain_id = FixtureConfig::chain_id(self.config.as_ref());
+        let blob_schedule = FixtureConfig::blob_schedule(self.config.as_ref());
+        Ok(ChainRules { network, blob_schedule, chain_id, deposit_contract: None })
+    }
+
+    /// The genesis header decoded from `genesisRLP`, and its hash (checked against the fixture's).
+    pub(crate) fn genesis(&self) -> Result<(Header, B256), String> {
+        let genesis_rlp = self.genesis_rlp.as_ref().ok_or("fixture has no genesisRLP")?;
+        let genesis = Block::<TxEnvelope, Header>::decode(&mut genesis_rlp.as_ref()).map_err(|e| format!("genesis RLP: {e}"))?.header;
+        let hash = genesis.hash_slow();
+        if hash != self.genesis_block_header.hash {
+            return Err(format!("genesis hash {hash} != fixture {}", self.genesis_block_header.hash));
+        }
+        Ok((genesis, hash))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,9 +71,9 @@ struct FixtureHeaderHash {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct FixtureBlock {
-    rlp: Bytes,
-    expect_exception: Option<String>,
+pub(crate) struct FixtureBlock {
+    pub(crate) rlp: Bytes,
+    pub(crate) expect_exception: Option<String>,
 }
 
 /// An account of a fixture's `pre` or `postState` (shared with the engine tests).
@@ -122,7 +143,7 @@ pub struct BlockTestOptions {
     pub backend: StateBackend,
 }
 
-fn state_from(accounts: &BTreeMap<Address, FixtureAccount>) -> InMemoryState {
+pub(crate) fn state_from(accounts: &BTreeMap<Address, FixtureAccount>) -> InMemoryState {
     let mut state = InMemoryState::new();
     for (address, account) in accounts {
         let code = (!account.code.is_empty()).then(|| Bytecode::new_raw(account.code.clone()));
@@ -246,17 +267,9 @@ impl Chain {
 }
 
 fn run_test(fixture: &Fixture, options: &BlockTestOptions) -> Result<(), String> {
-    let network = Network::parse(&fixture.network)?;
-    let chain_id = FixtureConfig::chain_id(fixture.config.as_ref());
-    let schedule = FixtureConfig::blob_schedule(fixture.config.as_ref());
-    let rules = ChainRules { network, blob_schedule: schedule, chain_id, deposit_contract: None };
-
-    let genesis_rlp = fixture.genesis_rlp.as_ref().ok_or("fixture has no genesisRLP")?;
-    let genesis = Block::<TxEnvelope, Header>::decode(&mut genesis_rlp.as_ref()).map_err(|e| format!("genesis RLP: {e}"))?.header;
-    let genesis_hash = genesis.hash_slow();
-    if genesis_hash != fixture.genesis_block_header.hash {
-        return Err(format!("genesis hash {genesis_hash} != fixture {}", fixture.genesis_block_header.hash));
-    }
+    let rules = fixture.rules()?;
+    let chain_id = rules.chain_id;
+    let (genesis, genesis_hash) = fixture.genesis()?;
     let mut chain = match options.backend {
         StateBackend::Memory => {
             let mut state = state_from(&fixture.pre);

@@ -8,11 +8,14 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod bench_corpus;
+pub mod bench_exec;
 pub mod bench_pool;
 pub mod bench_state;
 pub mod bench_uniswap;
 pub mod blocktest;
 pub mod chainspec;
+pub mod chart;
 pub mod corpus;
 pub mod chain_import;
 pub mod enginetest;

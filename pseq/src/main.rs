@@ -1,19 +1,24 @@
 //! The `pseq` command line.
 
 use clap::{Args, Parser, Subcommand};
-use pseq::{bench, bench_pool, bench_state, blocktest, chain_import, corpus, replay, report::Counts, statetest};
+use pseq::{bench_pool, bench_state, blocktest, chain_import, corpus, replay, report::Counts, statetest};
 use pseq_executor::ExecutionOptions;
 use std::{path::PathBuf, process::ExitCode};
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// jemalloc options: keep freed pages for 10 s instead of returning them to the kernel at once.
-/// Block execution allocates and frees hundreds of MiB per block; purging eagerly turned that into
-/// page faults and cross-core TLB shootdowns (27% of a parallel 1-gigagas block's time).
+/// jemalloc options:
+/// - keep freed pages for 10 s instead of returning them to the kernel at once. Block execution
+///   allocates and frees hundreds of MiB per block; purging eagerly turned that into page faults
+///   and cross-core TLB shootdowns (27% of a parallel 1-gigagas block's time);
+/// - back the heap and jemalloc's own metadata with transparent huge pages (where the kernel
+///   allows them on request): fewer page faults and TLB misses over the executor's large
+///   short-lived maps (1-gigagas raw transfers, 2 threads: parallel 177 -> 139 ms, sequential
+///   132 -> 117 ms; docs/benchmarks.md).
 #[allow(non_upper_case_globals)]
 #[export_name = "_rjem_malloc_conf"]
-pub static malloc_conf: &[u8] = b"dirty_decay_ms:10000,muzzy_decay_ms:10000\0";
+pub static malloc_conf: &[u8] = b"thp:always,metadata_thp:always,dirty_decay_ms:10000,muzzy_decay_ms:10000\0";
 
 #[derive(Parser)]
 #[command(name = "pseq", version, about = "Parallel EVM block builder and sequencer")]
@@ -232,7 +237,8 @@ enum BenchCommand {
     /// Execute synthetic blocks sequentially and in parallel; print medians.
     Exec {
         /// Workloads (comma separated): raw-transfers, erc20, hot-recipient, sequential-chain,
-        /// uniswap, erc20-hot-recipient, contended.
+        /// uniswap, erc20-hot-recipient, contended (synthetic, the default set), and mainnet,
+        /// eest-benchmark (the blocks of the corpora, timed block by block).
         #[arg(long, value_delimiter = ',', default_value = "raw-transfers,erc20,hot-recipient,sequential-chain,uniswap,erc20-hot-recipient,contended")]
         workload: Vec<String>,
         /// Threads of the parallel path (default: all cores).
@@ -250,6 +256,9 @@ enum BenchCommand {
         /// One JSON object per workload.
         #[arg(long)]
         json: bool,
+        /// Folder for PNG charts of the speedups (per workload; per block for the corpora).
+        #[arg(long)]
+        chart: Option<PathBuf>,
     },
 }
 
@@ -404,27 +413,21 @@ fn main() -> ExitCode {
             let options = statetest::StateTestOptions { exec: exec.options(), compare: exec.compare, forks };
             finish(statetest::run(&paths, &options))
         }
-        Command::Bench { what: BenchCommand::Exec { workload, threads, txs, runs, force_parallel, json } } => {
-            let threads = threads.unwrap_or_else(default_threads);
-            let contracts = corpus::corpora_dir().join("contracts");
-            for name in workload {
-                let result = bench::build(&name, txs, &contracts).and_then(|w| {
-                    eprintln!("[bench] {name}: {} transactions, {runs} runs per path", w.txs.len());
-                    bench::run(&w, threads, runs, force_parallel)
-                });
-                match result {
-                    Ok(r) if json => println!("{}", serde_json::to_string(&r).unwrap_or_default()),
-                    Ok(r) => println!(
-                        "{:<19} {:>6} txs {:>13} gas  sequential {:>9.2} ms  parallel {:>9.2} ms ({} threads)  {:.2}x  {:.2} Ggas/s  {} failed  peak RSS {:.0} MiB",
-                        r.workload, r.txs, r.gas, r.sequential_ms, r.parallel_ms, r.threads, r.speedup, r.gigagas_per_s_parallel, r.failed_txs, r.peak_rss_mb
-                    ),
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        return ExitCode::FAILURE;
-                    }
+        Command::Bench { what: BenchCommand::Exec { workload, threads, txs, runs, force_parallel, json, chart } } => {
+            let request = pseq::bench_exec::ExecBench { workloads: workload, threads: threads.unwrap_or_else(default_threads), txs, runs, force_parallel, json };
+            if let Some(dir) = &chart {
+                if let Err(e) = std::fs::create_dir_all(dir) {
+                    eprintln!("error: {}: {e}", dir.display());
+                    return ExitCode::FAILURE;
                 }
             }
-            ExitCode::SUCCESS
+            match pseq::bench_exec::run(&request, chart.as_deref()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Bench { what: BenchCommand::StateRoot { accounts, contracts, slots_per_contract, updates, runs, work_dir, json } } => {
             let params = bench_state::StateRootParams { accounts, contracts, slots_per_contract, updates, runs };

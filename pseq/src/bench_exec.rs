@@ -1,0 +1,127 @@
+//! `pseq bench exec`: runs the requested workloads, synthetic ([`crate::bench`]) or from the
+//! corpora ([`crate::bench_corpus`]), prints one line (or JSON object) per workload and, with
+//! `--chart`, draws the speedups as PNG bar charts.
+
+use crate::{
+    bench, bench_corpus,
+    bench_corpus::{CorpusOptions, CorpusResult},
+    chart::{bar_chart, Bar},
+    corpus,
+};
+use std::path::Path;
+
+/// The corpus workloads (the others are built in memory by [`bench::build`]).
+pub const CORPUS_WORKLOADS: [&str; 2] = ["mainnet", "eest-benchmark"];
+
+/// What `pseq bench exec` was asked to do.
+#[derive(Debug, Clone)]
+pub struct ExecBench {
+    /// Workload names, in order.
+    pub workloads: Vec<String>,
+    /// Threads of the parallel path.
+    pub threads: usize,
+    /// Transactions per synthetic block (`None`: each workload's own size).
+    pub txs: Option<usize>,
+    /// Timed runs per path (per block for the corpus workloads).
+    pub runs: usize,
+    /// Time the parallel path without its small-block fallback.
+    pub force_parallel: bool,
+    /// One JSON object per workload instead of a text line.
+    pub json: bool,
+}
+
+fn run_corpus(name: &str, options: &CorpusOptions) -> Result<CorpusResult, String> {
+    match name {
+        "mainnet" => bench_corpus::mainnet(&corpus::mainnet_blocks()?, options),
+        _ => bench_corpus::eest_benchmark(&corpus::eest_benchmark()?.join("blockchain_tests"), options),
+    }
+}
+
+fn print_corpus(result: &CorpusResult, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(result).unwrap_or_default());
+        return;
+    }
+    for block in &result.per_block {
+        println!(
+            "  {:<48} {:>5} txs {:>11} gas  sequential {:>8.2} ms  parallel {:>8.2} ms  {:.2}x  {}",
+            block.block, block.txs, block.gas, block.sequential_ms, block.parallel_ms, block.speedup, block.path
+        );
+    }
+    println!(
+        "{:<19} {:>4} blocks {:>6} txs {:>13} gas  sequential {:>9.2} ms  parallel {:>9.2} ms ({} threads)  total {:.2}x  geomean {:.2}x  min {:.2}x  max {:.2}x  {} below 0.95x  {:.2} Ggas/s  peak RSS {:.0} MiB",
+        result.workload,
+        result.blocks,
+        result.txs,
+        result.gas,
+        result.sequential_ms,
+        result.parallel_ms,
+        result.threads,
+        result.speedup,
+        result.geomean_speedup,
+        result.min_speedup,
+        result.max_speedup,
+        result.blocks_below_0_95,
+        result.gigagas_per_s_parallel,
+        result.peak_rss_mb
+    );
+}
+
+/// The per-block chart of a corpus workload: one bar per block (mainnet), or per fixture file
+/// (EEST, whose hundreds of blocks would not fit; the bar is that file's total-time ratio).
+fn corpus_bars(result: &CorpusResult) -> Vec<Bar> {
+    if result.workload == "mainnet" {
+        return result.per_block.iter().map(|b| Bar { label: b.block.clone(), value: b.speedup }).collect();
+    }
+    let mut files: Vec<(String, f64, f64)> = Vec::new();
+    for block in &result.per_block {
+        let file = block.block.splitn(3, '/').take(2).collect::<Vec<_>>().join("/");
+        match files.last_mut() {
+            Some((name, sequential, parallel)) if *name == file => {
+                *sequential += block.sequential_ms;
+                *parallel += block.parallel_ms;
+            }
+            _ => files.push((file, block.sequential_ms, block.parallel_ms)),
+        }
+    }
+    files.into_iter().map(|(label, sequential, parallel)| Bar { label, value: sequential / parallel }).collect()
+}
+
+/// Runs the benchmark; with `chart_dir`, writes `exec-speedups.png` (one bar per workload) and
+/// one `exec-<corpus workload>.png` per corpus workload there.
+pub fn run(request: &ExecBench, chart_dir: Option<&Path>) -> Result<(), String> {
+    let contracts = corpus::corpora_dir().join("contracts");
+    let mut bars = Vec::new();
+    for name in &request.workloads {
+        if CORPUS_WORKLOADS.contains(&name.as_str()) {
+            eprintln!("[bench] {name}: {} runs per path and block", request.runs);
+            let options = CorpusOptions { threads: request.threads, runs: request.runs, force_parallel: request.force_parallel };
+            let result = run_corpus(name, &options)?;
+            print_corpus(&result, request.json);
+            bars.push(Bar { label: format!("{name} (total)"), value: result.speedup });
+            if let Some(dir) = chart_dir {
+                let title = format!("{name}: speedup per {} ({} threads)", if name == "mainnet" { "block" } else { "fixture file" }, request.threads);
+                bar_chart(&dir.join(format!("exec-{name}.png")), &title, &corpus_bars(&result), 1.0)?;
+            }
+            continue;
+        }
+        let workload = bench::build(name, request.txs, &contracts)?;
+        eprintln!("[bench] {name}: {} transactions, {} runs per path", workload.txs.len(), request.runs);
+        let r = bench::run(&workload, request.threads, request.runs, request.force_parallel)?;
+        if request.json {
+            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+        } else {
+            println!(
+                "{:<19} {:>6} txs {:>13} gas  sequential {:>9.2} ms  parallel {:>9.2} ms ({} threads)  {:.2}x  {:.2} Ggas/s  {} failed  peak RSS {:.0} MiB",
+                r.workload, r.txs, r.gas, r.sequential_ms, r.parallel_ms, r.threads, r.speedup, r.gigagas_per_s_parallel, r.failed_txs, r.peak_rss_mb
+            );
+        }
+        bars.push(Bar { label: r.workload.clone(), value: r.speedup });
+    }
+    if let Some(dir) = chart_dir {
+        let title = format!("parallel vs sequential, {} threads", request.threads);
+        bar_chart(&dir.join("exec-speedups.png"), &title, &bars, 1.0)?;
+        eprintln!("[bench] charts written to {}", dir.display());
+    }
+    Ok(())
+}
