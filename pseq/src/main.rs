@@ -8,17 +8,20 @@ use std::{path::PathBuf, process::ExitCode};
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// jemalloc options:
-/// - keep freed pages for 10 s instead of returning them to the kernel at once. Block execution
-///   allocates and frees hundreds of MiB per block; purging eagerly turned that into page faults
-///   and cross-core TLB shootdowns (27% of a parallel 1-gigagas block's time);
-/// - back the heap and jemalloc's own metadata with transparent huge pages (where the kernel
-///   allows them on request): fewer page faults and TLB misses over the executor's large
-///   short-lived maps (1-gigagas raw transfers, 2 threads: parallel 177 -> 139 ms, sequential
-///   132 -> 117 ms; docs/benchmarks.md).
+/// jemalloc options: keep freed pages for 10 s instead of returning them to the kernel at once.
+/// Block execution allocates and frees hundreds of MiB per block; purging eagerly turned that into
+/// page faults and cross-core TLB shootdowns (27% of a parallel 1-gigagas block's time).
+///
+/// Transparent huge pages (`thp:always,metadata_thp:always`) are not on by default: they made the
+/// executor benchmarks faster (1-gigagas raw transfers, 2 threads: parallel 171-205 -> 135-145 ms)
+/// but are a latency risk for the node: with the kernel's `defrag=madvise`, a fault in a huge-page
+/// region may compact memory synchronously. Right after a full test run (fragmented memory)
+/// `engine_payloads` saw no payload rebuild within a second, 3 times of 3, and passed with either
+/// half turned off (later, on a settled machine, it passed with both). The benchmarks in
+/// docs/benchmarks.md turn them on with `_RJEM_MALLOC_CONF`.
 #[allow(non_upper_case_globals)]
 #[export_name = "_rjem_malloc_conf"]
-pub static malloc_conf: &[u8] = b"thp:always,metadata_thp:always,dirty_decay_ms:10000,muzzy_decay_ms:10000\0";
+pub static malloc_conf: &[u8] = b"dirty_decay_ms:10000,muzzy_decay_ms:10000\0";
 
 #[derive(Parser)]
 #[command(name = "pseq", version, about = "Parallel EVM block builder and sequencer")]
