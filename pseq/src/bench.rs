@@ -252,6 +252,22 @@ pub fn peak_rss_mb() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Times `first` and `second` one after the other, `runs` times each (at least once), and returns
+/// each one's median time in milliseconds: both see the same machine state, noise included.
+pub fn alternate_medians(runs: usize, mut first: impl FnMut(), mut second: impl FnMut()) -> (f64, f64) {
+    let mut first_times = Vec::with_capacity(runs.max(1));
+    let mut second_times = Vec::with_capacity(runs.max(1));
+    for _ in 0..runs.max(1) {
+        first_times.push(median_ms(1, &mut first));
+        second_times.push(median_ms(1, &mut second));
+    }
+    let median = |mut times: Vec<f64>| {
+        times.sort_by(|a, b| a.total_cmp(b));
+        times[times.len() / 2]
+    };
+    (median(first_times), median(second_times))
+}
+
 /// Runs the workload: checks parallel == sequential once, then `runs` alternating timed runs.
 pub fn run(workload: &Workload, threads: usize, runs: usize, force_parallel: bool) -> Result<BenchResult, String> {
     let sequential = ExecutionOptions::sequential();
@@ -268,22 +284,15 @@ pub fn run(workload: &Workload, threads: usize, runs: usize, force_parallel: boo
     if !checked.same_result(&reference) {
         return Err(format!("{}: parallel result differs from sequential", workload.name));
     }
-    let mut sequential_times = Vec::new();
-    let mut parallel_times = Vec::new();
-    for _ in 0..runs.max(1) {
-        sequential_times.push(median_ms(1, || {
+    let (sequential_ms, parallel_ms) = alternate_medians(
+        runs,
+        || {
             let _ = execute_block(&workload.state, &workload.input, &workload.txs, &sequential);
-        }));
-        parallel_times.push(median_ms(1, || {
+        },
+        || {
             let _ = execute_block(&workload.state, &workload.input, &workload.txs, &parallel);
-        }));
-    }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
-    };
-    let sequential_ms = median(sequential_times);
-    let parallel_ms = median(parallel_times);
+        },
+    );
     Ok(BenchResult {
         workload: workload.name.clone(),
         txs: workload.txs.len(),

@@ -13,12 +13,13 @@
 //! and the worst and best block.
 
 use crate::{
+    bench::alternate_medians,
     blocktest::{state_from, Fixture},
     import::{decode_block, prepare_block},
-    replay::{block_numbers, check_header, load_block},
+    replay::{block_hashes, block_numbers, check_header, load_block},
+    report::{Counts, Progress},
     testfiles::json_files,
 };
-use alloy_primitives::B256;
 use pseq_executor::{execute_block, revm::context::TxEnv, BlockInput, BlockOutput, ExecutionOptions, InMemoryState};
 use serde::Serialize;
 use std::{collections::BTreeMap, path::Path, time::Instant};
@@ -118,19 +119,15 @@ fn measure(label: String, state: &InMemoryState, input: &BlockInput, txs: &[TxEn
     if !checked.same_result(&reference) {
         return Err(format!("{label}: parallel result differs from sequential ({:?})", checked.path));
     }
-    let time = |options: &ExecutionOptions| {
-        let start = Instant::now();
-        let _ = execute_block(state, input, txs, options);
-        start.elapsed().as_secs_f64() * 1e3
-    };
-    let mut sequential_times = Vec::with_capacity(runs);
-    let mut parallel_times = Vec::with_capacity(runs);
-    for _ in 0..runs.max(1) {
-        sequential_times.push(time(&sequential));
-        parallel_times.push(time(&parallel));
-    }
-    let sequential_ms = median(sequential_times);
-    let parallel_ms = median(parallel_times);
+    let (sequential_ms, parallel_ms) = alternate_medians(
+        runs,
+        || {
+            let _ = execute_block(state, input, txs, &sequential);
+        },
+        || {
+            let _ = execute_block(state, input, txs, &parallel);
+        },
+    );
     let result = BlockResult {
         block: label,
         txs: txs.len(),
@@ -141,11 +138,6 @@ fn measure(label: String, state: &InMemoryState, input: &BlockInput, txs: &[TxEn
         path: format!("{:?}", checked.path),
     };
     Ok((result, reference))
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(|a, b| a.total_cmp(b));
-    values[values.len() / 2]
 }
 
 /// Totals, geometric mean and extremes over the measured blocks.
@@ -174,43 +166,19 @@ pub fn summarize(workload: &str, threads: usize, per_block: Vec<BlockResult>) ->
     }
 }
 
-/// Reports progress every few blocks on stderr (the benchmark's output stays on stdout).
-struct Progress {
-    workload: &'static str,
-    unit: &'static str,
-    started: Instant,
-    last: Instant,
-}
-
-impl Progress {
-    fn new(workload: &'static str, unit: &'static str) -> Self {
-        Self { workload, unit, started: Instant::now(), last: Instant::now() }
-    }
-
-    fn tick(&mut self, done: usize, total: usize) {
-        if self.last.elapsed().as_secs_f64() >= 5.0 || done == total {
-            self.last = Instant::now();
-            eprintln!("[bench] {}: {done}/{total} {} ({:.0} s)", self.workload, self.unit, self.started.elapsed().as_secs_f64());
-        }
-    }
-}
-
 /// The `mainnet` workload over the corpus folder `dir` (BLOCKS.txt and one folder per block).
 pub fn mainnet(dir: &Path, options: &CorpusOptions) -> Result<CorpusResult, String> {
-    let hashes_file: BTreeMap<String, B256> = std::fs::read_to_string(dir.join("block_hashes.json"))
-        .ok()
-        .and_then(|text| serde_json::from_str(&text).ok())
-        .unwrap_or_default();
-    let block_hashes: BTreeMap<u64, B256> = hashes_file.into_iter().filter_map(|(n, h)| Some((n.parse().ok()?, h))).collect();
+    let block_hashes = block_hashes(dir);
     let numbers = block_numbers(dir)?;
     let mut per_block = Vec::with_capacity(numbers.len());
-    let mut progress = Progress::new("mainnet", "blocks");
-    for (done, number) in numbers.iter().enumerate() {
+    let (mut progress, mut counts) = (Progress::new("bench mainnet", numbers.len()), Counts::default());
+    for number in &numbers {
         let block = load_block(dir, *number, &block_hashes)?;
         let (result, reference) = measure(number.to_string(), &block.state, &block.input, &block.txs, options)?;
         check_header(&block, &reference).map_err(|e| format!("block {number}: {e}"))?;
         per_block.push(result);
-        progress.tick(done + 1, numbers.len());
+        counts.pass();
+        progress.tick(&counts);
     }
     Ok(summarize("mainnet", options.threads, per_block))
 }
@@ -219,8 +187,8 @@ pub fn mainnet(dir: &Path, options: &CorpusOptions) -> Result<CorpusResult, Stri
 pub fn eest_benchmark(dir: &Path, options: &CorpusOptions) -> Result<CorpusResult, String> {
     let files = json_files(&[dir.to_path_buf()])?;
     let mut per_block = Vec::new();
-    let mut progress = Progress::new("eest-benchmark", "fixture files");
-    for (done, file) in files.iter().enumerate() {
+    let (mut progress, mut counts) = (Progress::new("bench eest-benchmark", files.len()), Counts::default());
+    for file in &files {
         let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
         let tests: BTreeMap<String, Fixture> = serde_json::from_str(&text).map_err(|e| format!("{}: not a blockchain test fixture: {e}", file.display()))?;
         // `<folder>/<file>`: two files share a name (`call_frame_context_ops` under both
@@ -232,8 +200,9 @@ pub fn eest_benchmark(dir: &Path, options: &CorpusOptions) -> Result<CorpusResul
             let short = name.rsplit("::").next().unwrap_or(name);
             let label = format!("{stem}/{short}");
             per_block.extend(eest_test(&label, fixture, options)?);
+            counts.pass();
         }
-        progress.tick(done + 1, files.len());
+        progress.tick(&counts);
     }
     Ok(summarize("eest-benchmark", options.threads, per_block))
 }

@@ -115,6 +115,12 @@ pub fn chain_hint(dir: &Path) -> Result<Option<ChainHint>, String> {
     read_json(&path).map(Some)
 }
 
+/// The ancestor hashes of `dir/block_hashes.json` by block number (none when the file is absent).
+pub fn block_hashes(dir: &Path) -> BTreeMap<u64, B256> {
+    let file: BTreeMap<String, B256> = read_json(&dir.join("block_hashes.json")).unwrap_or_default();
+    file.into_iter().filter_map(|(n, h)| Some((n.parse().ok()?, h))).collect()
+}
+
 /// Loads block `number` from `dir`, with the ancestor hashes in `block_hashes`.
 pub fn load_block(dir: &Path, number: u64, block_hashes: &BTreeMap<u64, B256>) -> Result<LoadedBlock, String> {
     let block_dir = dir.join(number.to_string());
@@ -266,8 +272,7 @@ pub fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
 
 /// Replays the blocks of `dir`; returns counts and per-block timings.
 pub fn run(dir: &PathBuf, options: &ReplayOptions) -> Result<(Counts, Vec<BlockTiming>), String> {
-    let hashes_file: BTreeMap<String, B256> = read_json(&dir.join("block_hashes.json")).unwrap_or_default();
-    let block_hashes: BTreeMap<u64, B256> = hashes_file.into_iter().filter_map(|(n, h)| Some((n.parse().ok()?, h))).collect();
+    let block_hashes = block_hashes(dir);
     let mut numbers = block_numbers(dir)?;
     if !options.blocks.is_empty() {
         for wanted in &options.blocks {

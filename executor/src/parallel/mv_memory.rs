@@ -228,12 +228,10 @@ impl MvMemory {
     /// slot's own last write and the account's last wipe below the reader decides (slot entries
     /// are always absolute).
     fn read_slot_with_wipes(&self, location: &Location, address: Address, tx: TxIdx) -> Result<Resolved, TxIdx> {
-        let slot = self.highest_below(location, tx);
         let wipe = self.highest_below(&Location::StorageWipe(address), tx);
-        let nearest = match (slot, wipe) {
-            (Some(slot), Some(wipe)) => Some(if wipe.0 > slot.0 { wipe } else { slot }),
-            (slot, wipe) => slot.or(wipe),
-        };
+        let slot = self.highest_below(location, tx);
+        // One transaction never both wipes an account and writes one of its slots.
+        let nearest = wipe.into_iter().chain(slot).max_by_key(|(writer, _)| *writer);
         let mut resolved = Resolved::default();
         match nearest {
             Some((writer, entry)) => {

@@ -251,6 +251,7 @@ fn execute_once<S: StateSource>(
         if !account.is_touched() {
             continue;
         }
+        let read = view.read_accounts.get(&address);
         let new_value = if account.is_selfdestructed() {
             if !account.is_created() {
                 // Destroying an account that existed before this transaction wipes its storage
@@ -267,7 +268,7 @@ fn execute_once<S: StateSource>(
             if account.is_created() {
                 cleared.push(address);
             }
-            let code_before = view.read_accounts.get(&address).map(|read| read.as_ref().map_or(KECCAK_EMPTY, |r| r.code_hash));
+            let code_before = read.map(|read| read.as_ref().map_or(KECCAK_EMPTY, |r| r.code_hash));
             if account.is_created() || code_before.is_some_and(|before| before != account.info.code_hash) {
                 shared.mv.code_changed.insert(address, ());
             }
@@ -278,7 +279,7 @@ fn execute_once<S: StateSource>(
             }
             Some(AccountValue { balance: account.info.balance, nonce: account.info.nonce, code_hash: account.info.code_hash })
         };
-        let unchanged = view.read_accounts.get(&address).is_some_and(|read| *read == new_value);
+        let unchanged = read.is_some_and(|read| *read == new_value);
         if !unchanged || address == beneficiary {
             writes.push((Location::Account(address), Value::Account(new_value.clone())));
         }
