@@ -134,6 +134,19 @@ impl<'o, S: StateSource> ShardWriter<'o, S> {
         clear_storage_in(self.shard(&address)?, base, address)
     }
 
+    /// A storage slot as the block has left it so far.
+    pub fn storage(&mut self, address: Address, slot: U256) -> Result<U256, StateError> {
+        let base = self.base;
+        match self.shard(&address)?.get(&address) {
+            Some(account) => match account.storage.get(&slot) {
+                Some(value) => Ok(*value),
+                None if account.storage_cleared || account.info.is_none() => Ok(U256::ZERO),
+                None => base.storage_ref(address, slot),
+            },
+            None => base.storage_ref(address, slot),
+        }
+    }
+
     /// [`BlockOverlay::set_storage`].
     pub fn set_storage(&mut self, address: Address, slot: U256, value: U256) -> Result<(), StateError> {
         let base = self.base;

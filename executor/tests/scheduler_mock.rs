@@ -5,7 +5,7 @@
 
 use alloy_primitives::{Address, U256};
 use pseq_executor::parallel::{
-    mv_memory::{Location, MvMemory, Value},
+    mv_memory::{Location, MvMemory, Observed, Value},
     scheduler::{Scheduler, Task},
 };
 use std::collections::HashMap;
@@ -53,7 +53,7 @@ fn sequential(txs: &[MockTx]) -> HashMap<u64, U256> {
     state
 }
 
-fn execute(mv: &MvMemory, txs: &[MockTx], tx: usize) -> Result<(Vec<(Location, pseq_executor::parallel::mv_memory::Origins)>, Vec<(Location, Value)>), usize> {
+fn execute(mv: &MvMemory, txs: &[MockTx], tx: usize) -> Result<(Vec<(Location, Observed)>, Vec<(Location, Value)>), usize> {
     let mut reads = Vec::new();
     let mut values = Vec::new();
     for k in &txs[tx].reads {
@@ -62,7 +62,7 @@ fn execute(mv: &MvMemory, txs: &[MockTx], tx: usize) -> Result<(Vec<(Location, p
             Some(Value::Storage(v)) => v,
             _ => U256::ZERO,
         });
-        reads.push((key(*k), resolved.origins));
+        reads.push((key(*k), Observed::Versions(resolved.origins)));
     }
     let value = output(tx, &values);
     Ok((reads, txs[tx].writes.iter().map(|k| (key(*k), Value::Storage(value))).collect()))

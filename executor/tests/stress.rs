@@ -6,7 +6,10 @@
 //! a hot storage slot, contracts reading the beneficiary's and a hot account's balance (forcing
 //! lazy values to be evaluated mid-block), contracts forwarding value, CREATE2 at a colliding
 //! address, contract creation, SELFDESTRUCT, reverts, out-of-gas, senders running out of balance in
-//! the middle of a chain of transfers, and nonce gaps.
+//! the middle of a chain of transfers, nonce gaps, and ERC-20 transfers (the corpus's
+//! OpenZeppelin token) among a few holders, most of them to one hot holder, whose balance the
+//! parallel path credits lazily, with balance reads, self-transfers, transfers of a whole balance
+//! and transfers beyond it in between.
 //!
 //! The same blocks are also executed as a sequencer builds them, in runs of transactions given one
 //! after the other to a [`BlockSession`] (random split points, sequential and Block-STM runs): the
@@ -24,7 +27,7 @@ use pseq_executor::{
     },
     state::InMemoryAccount,
     block::ExecutedPath,
-    parallel::FallbackReason,
+    parallel::{tokens, FallbackReason},
     BlockInput, BlockOutput, BlockRules, BlockSession, BlockError, ExecutionOptions, InMemoryState, InvalidTxPolicy,
 };
 
@@ -77,6 +80,27 @@ struct Contracts {
     destructor: Address,
     factory: Address,
     burner: Address,
+    token: Address,
+}
+
+/// The corpus's ERC20Token runtime code (OpenZeppelin v3, balances mapping at slot 0).
+fn erc20_code() -> Bytes {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpora/contracts/ERC20Token.hex");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (the corpora must sit beside the project)", path.display()));
+    Bytes::from(alloy_primitives::hex::decode(text.trim().trim_start_matches("0x")).expect("ERC20Token.hex is hex"))
+}
+
+/// Calldata of `transfer(to, amount)`.
+fn token_transfer(to: Address, amount: u64) -> Bytes {
+    tokens::transfer_calldata(to, U256::from(amount))
+}
+
+/// Calldata of `balanceOf(holder)`.
+fn token_balance_of(holder: Address) -> Bytes {
+    let mut data = vec![0x70, 0xa0, 0x82, 0x31];
+    data.extend_from_slice(&[0u8; 12]);
+    data.extend_from_slice(holder.as_slice());
+    Bytes::from(data)
 }
 
 fn contracts(state: &mut InMemoryState, hot_eoa: Address, beneficiary_of_destruct: Address) -> Contracts {
@@ -121,7 +145,8 @@ fn contracts(state: &mut InMemoryState, hot_eoa: Address, beneficiary_of_destruc
     );
     // infinite loop: runs out of gas
     let burner = put(8, vec![0x5b, 0x60, 0, 0x56], 0);
-    Contracts { counter, reverter, coinbase_reader, hot_reader, forwarder, destructor, factory, burner }
+    let token = addr(1009);
+    Contracts { counter, reverter, coinbase_reader, hot_reader, forwarder, destructor, factory, burner, token }
 }
 
 struct World {
@@ -162,6 +187,18 @@ fn generate_sized(seed: u64, big: bool) -> World {
     let hot_eoa = eoas[0];
     let beneficiary_choice = rng.below(4);
     let c = contracts(&mut state, hot_eoa, if rng.chance(50) { addr(501) } else { hot_eoa });
+    // Token balances: most holders some, a few none (a credit to them pays for a new slot).
+    let token_heavy = rng.chance(30);
+    let mut token_storage = std::collections::HashMap::new();
+    for holder in &eoas {
+        if rng.chance(80) {
+            // Small balances in some blocks: whole balances move, and the hot holder's balance
+            // goes back to zero and up again (its credits' gas depends on it).
+            let balance = if token_heavy { rng.below(4) } else { rng.below(100) };
+            token_storage.insert(tokens::balance_slot(*holder, 0), U256::from(balance));
+        }
+    }
+    state.insert_account(c.token, InMemoryAccount { nonce: 1, code: Some(Bytecode::new_raw(erc20_code())), storage: token_storage.into_iter().collect(), ..Default::default() });
     let beneficiary = match beneficiary_choice {
         0 => eoas[rng.below(eoas.len() as u64) as usize],
         1 => c.coinbase_reader,
@@ -210,7 +247,9 @@ fn generate_sized(seed: u64, big: bool) -> World {
             nonce -= 1; // nonce too low: invalid
         }
         nonces[sender_index] = nonce + 1;
-        let (kind, data, gas_limit, value) = match rng.below(10) {
+        // Some blocks are mostly token transfers.
+        let kind_roll = if token_heavy && rng.chance(60) { 10 } else { rng.below(12) };
+        let (kind, data, gas_limit, value) = match kind_roll {
             0..=3 => {
                 let to = match rng.below(5) {
                     0 => hot_eoa,
@@ -227,6 +266,15 @@ fn generate_sized(seed: u64, big: bool) -> World {
                 let gas = if to == c.burner { 60_000 } else { 100_000 + rng.below(3) * 100_000 };
                 let value = if rng.chance(30) { U256::from(rng.below(1000)) } else { U256::ZERO };
                 (TxKind::Call(to), data, gas, value)
+            }
+            10 | 11 => {
+                let to = if rng.chance(60) { hot_eoa } else { eoas[rng.below(eoas.len() as u64) as usize] };
+                let data = match rng.below(10) {
+                    0 => token_balance_of(hot_eoa),
+                    // Often within the sender's balance, sometimes all of it, sometimes beyond.
+                    _ => token_transfer(to, if token_heavy { rng.below(4) } else { rng.below(60) }),
+                };
+                (TxKind::Call(c.token), data, 60_000 + rng.below(2) * 40_000, U256::ZERO)
             }
             _ => {
                 // init code: SSTORE(0, 1); return empty runtime code
@@ -331,6 +379,7 @@ fn generated_blocks_cover_invalid_and_skipped_transactions() {
     let mut parallel_runs = 0;
     let mut lazy_fallbacks = 0;
     let mut exact_wipes = 0;
+    let mut lazy_credit_blocks = 0;
     for seed in 0..200 {
         let world = generate(seed);
         if execute_block(&world.state, &world.input, &world.txs, &ExecutionOptions::sequential()).is_err() {
@@ -348,6 +397,9 @@ fn generated_blocks_cover_invalid_and_skipped_transactions() {
                 if parallel.stats.is_some_and(|s| s.storage_wipes > 0) {
                     exact_wipes += 1;
                 }
+                if parallel.stats.is_some_and(|s| s.lazy_token_credits > 0) {
+                    lazy_credit_blocks += 1;
+                }
             }
             ExecutedPath::ParallelFallback(FallbackReason::LazyCheckFailed) => lazy_fallbacks += 1,
             _ => {}
@@ -359,7 +411,8 @@ fn generated_blocks_cover_invalid_and_skipped_transactions() {
     // main test compares both against sequential execution.
     assert!(lazy_fallbacks > 0, "no block exercised a failing lazy check");
     assert!(exact_wipes > 0, "no block destroyed a pre-existing account under Block-STM");
-    eprintln!("rejected {rejected}, skipped {skipped}, reverted {reverted}, parallel {parallel_runs}, lazy fallbacks {lazy_fallbacks}, blocks with storage wipes {exact_wipes}");
+    assert!(lazy_credit_blocks > 8, "only {lazy_credit_blocks} blocks credited an ERC-20 holder lazily under Block-STM");
+    eprintln!("rejected {rejected}, skipped {skipped}, reverted {reverted}, parallel {parallel_runs}, lazy fallbacks {lazy_fallbacks}, blocks with storage wipes {exact_wipes}, with lazy token credits {lazy_credit_blocks}");
     assert!(rejected > 20, "only {rejected} blocks rejected");
     assert!(skipped > 50, "only {skipped} transactions skipped");
     assert!(reverted > 50, "only {reverted} transactions failed");

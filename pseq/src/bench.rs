@@ -114,12 +114,7 @@ pub fn erc20_balance_slot(holder: Address) -> U256 {
 
 /// Calldata of ERC-20 `transfer(to, amount)`.
 pub fn erc20_transfer(to: Address, amount: U256) -> Bytes {
-    let mut data = Vec::with_capacity(68);
-    data.extend_from_slice(&[0xa9, 0x05, 0x9c, 0xbb]);
-    data.extend_from_slice(&[0u8; 12]);
-    data.extend_from_slice(to.as_slice());
-    data.extend_from_slice(&amount.to_be_bytes::<32>());
-    Bytes::from(data)
+    pseq_executor::parallel::tokens::transfer_calldata(to, amount)
 }
 
 /// Builds workload `name` with `txs` transactions (`None`: its default size).

@@ -8,6 +8,7 @@
 //! sends the block to the sequential path, which reports or skips the offending transaction.
 
 use super::mv_memory::{AccountValue, Value};
+use alloy_primitives::U256;
 use revm::primitives::{hardfork::SpecId, KECCAK_EMPTY};
 
 /// Why a lazy update cannot be applied as sequential execution would.
@@ -25,6 +26,20 @@ pub enum LazyError {
     /// A balance or nonce would overflow.
     #[error("overflow")]
     Overflow,
+    /// A lazily credited storage slot was zero where the transaction saw it non-zero, or the
+    /// other way round (its gas would differ).
+    #[error("slot zero-ness differs")]
+    ZeronessMismatch,
+}
+
+/// Applies a lazy ERC-20 credit to the slot's value before it, in block order: the transaction
+/// saw the slot non-zero or not (`was_nonzero`), and the sum must not overflow (the token would
+/// have reverted).
+pub fn apply_storage_add(current: U256, amount: U256, was_nonzero: bool) -> Result<U256, LazyError> {
+    if current.is_zero() == was_nonzero {
+        return Err(LazyError::ZeronessMismatch);
+    }
+    current.checked_add(amount).ok_or(LazyError::Overflow)
 }
 
 fn empty_account() -> AccountValue {
@@ -39,7 +54,7 @@ fn is_empty(account: &AccountValue) -> bool {
 pub fn apply_delta(account: Option<AccountValue>, delta: &Value, spec: SpecId) -> Result<Option<AccountValue>, LazyError> {
     match delta {
         Value::Account(value) => Ok(value.clone()),
-        Value::Storage(_) => Ok(account),
+        Value::Storage(_) | Value::StorageAdd { .. } => Ok(account),
         Value::Credit { amount, no_code } => {
             let mut account = account.unwrap_or_else(empty_account);
             if *no_code && account.code_hash != KECCAK_EMPTY {
@@ -91,7 +106,7 @@ pub fn evaluate<'a>(
 mod tests {
     use super::*;
     use super::super::mv_memory::Debit;
-    use alloy_primitives::{B256, U256};
+    use alloy_primitives::B256;
 
     fn account(balance: u64, nonce: u64) -> Option<AccountValue> {
         Some(AccountValue { balance: U256::from(balance), nonce, code_hash: KECCAK_EMPTY })
@@ -110,6 +125,15 @@ mod tests {
         // A sender that does not exist has nonce 0 and no balance.
         assert_eq!(apply_delta(None, &debit(0, 0, 0), spec), Ok(account(0, 1)));
         assert_eq!(apply_delta(None, &debit(1, 1, 0), spec), Err(LazyError::InsufficientBalance));
+    }
+
+    #[test]
+    fn storage_credits_check_zeroness_and_overflow() {
+        assert_eq!(apply_storage_add(U256::from(5), U256::from(3), true), Ok(U256::from(8)));
+        assert_eq!(apply_storage_add(U256::ZERO, U256::from(3), false), Ok(U256::from(3)));
+        assert_eq!(apply_storage_add(U256::ZERO, U256::from(3), true), Err(LazyError::ZeronessMismatch));
+        assert_eq!(apply_storage_add(U256::from(1), U256::from(3), false), Err(LazyError::ZeronessMismatch));
+        assert_eq!(apply_storage_add(U256::MAX, U256::from(1), true), Err(LazyError::Overflow));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - [`view`]: the `Database` one transaction incarnation executes against.
 //! - [`worker`]: the worker loop and the translation of revm output into write sets.
 //! - [`lazy`]: the deferred beneficiary and transfer deltas and their exact evaluation.
+//! - [`tokens`]: the ERC-20 contracts whose transfers credit the recipient lazily.
 //!
 //! After the scheduler finishes, every transaction's last incarnation is validated against the
 //! final versions, which makes the result that of executing the block in order. The merge then
@@ -13,6 +14,7 @@
 pub mod lazy;
 pub mod mv_memory;
 pub mod scheduler;
+pub mod tokens;
 pub mod view;
 pub mod worker;
 
@@ -96,6 +98,8 @@ pub struct ParallelStats {
     pub dependencies: usize,
     /// Executions that destroyed an account existing before them (pre-Cancun SELFDESTRUCT).
     pub storage_wipes: usize,
+    /// Executions that credited an ERC-20 recipient's balance as a delta ([`tokens`]).
+    pub lazy_token_credits: usize,
     /// Microseconds the workers ran (execution and validation).
     pub run_us: u64,
     /// Microseconds of the serial merge after the run.
@@ -145,6 +149,16 @@ fn merge_shards<S: StateSource>(
                 // The wipe itself was applied above, from the transaction's `cleared` list.
                 (Location::StorageWipe(_), _) => {}
                 (Location::Storage(address, slot), Value::Storage(value)) => writer.set_storage(*address, *slot, *value)?,
+                (Location::Storage(address, slot), Value::StorageAdd { amount, was_nonzero }) => {
+                    let current = writer.storage(*address, *slot)?;
+                    match lazy::apply_storage_add(current, *amount, *was_nonzero) {
+                        Ok(updated) => writer.set_storage(*address, *slot, updated)?,
+                        Err(error) => {
+                            tracing::debug!(%address, %slot, %error, tx = index, "lazy token credit failed its check in block order");
+                            return Ok(false);
+                        }
+                    }
+                }
                 (Location::Account(address), Value::Account(value)) => {
                     lazy_values.remove(address);
                     let info = value.as_ref().map(|v| account_info(v, codes, writer.base())).transpose()?;
@@ -222,6 +236,7 @@ pub(crate) fn execute_transactions<S: StateSource>(
         aborts: scheduler.stats.aborts.load(std::sync::atomic::Ordering::Relaxed),
         dependencies: scheduler.stats.dependencies.load(std::sync::atomic::Ordering::Relaxed),
         storage_wipes: scheduler.stats.storage_wipes.load(std::sync::atomic::Ordering::Relaxed),
+        lazy_token_credits: scheduler.stats.lazy_token_credits.load(std::sync::atomic::Ordering::Relaxed),
     };
     tracing::trace!(?stats, txs = txs.len(), "parallel run finished");
     match halt.into_inner() {

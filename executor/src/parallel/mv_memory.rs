@@ -7,6 +7,11 @@
 //! them, down to the first absolute value (or the pre-block state), and applies them in order.
 //! A storage wipe (an account destroyed by pre-Cancun SELFDESTRUCT) is one more location per
 //! account: a slot read takes the higher of the slot's last write and the account's last wipe.
+//!
+//! Storage slots can hold deltas too: a lazy ERC-20 credit ([`Value::StorageAdd`]) adds to a
+//! token balance without reading it. The crediting transaction only observed whether the balance
+//! was zero (its gas depends on nothing else), which [`MvMemory::read_zeroness`] answers without
+//! summing the deltas below it: the first non-zero credit below the reader settles it.
 
 use super::{Incarnation, TxIdx};
 use alloy_primitives::{Address, B256, U256};
@@ -15,7 +20,7 @@ use parking_lot::Mutex;
 use revm::bytecode::Bytecode;
 use rustc_hash::FxBuildHasher;
 use smallvec::SmallVec;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// A location in the state that transactions read and write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -70,6 +75,15 @@ pub enum Value {
     },
     /// Lazy: a plain transfer's sender pays and bumps its nonce.
     Debit(Debit),
+    /// Lazy: add `amount` to a storage slot (a recognised ERC-20 token's balance of a transfer's
+    /// recipient). Sequential execution would have reverted on overflow and charged its gas by
+    /// whether the slot was zero before: applying the delta checks both.
+    StorageAdd {
+        /// Added to the slot.
+        amount: U256,
+        /// Whether the slot was non-zero before, as the transaction saw it.
+        was_nonzero: bool,
+    },
 }
 
 impl Value {
@@ -77,6 +91,39 @@ impl Value {
     pub fn is_absolute(&self) -> bool {
         matches!(self, Value::Account(_) | Value::Storage(_))
     }
+}
+
+/// What a zero-or-not read of a storage slot found below the reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Zeroness {
+    /// No write below: the pre-block value decides.
+    Base,
+    /// An absolute value (or a wipe) below the reader decides.
+    Value(U256),
+    /// A non-zero credit lies above the nearest absolute value: the slot is not zero (an overflow
+    /// that would make it zero fails the credit's own check in block order).
+    NonZero,
+}
+
+impl Zeroness {
+    /// The observation validation compares: where an absolute value decided, only whether it
+    /// was zero matters.
+    pub fn observed(self) -> Zeroness {
+        match self {
+            Zeroness::Value(value) if !value.is_zero() => Zeroness::NonZero,
+            Zeroness::Value(_) => Zeroness::Value(U256::ZERO),
+            other => other,
+        }
+    }
+}
+
+/// What one read of a transaction observed, checked again at validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observed {
+    /// The exact entries the read went through.
+    Versions(Origins),
+    /// Only whether a storage slot was zero (a lazy ERC-20 credit's recipient balance).
+    Zeroness(Zeroness),
 }
 
 #[derive(Debug, Clone)]
@@ -125,7 +172,7 @@ impl Resolved {
 }
 
 /// A transaction's reads, checked again at validation.
-pub type ReadSet = Vec<(Location, Origins)>;
+pub type ReadSet = Vec<(Location, Observed)>;
 
 /// The versions of one location, sorted by transaction index. Most locations have one or two
 /// writers, so a small sorted vector beats a tree (no node allocation per location).
@@ -161,6 +208,10 @@ pub struct MvMemory {
     /// Accounts whose code some incarnation of this block changed (created, or delegated under
     /// EIP-7702): a hint for choosing lazy transfers, never cleared.
     pub code_changed: DashMap<Address, (), FxBuildHasher>,
+    /// A one-hash Bloom filter of the (token, recipient) pairs of the block's token transfers, so
+    /// that only a repeated recipient pays for computing its balance slot (see
+    /// [`MvMemory::seen_transfer_recipient`]).
+    transfer_recipients: Vec<AtomicU64>,
 }
 
 impl MvMemory {
@@ -177,7 +228,19 @@ impl MvMemory {
             last_reads: (0..block_size).map(|_| Mutex::new(Vec::new())).collect(),
             codes: DashMap::with_hasher(FxBuildHasher),
             code_changed: DashMap::with_hasher(FxBuildHasher),
+            transfer_recipients: (0..(block_size * 4).div_ceil(64).next_power_of_two()).map(|_| AtomicU64::new(0)).collect(),
         }
+    }
+
+    /// Marks `recipient` as paid by a transfer of `token` and returns whether it (or a pair that
+    /// shares its bit: a false positive only costs a lookup) was marked before.
+    pub fn seen_transfer_recipient(&self, token: &Address, recipient: &Address) -> bool {
+        let word = |a: &Address, at: usize| u64::from_le_bytes(a.0[at..at + 8].try_into().unwrap_or_default());
+        let key = (word(recipient, 12) ^ word(token, 12).rotate_left(17)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let bits = self.transfer_recipients.len() * 64;
+        let bit = (key >> 32) as usize & (bits - 1);
+        let mask = 1u64 << (bit % 64);
+        self.transfer_recipients[bit / 64].fetch_or(mask, Ordering::Relaxed) & mask != 0
     }
 
     /// Whether any transaction wrote (or is expected to write) `location`.
@@ -224,22 +287,56 @@ impl MvMemory {
         below.checked_sub(1).map(|i| versions[i].clone())
     }
 
-    /// A storage slot read when some transaction wiped an account's storage: the higher of the
-    /// slot's own last write and the account's last wipe below the reader decides (slot entries
-    /// are always absolute).
+    /// A storage slot read when some transaction wiped an account's storage: the slot's own
+    /// entries above the account's last wipe below the reader, then the wipe (an absolute zero).
     fn read_slot_with_wipes(&self, location: &Location, address: Address, tx: TxIdx) -> Result<Resolved, TxIdx> {
         let wipe = self.highest_below(&Location::StorageWipe(address), tx);
-        let slot = self.highest_below(location, tx);
-        // One transaction never both wipes an account and writes one of its slots.
-        let nearest = wipe.into_iter().chain(slot).max_by_key(|(writer, _)| *writer);
+        let floor = wipe.as_ref().map(|(writer, _)| *writer);
         let mut resolved = Resolved::default();
-        match nearest {
+        if let Some(versions) = self.data.get(location) {
+            let below = versions.partition_point(|(t, _)| *t < tx);
+            // One transaction never both wipes an account and writes one of its slots.
+            for (writer, entry) in versions[..below].iter().rev().take_while(|(writer, _)| floor.is_none_or(|floor| *writer > floor)) {
+                if resolved.step(*writer, entry)? {
+                    return Ok(resolved);
+                }
+            }
+        }
+        match wipe {
             Some((writer, entry)) => {
                 resolved.step(writer, &entry)?;
             }
-            None => resolved.origins.push(Origin::Base),
+            None => {
+                resolved.origins.push(Origin::Base);
+                resolved.deltas.reverse();
+            }
         }
         Ok(resolved)
+    }
+
+    /// Whether storage `location` is zero as transaction `tx` sees it, without summing the credits
+    /// below it: the nearest absolute value, or the first non-zero [`Value::StorageAdd`] above it.
+    /// `Err(blocking)` on an ESTIMATE in the way.
+    pub fn read_zeroness(&self, location: &Location, tx: TxIdx) -> Result<Zeroness, TxIdx> {
+        let Location::Storage(address, _) = location else { return Ok(Zeroness::Base) };
+        let wipe = if self.any_wipes.load(Ordering::Acquire) { self.highest_below(&Location::StorageWipe(*address), tx) } else { None };
+        let floor = wipe.as_ref().map(|(writer, _)| *writer);
+        if let Some(versions) = self.data.get(location) {
+            let below = versions.partition_point(|(t, _)| *t < tx);
+            for (writer, entry) in versions[..below].iter().rev().take_while(|(writer, _)| floor.is_none_or(|floor| *writer > floor)) {
+                match entry {
+                    Entry::Estimate => return Err(*writer),
+                    Entry::Data(_, Value::Storage(value)) => return Ok(Zeroness::Value(*value)),
+                    Entry::Data(_, Value::StorageAdd { amount, .. }) if !amount.is_zero() => return Ok(Zeroness::NonZero),
+                    Entry::Data(..) => {}
+                }
+            }
+        }
+        match wipe {
+            Some((writer, Entry::Estimate)) => Err(writer),
+            Some(_) => Ok(Zeroness::Value(U256::ZERO)),
+            None => Ok(Zeroness::Base),
+        }
     }
 
     /// Records incarnation `incarnation` of `tx`: its reads and its writes. Entries of the
@@ -315,9 +412,9 @@ impl MvMemory {
     /// Whether every read of the last incarnation of `tx` would still return the same entries.
     pub fn validate_reads(&self, tx: TxIdx) -> bool {
         let reads = self.last_reads[tx].lock();
-        reads.iter().all(|(location, origins)| match self.read(location, tx) {
-            Ok(resolved) => resolved.origins == *origins,
-            Err(_) => false,
+        reads.iter().all(|(location, observed)| match observed {
+            Observed::Versions(origins) => self.read(location, tx).is_ok_and(|resolved| resolved.origins == *origins),
+            Observed::Zeroness(seen) => self.read_zeroness(location, tx).is_ok_and(|now| now.observed() == *seen),
         })
     }
 
@@ -352,7 +449,7 @@ mod tests {
         let mv = MvMemory::new(3, Address::repeat_byte(0xbe));
         mv.record(0, 0, Vec::new(), vec![(slot(1), Value::Storage(U256::from(1)))]);
         let read = mv.read(&slot(1), 2).expect("readable");
-        mv.record(2, 0, vec![(slot(1), read.origins)], Vec::new());
+        mv.record(2, 0, vec![(slot(1), Observed::Versions(read.origins))], Vec::new());
         assert!(mv.validate_reads(2));
         mv.convert_writes_to_estimates(0);
         assert_eq!(mv.read(&slot(1), 2).map(|_| ()), Err(0));
@@ -371,7 +468,7 @@ mod tests {
         // Transaction 3 reads before any wipe exists: it sees transaction 0's value.
         let early = mv.read(&slot(1), 3).expect("readable");
         assert_eq!(early.absolute, Some(Value::Storage(U256::from(10))));
-        mv.record(3, 0, vec![(slot(1), early.origins)], Vec::new());
+        mv.record(3, 0, vec![(slot(1), Observed::Versions(early.origins))], Vec::new());
         assert!(mv.validate_reads(3));
         // Transaction 1 destroys the account: a new location, so higher transactions revalidate.
         assert!(mv.record(1, 0, Vec::new(), vec![(wipe, Value::Storage(U256::ZERO))]));
@@ -390,6 +487,44 @@ mod tests {
         mv.convert_writes_to_estimates(1);
         assert_eq!(at(3).map(|_| ()), Err(1));
         assert!(at(5).is_ok());
+    }
+
+    #[test]
+    fn zeroness_reads_stop_at_the_first_nonzero_credit_and_exact_reads_sum_the_credits() {
+        let add = |amount: u64| Value::StorageAdd { amount: U256::from(amount), was_nonzero: true };
+        let mv = MvMemory::new(8, Address::repeat_byte(0xbe));
+        assert_eq!(mv.read_zeroness(&slot(1), 7), Ok(Zeroness::Base));
+        mv.record(1, 0, Vec::new(), vec![(slot(1), Value::Storage(U256::ZERO))]);
+        mv.record(3, 0, Vec::new(), vec![(slot(1), add(0))]);
+        mv.record(5, 0, Vec::new(), vec![(slot(1), add(4))]);
+        mv.record(6, 0, Vec::new(), vec![(slot(1), add(2))]);
+        // Below transaction 1 the pre-block value decides; then its absolute zero, which a zero
+        // credit does not change; above a non-zero credit the slot is non-zero.
+        assert_eq!(mv.read_zeroness(&slot(1), 1), Ok(Zeroness::Base));
+        assert_eq!(mv.read_zeroness(&slot(1), 3), Ok(Zeroness::Value(U256::ZERO)));
+        assert_eq!(mv.read_zeroness(&slot(1), 5), Ok(Zeroness::Value(U256::ZERO)));
+        assert_eq!(mv.read_zeroness(&slot(1), 6), Ok(Zeroness::NonZero));
+        // An exact read walks down to the absolute value and returns the credits in block order.
+        let exact = mv.read(&slot(1), 7).expect("readable");
+        assert_eq!(exact.absolute, Some(Value::Storage(U256::ZERO)));
+        assert_eq!(exact.deltas.to_vec(), vec![add(0), add(4), add(2)]);
+        // A zero-or-not read validates while the answer stays the same, not the entries.
+        mv.record(7, 0, vec![(slot(1), Observed::Zeroness(Zeroness::NonZero))], Vec::new());
+        assert!(mv.validate_reads(7));
+        mv.record(6, 1, Vec::new(), vec![(slot(1), add(9))]);
+        assert!(mv.validate_reads(7), "another non-zero credit: the same answer");
+        mv.convert_writes_to_estimates(6);
+        assert_eq!(mv.read_zeroness(&slot(1), 7), Err(6));
+        assert!(!mv.validate_reads(7));
+        mv.record(6, 2, Vec::new(), Vec::new());
+        mv.record(5, 1, Vec::new(), vec![(slot(1), Value::Storage(U256::ZERO))]);
+        assert!(!mv.validate_reads(7), "the slot is zero below it now");
+        // A wipe above the slot's writes decides too.
+        mv.record(4, 0, Vec::new(), vec![(Location::StorageWipe(Address::repeat_byte(1)), Value::Storage(U256::ZERO))]);
+        assert_eq!(mv.read_zeroness(&slot(1), 5), Ok(Zeroness::Value(U256::ZERO)));
+        mv.record(2, 0, Vec::new(), vec![(slot(1), add(1))]);
+        assert_eq!(mv.read_zeroness(&slot(1), 4), Ok(Zeroness::NonZero));
+        assert_eq!(mv.read(&slot(1), 5).map(|r| (r.absolute, r.origins.to_vec())), Ok((Some(Value::Storage(U256::ZERO)), vec![Origin::Version(4, 0)])));
     }
 
     #[test]

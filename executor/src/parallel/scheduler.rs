@@ -60,6 +60,8 @@ pub struct SchedulerStats {
     /// Executions that destroyed an account which existed before them (pre-Cancun SELFDESTRUCT),
     /// wiping its storage for the transactions after them.
     pub storage_wipes: AtomicUsize,
+    /// Executions that credited an ERC-20 balance lazily ([`super::tokens`]).
+    pub lazy_token_credits: AtomicUsize,
 }
 
 impl Scheduler {

@@ -5,7 +5,7 @@
 
 use super::{
     lazy::apply_delta,
-    mv_memory::{AccountValue, Location, MvMemory, ReadSet, Resolved, Value},
+    mv_memory::{AccountValue, Location, MvMemory, Observed, ReadSet, Resolved, Value, Zeroness},
     TxIdx,
 };
 use crate::{error::StateError, state::StateSource};
@@ -43,6 +43,19 @@ pub struct LazyTransfer {
     pub nonce: u64,
 }
 
+/// A recognised ERC-20 `transfer` executed with a lazy credit: the recipient's balance slot is
+/// read only for whether it is zero, and the transaction's write to it becomes a
+/// [`Value::StorageAdd`] (see [`super::tokens`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LazyTokenCredit {
+    /// The token contract.
+    pub token: Address,
+    /// The recipient's balance slot in the token's storage.
+    pub slot: U256,
+    /// The amount transferred (from the calldata).
+    pub amount: U256,
+}
+
 /// The state as one incarnation of transaction `tx` sees it.
 pub struct VersionedView<'a, S> {
     base: &'a S,
@@ -50,22 +63,30 @@ pub struct VersionedView<'a, S> {
     spec: SpecId,
     tx: TxIdx,
     lazy: Option<LazyTransfer>,
+    lazy_credit: Option<LazyTokenCredit>,
+    /// The value the lazily credited slot was given to the EVM as, once it was read.
+    pub credit_base: Option<U256>,
     /// Reads with their origins, for validation.
     pub reads: ReadSet,
     /// The account values this incarnation read, to tell real writes from reads.
     pub read_accounts: HashMap<Address, Option<AccountValue>>,
+    /// Which contracts called by this worker are known tokens (their balances mapping slot), by
+    /// their pre-block code; kept for the whole block.
+    pub token_kinds: HashMap<Address, Option<u64>>,
 }
 
 impl<'a, S: StateSource> VersionedView<'a, S> {
     /// A view for the block; [`VersionedView::reset`] points it at a transaction.
     pub fn new(base: &'a S, mv: &'a MvMemory, spec: SpecId) -> Self {
-        Self { base, mv, spec, tx: 0, lazy: None, reads: Vec::new(), read_accounts: HashMap::default() }
+        Self { base, mv, spec, tx: 0, lazy: None, lazy_credit: None, credit_base: None, reads: Vec::new(), read_accounts: HashMap::default(), token_kinds: HashMap::default() }
     }
 
     /// Prepares the view for executing `tx`, lazily or not.
-    pub fn reset(&mut self, tx: TxIdx, lazy: Option<LazyTransfer>) {
+    pub fn reset(&mut self, tx: TxIdx, lazy: Option<LazyTransfer>, lazy_credit: Option<LazyTokenCredit>) {
         self.tx = tx;
         self.lazy = lazy;
+        self.lazy_credit = lazy_credit;
+        self.credit_base = None;
         self.reads.clear();
         self.read_accounts.clear();
     }
@@ -104,7 +125,7 @@ impl<'a, S: StateSource> VersionedView<'a, S> {
         if account.is_none() {
             code = None;
         }
-        self.reads.push((location, resolved.origins));
+        self.reads.push((location, Observed::Versions(resolved.origins)));
         Ok((account, code))
     }
 
@@ -154,12 +175,32 @@ impl<S: StateSource> Database for VersionedView<'_, S> {
 
     fn storage(&mut self, address: Address, index: U256) -> Result<U256, ViewError> {
         let location = Location::Storage(address, index);
+        if self.lazy_credit.is_some_and(|credit| credit.token == address && credit.slot == index) {
+            // Only zero or not is observed. The EVM is given a value of the same kind: the real
+            // one where an absolute value decides, else 1 (the credit's write becomes a delta
+            // relative to whatever was given, and overflow is checked in block order).
+            let zeroness = self.mv.read_zeroness(&location, self.tx).map_err(ViewError::Blocked)?;
+            let given = match zeroness {
+                Zeroness::Base => self.base.storage_ref(address, index)?,
+                Zeroness::Value(value) => value,
+                Zeroness::NonZero => U256::from(1),
+            };
+            self.credit_base = Some(given);
+            self.reads.push((location, Observed::Zeroness(zeroness.observed())));
+            return Ok(given);
+        }
         let resolved = self.mv.read(&location, self.tx).map_err(ViewError::Blocked)?;
-        let value = match resolved.absolute {
+        let mut value = match resolved.absolute {
             Some(Value::Storage(value)) => value,
             _ => self.base.storage_ref(address, index)?,
         };
-        self.reads.push((location, resolved.origins));
+        for delta in &resolved.deltas {
+            // An overflow fails the credit's check in block order: any value does here.
+            if let Value::StorageAdd { amount, .. } = delta {
+                value = value.wrapping_add(*amount);
+            }
+        }
+        self.reads.push((location, Observed::Versions(resolved.origins)));
         Ok(value)
     }
 

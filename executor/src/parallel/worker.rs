@@ -4,7 +4,8 @@
 use super::{
     mv_memory::{AccountValue, Debit, Location, MvMemory, Value},
     scheduler::{Scheduler, Task},
-    view::{LazyTransfer, VersionedView, ViewError},
+    tokens,
+    view::{LazyTokenCredit, LazyTransfer, VersionedView, ViewError},
     FallbackReason, Incarnation, TxIdx, TxOutcome,
 };
 use crate::{
@@ -195,6 +196,42 @@ fn lazy_transfer<S: StateSource>(
     Ok(Some(LazyTransfer { sender, recipient, nonce: tx.nonce }))
 }
 
+/// Whether `tx` can run as a lazy ERC-20 credit: a well-formed `transfer` call to a contract
+/// whose code is in [`tokens::KNOWN_TOKENS`] (and that no transaction of this block changed),
+/// paying another account that an earlier execution of this block already paid in this token,
+/// and whose balance slot was already written (otherwise the exact read costs nothing in
+/// conflicts).
+fn lazy_token_credit<S: StateSource>(
+    shared: &Shared<'_, S>,
+    view: &mut VersionedView<'_, S>,
+    tx: &TxEnv,
+) -> Result<Option<LazyTokenCredit>, crate::StateError> {
+    let TxKind::Call(token) = tx.kind else { return Ok(None) };
+    let Some((recipient, amount)) = tokens::decode_transfer(&tx.data) else { return Ok(None) };
+    if recipient == tx.caller || shared.mv.code_changed.contains_key(&token) {
+        return Ok(None);
+    }
+    let balances_slot = match view.token_kinds.get(&token) {
+        Some(kind) => *kind,
+        None => {
+            let code_hash = shared.base.basic_ref(token)?.map(|info| info.code_hash);
+            let kind = code_hash.and_then(|hash| tokens::known_token(&hash)).map(|known| known.balances_slot);
+            view.token_kinds.insert(token, kind);
+            kind
+        }
+    };
+    let Some(balances_slot) = balances_slot else { return Ok(None) };
+    // The first transfer to a recipient reads its balance exactly, without hashing its slot.
+    if !shared.mv.seen_transfer_recipient(&token, &recipient) {
+        return Ok(None);
+    }
+    let slot = tokens::balance_slot(recipient, balances_slot);
+    if !shared.mv.has_writes(&Location::Storage(token, slot)) {
+        return Ok(None);
+    }
+    Ok(Some(LazyTokenCredit { token, slot, amount }))
+}
+
 fn execute_once<S: StateSource>(
     shared: &Shared<'_, S>,
     evm: &mut PseqEvm<VersionedView<'_, S>>,
@@ -202,15 +239,33 @@ fn execute_once<S: StateSource>(
 ) -> Result<ExecOutcome, Halt> {
     let tx = &shared.txs[tx_idx];
     let lazy = lazy_transfer(shared, &evm.ctx.journaled_state.database, tx_idx, tx).map_err(|e| Halt::Error(e.into()))?;
-    evm.ctx.journaled_state.database.reset(tx_idx, lazy);
+    let credit = if lazy.is_none() { lazy_token_credit(shared, &mut evm.ctx.journaled_state.database, tx).map_err(|e| Halt::Error(e.into()))? } else { None };
+    match execute_with(shared, evm, tx_idx, lazy, credit)? {
+        // The credit's write was not the recipient's balance plus the amount (a token charging a
+        // fee, say): execute again with an exact read.
+        None => execute_with(shared, evm, tx_idx, lazy, None)?.ok_or_else(|| Halt::Error(crate::BlockError::Evm("exact execution produced a lazy credit".into()))),
+        Some(outcome) => Ok(outcome),
+    }
+}
+
+/// Executes `tx_idx` once; `None` when the lazy credit does not apply to what it did.
+fn execute_with<S: StateSource>(
+    shared: &Shared<'_, S>,
+    evm: &mut PseqEvm<VersionedView<'_, S>>,
+    tx_idx: TxIdx,
+    lazy: Option<LazyTransfer>,
+    credit: Option<LazyTokenCredit>,
+) -> Result<Option<ExecOutcome>, Halt> {
+    let tx = &shared.txs[tx_idx];
+    evm.ctx.journaled_state.database.reset(tx_idx, lazy, credit);
     evm.ctx.set_tx(tx.clone());
     let result = DeferredFeeHandler::<_, EVMError<ViewError>>::default().run(evm);
     let state = evm.ctx.journal_mut().finalize();
     let result = match result {
         Ok(result) => result,
-        Err(EVMError::Database(ViewError::Blocked(blocking))) => return Ok(ExecOutcome::Blocked(blocking)),
+        Err(EVMError::Database(ViewError::Blocked(blocking))) => return Ok(Some(ExecOutcome::Blocked(blocking))),
         Err(EVMError::Database(ViewError::State(error))) => return Err(Halt::Error(error.into())),
-        Err(EVMError::Transaction(reason)) => return Ok(ExecOutcome::Done(TxOutcome::Invalid(reason), Vec::new())),
+        Err(EVMError::Transaction(reason)) => return Ok(Some(ExecOutcome::Done(TxOutcome::Invalid(reason), Vec::new()))),
         Err(other) => return Err(Halt::Error(crate::BlockError::Evm(other.to_string()))),
     };
 
@@ -285,6 +340,15 @@ fn execute_once<S: StateSource>(
         }
         if new_value.is_some() {
             for (slot, value) in account.changed_storage_slots() {
+                if let Some(credit) = credit.filter(|credit| credit.token == address && credit.slot == *slot) {
+                    // The recipient's balance became what the EVM was given plus the amount: a
+                    // delta. Anything else is not the transfer the credit assumes.
+                    let given = view.credit_base;
+                    let Some(given) = given.filter(|given| value.present_value.checked_sub(*given) == Some(credit.amount)) else { return Ok(None) };
+                    writes.push((Location::Storage(address, *slot), Value::StorageAdd { amount: credit.amount, was_nonzero: !given.is_zero() }));
+                    shared.scheduler.stats.lazy_token_credits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    continue;
+                }
                 writes.push((Location::Storage(address, *slot), Value::Storage(value.present_value)));
             }
         }
@@ -292,7 +356,7 @@ fn execute_once<S: StateSource>(
     if !paid_beneficiary {
         writes.push((Location::Account(beneficiary), Value::Credit { amount: reward, no_code: false }));
     }
-    Ok(ExecOutcome::Done(TxOutcome::Executed { result, cleared }, writes))
+    Ok(Some(ExecOutcome::Done(TxOutcome::Executed { result, cleared }, writes)))
 }
 
 /// The fee the beneficiary receives for a transaction, as revm's mainnet handler computes it.
