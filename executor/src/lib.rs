@@ -7,8 +7,9 @@
 //!   block's writes. It is the oracle every test compares against and the fallback.
 //! - [`parallel`]: Block-STM (multi-version memory, collaborative scheduler, incarnations, ESTIMATE
 //!   markers, validation by re-reading) with *lazy* balance updates: the fee paid to the block's
-//!   beneficiary and plain ETH transfers between accounts without code are written as commutative
-//!   deltas, so they do not serialise the block. A delta is evaluated to an exact value only where a
+//!   beneficiary, plain ETH transfers between accounts without code, and `transfer` credits to the
+//!   holders of recognised ERC-20 tokens ([`parallel::tokens`]) are written as commutative deltas,
+//!   so they do not serialise the block. A delta is evaluated to an exact value only where a
 //!   transaction reads that balance explicitly, and at the end of the block.
 //!
 //! Invariant: for every block, [`execute_block`] returns exactly the same receipts, gas and
