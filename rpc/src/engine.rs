@@ -83,8 +83,15 @@ fn improve(ctx: Arc<RpcContext>, job: Arc<PayloadJob>, request: pseq_builder::Pa
         if status == seen {
             continue;
         }
+        let better = match ctx.sequencer.build_payload(&request) {
+            Ok(better) => better,
+            Err(error) => {
+                // Try again at the next tick (the pool status is not marked as seen).
+                tracing::warn!(id = %job.id, %error, "payload rebuild failed");
+                continue;
+            }
+        };
         seen = status;
-        let Ok(better) = ctx.sequencer.build_payload(&request) else { break };
         rebuilds += 1;
         let mut best = job.best.lock();
         if job.fetched.load(Ordering::Acquire) {
