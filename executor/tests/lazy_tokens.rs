@@ -25,15 +25,11 @@ use pseq_executor::{
 };
 use std::collections::BTreeMap;
 
+mod common;
+use common::{balance_of_calldata, corpus_code};
+
 /// The corpus contracts with lazy credits, with their `KNOWN_TOKENS` entry.
 const TOKENS: &[(&str, usize)] = &[("ERC20Token", 0), ("WETH9", 1)];
-
-fn corpus_code(name: &str) -> Bytes {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../shared/corpora/contracts/{name}.hex"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (the corpora must sit beside the project)", path.display()));
-    let hex = text.trim().trim_start_matches("0x");
-    Bytes::from(alloy_primitives::hex::decode(hex).unwrap_or_else(|e| panic!("{name}.hex: {e}")))
-}
 
 fn addr(kind: u8, n: u64) -> Address {
     let mut bytes = [0u8; 20];
@@ -160,9 +156,7 @@ fn transfers_to_one_holder_credit_it_lazily_and_match_sequential_execution() {
                 match i % 97 {
                     // The holder reads its balance exactly through the credits below it.
                     40 => {
-                        let mut data = vec![0x70, 0xa0, 0x82, 0x31, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-                        data.extend_from_slice(hot.as_slice());
-                        txs.push(call(hot, hot_nonce, token, Bytes::from(data)));
+                        txs.push(call(hot, hot_nonce, token, balance_of_calldata(hot)));
                         hot_nonce += 1;
                     }
                     // It sends everything it has to another holder: its balance is zero again,

@@ -31,6 +31,9 @@ use pseq_executor::{
     BlockInput, BlockOutput, BlockRules, BlockSession, BlockError, ExecutionOptions, InMemoryState, InvalidTxPolicy,
 };
 
+mod common;
+use common::{balance_of_calldata, corpus_code};
+
 /// xorshift64*: small, deterministic, good enough to drive generation.
 struct Rng(u64);
 
@@ -83,25 +86,11 @@ struct Contracts {
     token: Address,
 }
 
-/// The corpus's ERC20Token runtime code (OpenZeppelin v3, balances mapping at slot 0).
-fn erc20_code() -> Bytes {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpora/contracts/ERC20Token.hex");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (the corpora must sit beside the project)", path.display()));
-    Bytes::from(alloy_primitives::hex::decode(text.trim().trim_start_matches("0x")).expect("ERC20Token.hex is hex"))
-}
-
 /// Calldata of `transfer(to, amount)`.
 fn token_transfer(to: Address, amount: u64) -> Bytes {
     tokens::transfer_calldata(to, U256::from(amount))
 }
 
-/// Calldata of `balanceOf(holder)`.
-fn token_balance_of(holder: Address) -> Bytes {
-    let mut data = vec![0x70, 0xa0, 0x82, 0x31];
-    data.extend_from_slice(&[0u8; 12]);
-    data.extend_from_slice(holder.as_slice());
-    Bytes::from(data)
-}
 
 fn contracts(state: &mut InMemoryState, hot_eoa: Address, beneficiary_of_destruct: Address) -> Contracts {
     let mut put = |n: u64, code: Vec<u8>, balance: u128| {
@@ -198,7 +187,7 @@ fn generate_sized(seed: u64, big: bool) -> World {
             token_storage.insert(tokens::balance_slot(*holder, 0), U256::from(balance));
         }
     }
-    state.insert_account(c.token, InMemoryAccount { nonce: 1, code: Some(Bytecode::new_raw(erc20_code())), storage: token_storage.into_iter().collect(), ..Default::default() });
+    state.insert_account(c.token, InMemoryAccount { nonce: 1, code: Some(Bytecode::new_raw(corpus_code("ERC20Token"))), storage: token_storage.into_iter().collect(), ..Default::default() });
     let beneficiary = match beneficiary_choice {
         0 => eoas[rng.below(eoas.len() as u64) as usize],
         1 => c.coinbase_reader,
@@ -270,7 +259,7 @@ fn generate_sized(seed: u64, big: bool) -> World {
             10 | 11 => {
                 let to = if rng.chance(60) { hot_eoa } else { eoas[rng.below(eoas.len() as u64) as usize] };
                 let data = match rng.below(10) {
-                    0 => token_balance_of(hot_eoa),
+                    0 => balance_of_calldata(hot_eoa),
                     // Often within the sender's balance, sometimes all of it, sometimes beyond.
                     _ => token_transfer(to, if token_heavy { rng.below(4) } else { rng.below(60) }),
                 };

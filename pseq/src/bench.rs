@@ -12,7 +12,7 @@
 //!   with every fifth transaction incrementing one hot storage slot.
 
 use crate::replay::median_ms;
-use alloy_primitives::{keccak256, Address, Bytes, TxKind, B256, U256};
+use alloy_primitives::{Address, Bytes, TxKind, B256, U256};
 use pseq_executor::{
     execute_block,
     revm::{
@@ -107,9 +107,7 @@ fn funded(state: &mut InMemoryState, address: Address) {
 
 /// The `_balances` slot of `holder` in ERC20Token (mapping at slot 0).
 pub fn erc20_balance_slot(holder: Address) -> U256 {
-    let mut key = [0u8; 64];
-    key[12..32].copy_from_slice(holder.as_slice());
-    U256::from_be_bytes(keccak256(key).0)
+    pseq_executor::parallel::tokens::balance_slot(holder, 0)
 }
 
 /// Calldata of ERC-20 `transfer(to, amount)`.
