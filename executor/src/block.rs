@@ -244,9 +244,13 @@ pub fn execute_block<S: StateSource>(
     txs: &[TxEnv],
     options: &ExecutionOptions,
 ) -> Result<BlockOutput, BlockError> {
+    let started = std::time::Instant::now();
     let mut session = BlockSession::new(state, input, *options)?;
     session.append_last(txs)?;
-    session.finish()
+    let ran = started.elapsed();
+    let output = session.finish();
+    tracing::trace!(run_us = ran.as_micros() as u64, finish_us = (started.elapsed() - ran).as_micros() as u64, "block executed");
+    output
 }
 
 /// Where a run of transactions starts in its block: the index of its first transaction and the

@@ -8,20 +8,32 @@ use std::{path::PathBuf, process::ExitCode};
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// jemalloc options: keep freed pages for 10 s instead of returning them to the kernel at once.
-/// Block execution allocates and frees hundreds of MiB per block; purging eagerly turned that into
-/// page faults and cross-core TLB shootdowns (27% of a parallel 1-gigagas block's time).
+/// jemalloc options, chosen by measurement (docs/benchmarks.md, "Allocator"):
+/// - `dirty_decay_ms:-1,muzzy_decay_ms:-1`: freed pages stay with the process instead of going back
+///   to the kernel. Block execution allocates and frees hundreds of MiB per block; any purging (a
+///   10 s or even 60 s decay) made the next block fault the same pages in again, zeroed by the
+///   kernel. The heap stays at its peak (about 200 MiB after a 1-gigagas block); set
+///   `_RJEM_MALLOC_CONF=dirty_decay_ms:10000` to give memory back.
+/// - `lg_extent_max_active_fit:20`: a freed large region may be split for any smaller request
+///   (the default only reuses it for requests at most 64 times smaller, so the small allocations
+///   of the next block took fresh pages while large free regions sat idle).
+/// - `narenas:1`: one arena for every thread (each keeps its thread cache): what a worker
+///   allocates and the block's thread frees is reused by whichever thread allocates next.
+///   Per-thread arenas kept separate pools and faulted twice as many pages.
+///
+/// Together, 1-gigagas raw transfers at 2 threads: page faults per 19 blocks 300,000 -> 50,000,
+/// parallel 155 -> 105 ms, sequential 126 -> 110 ms.
 ///
 /// Transparent huge pages (`thp:always,metadata_thp:always`) are not on by default: they made the
-/// executor benchmarks faster (1-gigagas raw transfers, 2 threads: parallel 171-205 -> 135-145 ms)
-/// but are a latency risk for the node: with the kernel's `defrag=madvise`, a fault in a huge-page
-/// region may compact memory synchronously. Right after a full test run (fragmented memory)
-/// `engine_payloads` saw no payload rebuild within a second, 3 times of 3, and passed with either
-/// half turned off (later, on a settled machine, it passed with both). The benchmarks in
-/// docs/benchmarks.md turn them on with `_RJEM_MALLOC_CONF`.
+/// executor benchmarks faster before the options above (1-gigagas raw transfers, 2 threads:
+/// parallel 171-205 -> 135-145 ms), but are a latency risk for the node: with the kernel's
+/// `defrag=madvise`, a fault in a huge-page region may compact memory synchronously. Right after a
+/// full test run (fragmented memory) `engine_payloads` saw no payload rebuild within a second, 3
+/// times of 3, and passed with either half turned off. docs/benchmarks.md measures with them on
+/// (`_RJEM_MALLOC_CONF`), as pevm's anchor was.
 #[allow(non_upper_case_globals)]
 #[export_name = "_rjem_malloc_conf"]
-pub static malloc_conf: &[u8] = b"dirty_decay_ms:10000,muzzy_decay_ms:10000\0";
+pub static malloc_conf: &[u8] = b"narenas:1,lg_extent_max_active_fit:20,dirty_decay_ms:-1,muzzy_decay_ms:-1\0";
 
 #[derive(Parser)]
 #[command(name = "pseq", version, about = "Parallel EVM block builder and sequencer")]

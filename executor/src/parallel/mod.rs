@@ -238,7 +238,6 @@ pub(crate) fn execute_transactions<S: StateSource>(
         storage_wipes: scheduler.stats.storage_wipes.load(std::sync::atomic::Ordering::Relaxed),
         lazy_token_credits: scheduler.stats.lazy_token_credits.load(std::sync::atomic::Ordering::Relaxed),
     };
-    tracing::trace!(?stats, txs = txs.len(), "parallel run finished");
     match halt.into_inner() {
         Some(Halt::Fallback(reason)) => return Ok(ParallelOutcome::Fallback(reason)),
         Some(Halt::Error(error)) => return Err(error),
@@ -307,5 +306,6 @@ pub(crate) fn execute_transactions<S: StateSource>(
         return Err(error);
     }
     stats.merge_us = merge_started.elapsed().as_micros() as u64;
+    tracing::trace!(?stats, txs = txs.len(), "parallel run finished");
     Ok(ParallelOutcome::Done(ParallelResult { phase, stats }))
 }
