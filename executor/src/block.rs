@@ -163,6 +163,9 @@ pub enum ExecutedPath {
     Sequential,
     /// The block was too small (or its transactions too cheap) for Block-STM to pay off.
     SmallBlockFallback,
+    /// One sender sent more than half of the transactions ([`one_sender_majority`]): their nonces
+    /// chain them, so Block-STM could not pay off either.
+    SenderChainFallback,
     /// Block-STM produced the result.
     Parallel,
     /// Block-STM gave up (see [`parallel::FallbackReason`]) and the sequential path ran.
@@ -225,6 +228,28 @@ pub fn parallel_pays_off(txs: &[TxEnv], threads: usize) -> bool {
     }
     let gas_limits: u64 = txs.iter().map(|tx| tx.gas_limit).sum();
     gas_limits / txs.len() as u64 >= MIN_PARALLEL_AVG_GAS_LIMIT
+}
+
+/// Whether one sender sent more than half of `txs`. Each of its transactions needs the one before
+/// it (the nonce, and the balance unless the transfer is lazy), so more than half of the block is
+/// one chain; where every such block was measured (docs/benchmarks.md, "Sender chains"), Block-STM
+/// lost to sequential execution, by giving up half-way or by contending on the sender's entries.
+/// Boyer-Moore's majority vote: two passes, nothing allocated.
+pub fn one_sender_majority(txs: &[TxEnv]) -> bool {
+    let mut candidate = None;
+    let mut lead = 0usize;
+    for tx in txs {
+        if lead == 0 {
+            candidate = Some(tx.caller);
+            lead = 1;
+        } else if candidate == Some(tx.caller) {
+            lead += 1;
+        } else {
+            lead -= 1;
+        }
+    }
+    let Some(candidate) = candidate else { return false };
+    txs.iter().filter(|tx| tx.caller == candidate).count() * 2 > txs.len()
 }
 
 /// Results of the transaction phase, whichever path produced them.

@@ -9,7 +9,7 @@
 //! a partial merge) rebuilds the block so far sequentially and runs again.
 
 use crate::{
-    block::{parallel_pays_off, BlockInput, BlockOutput, BlockRules, ChunkStart, ExecutedPath, ExecutionMode, ExecutionOptions, TxPhase},
+    block::{one_sender_majority, parallel_pays_off, BlockInput, BlockOutput, BlockRules, ChunkStart, ExecutedPath, ExecutionMode, ExecutionOptions, TxPhase},
     error::BlockError,
     overlay::BlockOverlay,
     parallel::{self, ParallelOutcome, ParallelStats},
@@ -125,6 +125,9 @@ impl<'a, S: StateSource> BlockSession<'a, S> {
             ExecutionMode::Sequential => (sequential::execute_transactions(&mut self.overlay, self.input, txs, policy, start)?, ExecutedPath::Sequential),
             ExecutionMode::Parallel { threads, force } if !force && !parallel_pays_off(txs, threads.get()) => {
                 (sequential::execute_transactions(&mut self.overlay, self.input, txs, policy, start)?, ExecutedPath::SmallBlockFallback)
+            }
+            ExecutionMode::Parallel { force: false, .. } if one_sender_majority(txs) => {
+                (sequential::execute_transactions(&mut self.overlay, self.input, txs, policy, start)?, ExecutedPath::SenderChainFallback)
             }
             ExecutionMode::Parallel { threads, force } => match parallel::execute_transactions(&mut self.overlay, self.input, txs, threads, policy, start, !force)? {
                 ParallelOutcome::Done(result) => {

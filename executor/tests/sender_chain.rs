@@ -1,0 +1,95 @@
+//! The default parallel path runs a block sequentially when one sender sent more than half of its
+//! transactions (their nonces chain them), with the same result; a forced run still uses
+//! Block-STM, and a block where the largest sender has exactly half stays parallel.
+
+use alloy_primitives::{Address, Bytes, TxKind, U256};
+use pseq_executor::{
+    block::{one_sender_majority, ExecutedPath},
+    execute_block,
+    revm::{
+        bytecode::Bytecode,
+        context::{BlockEnv, CfgEnv, TxEnv},
+        primitives::hardfork::SpecId,
+    },
+    state::InMemoryAccount,
+    BlockInput, BlockOutput, ExecutionOptions, InMemoryState,
+};
+
+/// `SSTORE(CALLER, SLOAD(CALLER) + 1)`: counts calls per caller.
+const PER_CALLER_COUNTER: &[u8] = &[0x33, 0x54, 0x60, 1, 0x01, 0x33, 0x55, 0x00];
+const TXS: u64 = 64;
+
+fn addr(kind: u8, n: u64) -> Address {
+    let mut bytes = [0u8; 20];
+    bytes[0] = kind;
+    bytes[12..].copy_from_slice(&n.to_be_bytes());
+    Address::from(bytes)
+}
+
+fn counter() -> Address {
+    addr(0xc0, 0)
+}
+
+/// `TXS` calls to the counter: the first `chained` from one sender (nonces 0, 1, ...), placed
+/// every other transaction while they last, the rest from distinct senders.
+fn block(chained: u64) -> (InMemoryState, BlockInput, Vec<TxEnv>) {
+    let mut state = InMemoryState::new();
+    state.insert_account(counter(), InMemoryAccount { nonce: 1, code: Some(Bytecode::new_raw(Bytes::from_static(PER_CALLER_COUNTER))), ..Default::default() });
+    let whale = addr(0x5e, 0);
+    state.insert_account(whale, InMemoryAccount { balance: U256::from(10u128.pow(18)), ..Default::default() });
+    let mut chain = (0..chained).map(|nonce| (whale, nonce));
+    let mut others = (1..=TXS - chained).map(|n| (addr(0x5e, n), 0));
+    let mut txs = Vec::new();
+    for i in 0..TXS {
+        let (caller, nonce) = if i % 2 == 0 { chain.next().or_else(|| others.next()) } else { others.next().or_else(|| chain.next()) }.expect("TXS senders");
+        if caller != whale {
+            state.insert_account(caller, InMemoryAccount { balance: U256::from(10u128.pow(18)), ..Default::default() });
+        }
+        txs.push(TxEnv { caller, gas_limit: 100_000, gas_price: 1, kind: TxKind::Call(counter()), nonce, chain_id: Some(1), ..Default::default() });
+    }
+    let mut cfg = CfgEnv::default();
+    cfg.chain_id = 1;
+    cfg.set_spec_and_mainnet_gas_params(SpecId::CANCUN);
+    let env = BlockEnv { number: U256::from(1), beneficiary: addr(0xbe, 0), gas_limit: 1_000_000_000, prevrandao: Some(Default::default()), ..Default::default() };
+    (state, BlockInput::new(cfg, env), txs)
+}
+
+fn run(chained: u64, options: ExecutionOptions) -> BlockOutput {
+    let (state, input, txs) = block(chained);
+    let sequential = execute_block(&state, &input, &txs, &ExecutionOptions::sequential()).expect("sequential");
+    let parallel = execute_block(&state, &input, &txs, &options).expect("parallel");
+    assert!(parallel.same_result(&sequential), "parallel differs from sequential ({:?})", parallel.path);
+    assert_eq!(sequential.receipts.len(), TXS as usize);
+    assert!(sequential.receipts.iter().all(|r| r.success), "a counter call failed");
+    let whale_count = sequential.state.accounts[&counter()].storage.get(&U256::from_be_slice(addr(0x5e, 0).as_slice())).copied();
+    assert_eq!(whale_count, (chained > 0).then(|| U256::from(chained)));
+    parallel
+}
+
+#[test]
+fn a_block_mostly_from_one_sender_runs_sequentially_with_the_same_result() {
+    assert_eq!(run(TXS / 2 + 1, ExecutionOptions::parallel(2)).path, ExecutedPath::SenderChainFallback);
+    assert_eq!(run(TXS, ExecutionOptions::parallel(2)).path, ExecutedPath::SenderChainFallback);
+}
+
+#[test]
+fn half_from_one_sender_or_a_forced_run_stays_on_block_stm() {
+    // Block-STM runs it (the contention rule may still stop it, depending on how the threads
+    // interleave the half that is one chain).
+    let half = run(TXS / 2, ExecutionOptions::parallel(2)).path;
+    assert!(matches!(half, ExecutedPath::Parallel | ExecutedPath::ParallelFallback(_)), "{half:?}");
+    assert_eq!(run(TXS, ExecutionOptions::force_parallel(2)).path, ExecutedPath::Parallel);
+}
+
+#[test]
+fn the_majority_vote_counts_exactly() {
+    let tx = |n: u64| TxEnv { caller: addr(0x5e, n), ..Default::default() };
+    assert!(!one_sender_majority(&[]));
+    assert!(one_sender_majority(&[tx(1)]));
+    assert!(!one_sender_majority(&[tx(1), tx(2)]));
+    assert!(one_sender_majority(&[tx(1), tx(2), tx(1)]));
+    // The vote's candidate after one pass can be a sender without a majority: the count decides.
+    assert!(!one_sender_majority(&[tx(1), tx(1), tx(2), tx(2), tx(3)]));
+    assert!(one_sender_majority(&[tx(2), tx(1), tx(1), tx(3), tx(1)]));
+    assert!(!one_sender_majority(&[tx(1), tx(2), tx(1), tx(2)]));
+}
