@@ -210,24 +210,29 @@ impl BlockOutput {
 
 /// Blocks with fewer transactions than this run sequentially unless forced.
 ///
-/// Chosen from measurement (docs/benchmarks.md, "Small-block fallback"): over the 67 mainnet
-/// blocks at 2 threads, running every block through Block-STM gave a geometric mean of 0.83x;
-/// the rule `txs >= 32 && average gas limit >= 100,000` gave the best geometric mean among the
-/// candidates tried (1.00x, total 1.03x). Re-measure when the parallel path gets faster.
+/// Chosen from measurement (docs/benchmarks.md, "Small-block fallback"), with the two limits
+/// below: over the 67 mainnet blocks at 2 threads, per-block times of Block-STM forced on every
+/// block against sequential execution, the rule that sends the rest to the sequential path.
+/// Re-measure when the parallel path gets faster.
 pub const MIN_PARALLEL_TXS: usize = 32;
 
 /// Blocks whose transactions average a lower gas limit than this run sequentially unless forced:
 /// cheap transactions (plain transfers, small calls) cost less to execute than to schedule,
 /// record and validate.
-pub const MIN_PARALLEL_AVG_GAS_LIMIT: u64 = 100_000;
+pub const MIN_PARALLEL_AVG_GAS_LIMIT: u64 = 75_000;
+
+/// Blocks whose transactions' gas limits add up to less than this run sequentially unless forced:
+/// too little work to pay for starting the workers and merging their results (the mainnet blocks
+/// below it that Block-STM ran took 0.1-1.4 ms sequentially and lost).
+pub const MIN_PARALLEL_TOTAL_GAS_LIMIT: u64 = 15_000_000;
 
 /// Whether a block is worth running through Block-STM on `threads` threads.
 pub fn parallel_pays_off(txs: &[TxEnv], threads: usize) -> bool {
     if threads < 2 || txs.len() < MIN_PARALLEL_TXS {
         return false;
     }
-    let gas_limits: u64 = txs.iter().map(|tx| tx.gas_limit).sum();
-    gas_limits / txs.len() as u64 >= MIN_PARALLEL_AVG_GAS_LIMIT
+    let gas_limits: u64 = txs.iter().map(|tx| tx.gas_limit).fold(0, u64::saturating_add);
+    gas_limits >= MIN_PARALLEL_TOTAL_GAS_LIMIT && gas_limits / txs.len() as u64 >= MIN_PARALLEL_AVG_GAS_LIMIT
 }
 
 /// Whether one sender sent more than half of `txs`. Each of its transactions needs the one before

@@ -242,7 +242,10 @@ pub(crate) fn execute_transactions<S: StateSource>(
         lazy_token_credits: scheduler.stats.lazy_token_credits.load(std::sync::atomic::Ordering::Relaxed),
     };
     match halt.into_inner() {
-        Some(Halt::Fallback(reason)) => return Ok(ParallelOutcome::Fallback(reason)),
+        Some(Halt::Fallback(reason)) => {
+            tracing::trace!(?stats, ?reason, txs = txs.len(), "parallel run stopped");
+            return Ok(ParallelOutcome::Fallback(reason));
+        }
         Some(Halt::Error(error)) => return Err(error),
         None => {}
     }

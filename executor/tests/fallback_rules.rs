@@ -1,10 +1,11 @@
-//! The default parallel path runs a block sequentially when one sender sent more than half of its
-//! transactions (their nonces chain them), with the same result; a forced run still uses
+//! The default parallel path's up-front rules: a block runs sequentially when it is too small or
+//! its transactions too cheap for Block-STM to pay off, or when one sender sent more than half of
+//! its transactions (their nonces chain them), with the same result; a forced run still uses
 //! Block-STM, and a block where the largest sender has exactly half stays parallel.
 
 use alloy_primitives::{Address, Bytes, TxKind, U256};
 use pseq_executor::{
-    block::{one_sender_majority, ExecutedPath},
+    block::{one_sender_majority, parallel_pays_off, ExecutedPath, MIN_PARALLEL_AVG_GAS_LIMIT, MIN_PARALLEL_TOTAL_GAS_LIMIT, MIN_PARALLEL_TXS},
     execute_block,
     revm::{
         bytecode::Bytecode,
@@ -30,7 +31,8 @@ fn counter() -> Address {
     addr(0xc0, 0)
 }
 
-/// `TXS` calls to the counter: the first `chained` from one sender (nonces 0, 1, ...), placed
+/// `TXS` calls to the counter (enough gas limit in all for the small-block rule to let Block-STM
+/// run them): the first `chained` from one sender (nonces 0, 1, ...), placed
 /// every other transaction while they last, the rest from distinct senders.
 fn block(chained: u64) -> (InMemoryState, BlockInput, Vec<TxEnv>) {
     let mut state = InMemoryState::new();
@@ -45,7 +47,7 @@ fn block(chained: u64) -> (InMemoryState, BlockInput, Vec<TxEnv>) {
         if caller != whale {
             state.insert_account(caller, InMemoryAccount { balance: U256::from(10u128.pow(18)), ..Default::default() });
         }
-        txs.push(TxEnv { caller, gas_limit: 100_000, gas_price: 1, kind: TxKind::Call(counter()), nonce, chain_id: Some(1), ..Default::default() });
+        txs.push(TxEnv { caller, gas_limit: 300_000, gas_price: 1, kind: TxKind::Call(counter()), nonce, chain_id: Some(1), ..Default::default() });
     }
     let mut cfg = CfgEnv::default();
     cfg.chain_id = 1;
@@ -92,4 +94,22 @@ fn the_majority_vote_counts_exactly() {
     assert!(!one_sender_majority(&[tx(1), tx(1), tx(2), tx(2), tx(3)]));
     assert!(one_sender_majority(&[tx(2), tx(1), tx(1), tx(3), tx(1)]));
     assert!(!one_sender_majority(&[tx(1), tx(2), tx(1), tx(2)]));
+}
+
+#[test]
+fn the_small_block_rule_needs_enough_transactions_gas_and_threads() {
+    let txs = |count: usize, gas_limit: u64| vec![TxEnv { gas_limit, ..Default::default() }; count];
+    let enough = MIN_PARALLEL_TOTAL_GAS_LIMIT.div_ceil(MIN_PARALLEL_TXS as u64).max(MIN_PARALLEL_AVG_GAS_LIMIT);
+    assert!(parallel_pays_off(&txs(MIN_PARALLEL_TXS, enough), 2));
+    assert!(!parallel_pays_off(&txs(MIN_PARALLEL_TXS, enough), 1), "one thread");
+    assert!(!parallel_pays_off(&txs(MIN_PARALLEL_TXS - 1, enough * 2), 2), "too few transactions");
+    // Plain transfers: many, but each too cheap.
+    assert!(!parallel_pays_off(&txs(10_000, 21_000), 2));
+    assert!(parallel_pays_off(&txs(10_000, MIN_PARALLEL_AVG_GAS_LIMIT), 2));
+    // Enough transactions, each costly enough, but too little work in all.
+    let small = MIN_PARALLEL_TOTAL_GAS_LIMIT / 100 - 1;
+    assert!(small >= MIN_PARALLEL_AVG_GAS_LIMIT);
+    assert!(!parallel_pays_off(&txs(100, small), 2));
+    // Gas limits near u64::MAX do not overflow the sum.
+    assert!(parallel_pays_off(&txs(MIN_PARALLEL_TXS, u64::MAX), 2));
 }
