@@ -2,16 +2,15 @@
 //! (a chain of dependent transactions) and runs the block sequentially, with the same result;
 //! blocks of independent transactions keep running in parallel. `--force-parallel` never gives up.
 
-use alloy_primitives::{Address, Bytes, TxKind, U256};
+mod common;
+
+use alloy_primitives::{Bytes, TxKind, U256};
+use common::{addr, cancun_block_input};
 use pseq_executor::{
     block::ExecutedPath,
     execute_block,
     parallel::FallbackReason,
-    revm::{
-        bytecode::Bytecode,
-        context::{BlockEnv, CfgEnv, TxEnv},
-        primitives::hardfork::SpecId,
-    },
+    revm::{bytecode::Bytecode, context::TxEnv},
     state::InMemoryAccount,
     BlockInput, BlockOutput, ExecutionOptions, InMemoryState,
 };
@@ -19,13 +18,6 @@ use pseq_executor::{
 /// `SSTORE(0, SLOAD(0) + 1)`.
 const COUNTER: &[u8] = &[0x60, 0, 0x54, 0x60, 1, 0x01, 0x60, 0, 0x55, 0x00];
 const TXS: u64 = 1_000;
-
-fn addr(kind: u8, n: u64) -> Address {
-    let mut bytes = [0u8; 20];
-    bytes[0] = kind;
-    bytes[12..].copy_from_slice(&n.to_be_bytes());
-    Address::from(bytes)
-}
 
 /// `TXS` calls from distinct senders; `counters` counter contracts, called in rotation.
 fn block(counters: u64) -> (InMemoryState, BlockInput, Vec<TxEnv>) {
@@ -47,11 +39,7 @@ fn block(counters: u64) -> (InMemoryState, BlockInput, Vec<TxEnv>) {
             ..Default::default()
         });
     }
-    let mut cfg = CfgEnv::default();
-    cfg.chain_id = 1;
-    cfg.set_spec_and_mainnet_gas_params(SpecId::CANCUN);
-    let env = BlockEnv { number: U256::from(1), beneficiary: addr(0xbe, 0), gas_limit: 1_000_000_000, prevrandao: Some(Default::default()), ..Default::default() };
-    (state, BlockInput::new(cfg, env), txs)
+    (state, cancun_block_input(), txs)
 }
 
 fn run(counters: u64, options: ExecutionOptions) -> (BlockOutput, BlockOutput) {

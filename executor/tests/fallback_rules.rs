@@ -3,15 +3,14 @@
 //! its transactions (their nonces chain them), with the same result; a forced run still uses
 //! Block-STM, and a block where the largest sender has exactly half stays parallel.
 
+mod common;
+
 use alloy_primitives::{Address, Bytes, TxKind, U256};
+use common::{addr, cancun_block_input};
 use pseq_executor::{
     block::{one_sender_majority, parallel_pays_off, ExecutedPath, MIN_PARALLEL_AVG_GAS_LIMIT, MIN_PARALLEL_TOTAL_GAS_LIMIT, MIN_PARALLEL_TXS},
     execute_block,
-    revm::{
-        bytecode::Bytecode,
-        context::{BlockEnv, CfgEnv, TxEnv},
-        primitives::hardfork::SpecId,
-    },
+    revm::{bytecode::Bytecode, context::TxEnv},
     state::InMemoryAccount,
     BlockInput, BlockOutput, ExecutionOptions, InMemoryState,
 };
@@ -19,13 +18,6 @@ use pseq_executor::{
 /// `SSTORE(CALLER, SLOAD(CALLER) + 1)`: counts calls per caller.
 const PER_CALLER_COUNTER: &[u8] = &[0x33, 0x54, 0x60, 1, 0x01, 0x33, 0x55, 0x00];
 const TXS: u64 = 64;
-
-fn addr(kind: u8, n: u64) -> Address {
-    let mut bytes = [0u8; 20];
-    bytes[0] = kind;
-    bytes[12..].copy_from_slice(&n.to_be_bytes());
-    Address::from(bytes)
-}
 
 fn counter() -> Address {
     addr(0xc0, 0)
@@ -49,11 +41,7 @@ fn block(chained: u64) -> (InMemoryState, BlockInput, Vec<TxEnv>) {
         }
         txs.push(TxEnv { caller, gas_limit: 300_000, gas_price: 1, kind: TxKind::Call(counter()), nonce, chain_id: Some(1), ..Default::default() });
     }
-    let mut cfg = CfgEnv::default();
-    cfg.chain_id = 1;
-    cfg.set_spec_and_mainnet_gas_params(SpecId::CANCUN);
-    let env = BlockEnv { number: U256::from(1), beneficiary: addr(0xbe, 0), gas_limit: 1_000_000_000, prevrandao: Some(Default::default()), ..Default::default() };
-    (state, BlockInput::new(cfg, env), txs)
+    (state, cancun_block_input(), txs)
 }
 
 fn run(chained: u64, options: ExecutionOptions) -> BlockOutput {

@@ -1,6 +1,32 @@
-//! Helpers shared by the executor's integration tests that use the corpus's token contracts.
+//! Helpers shared by the executor's integration tests: test addresses, a Cancun block
+//! environment, and the corpus's token contracts. (Each test file uses some of them.)
+#![allow(dead_code)]
 
-use alloy_primitives::{Address, Bytes};
+use alloy_primitives::{Address, Bytes, U256};
+use pseq_executor::{
+    revm::{
+        context::{BlockEnv, CfgEnv},
+        primitives::hardfork::SpecId,
+    },
+    BlockInput,
+};
+
+/// A test address: `kind` in the first byte (what the account is for), `n` in the last eight.
+pub fn addr(kind: u8, n: u64) -> Address {
+    let mut bytes = [0u8; 20];
+    bytes[0] = kind;
+    bytes[12..].copy_from_slice(&n.to_be_bytes());
+    Address::from(bytes)
+}
+
+/// Block 1 of chain 1 under Cancun, paying fees to `addr(0xbe, 0)`, with a 1-gigagas limit.
+pub fn cancun_block_input() -> BlockInput {
+    let mut cfg = CfgEnv::default();
+    cfg.chain_id = 1;
+    cfg.set_spec_and_mainnet_gas_params(SpecId::CANCUN);
+    let env = BlockEnv { number: U256::from(1), beneficiary: addr(0xbe, 0), gas_limit: 1_000_000_000, prevrandao: Some(Default::default()), ..Default::default() };
+    BlockInput::new(cfg, env)
+}
 
 /// The runtime code of `../shared/corpora/contracts/{name}.hex`; panics when the corpora are not
 /// beside the project (a missing corpus must fail, not skip).
