@@ -72,6 +72,19 @@ fn entry_in<'s, S: StateSource>(shard: &'s mut AccountShard, base: &S, address: 
     }
 }
 
+/// A storage slot of `address` as `shard` has it: the block's write, zero where the block wiped
+/// the account's storage or deleted it, otherwise the pre-block value.
+fn storage_in<S: StateSource>(shard: &AccountShard, base: &S, address: Address, slot: U256) -> Result<U256, StateError> {
+    match shard.get(&address) {
+        Some(account) => match account.storage.get(&slot) {
+            Some(value) => Ok(*value),
+            None if account.storage_cleared || account.info.is_none() => Ok(U256::ZERO),
+            None => base.storage_ref(address, slot),
+        },
+        None => base.storage_ref(address, slot),
+    }
+}
+
 /// Wipes the storage an account had, in `shard`.
 fn clear_storage_in<S: StateSource>(shard: &mut AccountShard, base: &S, address: Address) -> Result<(), StateError> {
     let entry = entry_in(shard, base, address)?;
@@ -137,14 +150,7 @@ impl<'o, S: StateSource> ShardWriter<'o, S> {
     /// A storage slot as the block has left it so far.
     pub fn storage(&mut self, address: Address, slot: U256) -> Result<U256, StateError> {
         let base = self.base;
-        match self.shard(&address)?.get(&address) {
-            Some(account) => match account.storage.get(&slot) {
-                Some(value) => Ok(*value),
-                None if account.storage_cleared || account.info.is_none() => Ok(U256::ZERO),
-                None => base.storage_ref(address, slot),
-            },
-            None => base.storage_ref(address, slot),
-        }
+        storage_in(self.shard(&address)?, base, address, slot)
     }
 
     /// [`BlockOverlay::set_storage`].
@@ -438,14 +444,7 @@ impl<S: StateSource> DatabaseRef for BlockOverlay<'_, S> {
     }
 
     fn storage_ref(&self, address: Address, index: U256) -> Result<U256, StateError> {
-        match self.shard(&address).get(&address) {
-            Some(account) => match account.storage.get(&index) {
-                Some(value) => Ok(*value),
-                None if account.storage_cleared || account.info.is_none() => Ok(U256::ZERO),
-                None => self.base.storage_ref(address, index),
-            },
-            None => self.base.storage_ref(address, index),
-        }
+        storage_in(self.shard(&address), self.base, address, index)
     }
 
     fn block_hash_ref(&self, number: u64) -> Result<B256, StateError> {
