@@ -143,6 +143,7 @@ pub fn state_root(params: StateRootParams, work_dir: &Path) -> Result<StateRootR
         tracing::warn!("compactions still running after 300 s; timing anyway");
     }
     tracing::info!(seconds = settled.elapsed().as_secs_f64(), "compactions settled");
+    tracing::debug!(levels = %storage.level_summary().map_err(|e| e.to_string())?, "state tables");
     let build_s = started.elapsed().as_secs_f64();
 
     // The update: balances of random accounts, and one random slot in each of random contracts.
@@ -179,6 +180,7 @@ pub fn state_root(params: StateRootParams, work_dir: &Path) -> Result<StateRootR
     }
     times.sort_by(|a, b| a.total_cmp(b));
     let incremental_ms = times[times.len() / 2];
+    tracing::debug!(levels = %storage.level_summary().map_err(|e| e.to_string())?, "state tables after the timed runs");
     commit_diff(&storage, &diff)?;
 
     let start = Instant::now();

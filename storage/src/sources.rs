@@ -19,18 +19,40 @@ pub(crate) struct Cursor<'a> {
     iter: DBRawIterator<'a>,
     /// The iterator is at the first key >= this bound (or at the end).
     bound: Option<Vec<u8>>,
+    /// Running average of the distance between consecutive keys stepped over (first 16 bytes
+    /// of the key as a number): how far a few steps reach.
+    spacing: u128,
 }
+
+/// The first 16 bytes of a key as a big-endian number (shorter keys padded with zeros).
+fn key_prefix(key: &[u8]) -> u128 {
+    let mut bytes = [0u8; 16];
+    let n = key.len().min(16);
+    bytes[..n].copy_from_slice(&key[..n]);
+    u128::from_be_bytes(bytes)
+}
+
+/// Forward steps tried before a real seek (a step is much cheaper than a seek).
+const STEPS: usize = 4;
 
 impl<'a> Cursor<'a> {
     pub(crate) fn new(iter: DBRawIterator<'a>) -> Self {
-        Self { iter, bound: None }
+        Self { iter, bound: None, spacing: u128::MAX }
+    }
+
+    /// Whether `target` lies further ahead of the current key than [`STEPS`] steps reach, by
+    /// the spacing of the keys stepped over so far: then stepping is wasted and a seek goes
+    /// straight there. (Only a hint: a wrong guess costs time, never a wrong position.)
+    fn far(&self, target: &[u8]) -> bool {
+        match self.iter.key() {
+            Some(key) => key_prefix(target).saturating_sub(key_prefix(key)) > self.spacing.saturating_mul(STEPS as u128),
+            None => false,
+        }
     }
 
     /// Positions at the first key >= `target`.
     pub(crate) fn seek(&mut self, target: &[u8]) {
-        /// Forward steps tried before a real seek (a step is much cheaper than a seek).
-        const STEPS: usize = 4;
-        if self.bound.as_deref().is_some_and(|bound| bound <= target) {
+        if self.bound.as_deref().is_some_and(|bound| bound <= target) && !self.far(target) {
             for _ in 0..=STEPS {
                 match self.iter.key() {
                     // At or past the target: the first key >= bound is also the first >= target.
@@ -56,6 +78,11 @@ impl<'a> Cursor<'a> {
             bound.extend_from_slice(key);
             bound.push(0);
             self.iter.next();
+            if let Some(next) = self.iter.key() {
+                let gap = key_prefix(next).saturating_sub(key_prefix(&bound));
+                // An average over the last few steps; the first step sets it.
+                self.spacing = if self.spacing == u128::MAX { gap } else { self.spacing - self.spacing / 8 + gap / 8 };
+            }
             self.bound = Some(bound);
         }
     }

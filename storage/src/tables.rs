@@ -45,6 +45,9 @@ pub const ALL: &[&str] = &[
     META,
 ];
 
+/// The column families of the head state and its trie, read on every block.
+pub const STATE: &[&str] = &[ACCOUNTS, STORAGE, HASHED_ACCOUNTS, HASHED_STORAGE, ACCOUNT_TRIE, STORAGE_TRIE];
+
 /// Plain accounts by address.
 pub const ACCOUNTS: &str = "accounts";
 /// Plain storage slots by address and slot.

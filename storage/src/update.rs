@@ -3,7 +3,7 @@
 //! writing anything. Committing it is one `WriteBatch` ([`crate::Storage::commit_block`]).
 
 use crate::{
-    codec::{encode_value, StoredAccount},
+    codec::{decode_value, encode_value, StoredAccount},
     db::{cf, Storage},
     error::{Result, StorageError},
     sources::{account_source, StorageReaders},
@@ -189,14 +189,69 @@ pub(crate) fn prepare_ahead(storage: &Storage, prepared: &mut PreparedAccounts, 
     }
     let history = History::Record(parent.0.checked_add(1).ok_or_else(|| StorageError::corrupt("block number overflow"))?);
     let mut readers = StorageReaders::new(storage.db())?;
-    for (address, change) in accounts {
-        if prepared.done.get(&address).is_some_and(|(done, _)| *done == change) {
-            continue;
-        }
-        let result = prepare_account(storage, &mut readers, &address, keccak256(address), &change, history)?;
+    // One change per account (the last one given), in hashed-address order.
+    let latest: HashMap<Address, pseq_executor::AccountDiff> = accounts.into_iter().collect();
+    let mut todo: Vec<(B256, Address, pseq_executor::AccountDiff)> = latest
+        .into_iter()
+        .filter(|(address, change)| !prepared.done.get(address).is_some_and(|(done, _)| done == change))
+        .map(|(address, change)| (keccak256(address), address, change))
+        .collect();
+    todo.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let before = read_before(storage, todo.iter().map(|(hashed, address, change)| (hashed, address, change)), history)?;
+    for ((hashed, address, change), before) in todo.into_iter().zip(before) {
+        let result = prepare_account(storage, &mut readers, &address, hashed, &change, history, before)?;
         prepared.done.insert(address, (change, result));
     }
     Ok(())
+}
+
+/// What one account of an update held before it: the stored account (with its storage root) and,
+/// when history is recorded, the values of the slots the update sets (sorted by slot).
+struct Before {
+    account: Option<StoredAccount>,
+    slots: Vec<(U256, U256)>,
+}
+
+impl Before {
+    fn slot(&self, slot: &U256) -> U256 {
+        self.slots.binary_search_by(|(s, _)| s.cmp(slot)).map_or(U256::ZERO, |i| self.slots[i].1)
+    }
+}
+
+/// Reads what `accounts` (in hashed-address order) held before the update, with two batched
+/// RocksDB MultiGets (accounts by hashed address, then slots by plain key, each in key order)
+/// instead of one point read per account and slot: the batch shares filter, index and block
+/// lookups between the keys.
+fn read_before<'a>(
+    storage: &Storage,
+    accounts: impl Iterator<Item = (&'a B256, &'a Address, &'a pseq_executor::AccountDiff)>,
+    history: History,
+) -> Result<Vec<Before>> {
+    let accounts: Vec<_> = accounts.collect();
+    debug_assert!(accounts.windows(2).all(|w| w[0].0 < w[1].0), "accounts must be in hashed-address order");
+    let db = storage.db();
+    let stored = db.batched_multi_get_cf(cf(db, tables::HASHED_ACCOUNTS)?, accounts.iter().map(|(hashed, _, _)| hashed.as_slice()), true);
+    let mut out = Vec::with_capacity(accounts.len());
+    for value in stored {
+        let account = value?.map(|v| StoredAccount::decode(&v)).transpose()?;
+        out.push(Before { account, slots: Vec::new() });
+    }
+    if matches!(history, History::Record(_)) {
+        let mut keys: Vec<([u8; 52], usize, U256)> = Vec::new();
+        for (index, (_, address, change)) in accounts.iter().enumerate() {
+            keys.extend(change.storage.keys().map(|slot| (tables::storage_key(address, slot), index, *slot)));
+        }
+        keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let values = db.batched_multi_get_cf(cf(db, tables::STORAGE)?, keys.iter().map(|(key, _, _)| key.as_slice()), true);
+        for ((_, index, slot), value) in keys.iter().zip(values) {
+            let value = value?.map(|v| decode_value(&v)).transpose()?.unwrap_or_default();
+            out[*index].slots.push((*slot, value));
+        }
+        for before in &mut out {
+            before.slots.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        }
+    }
+    Ok(out)
 }
 
 pub(crate) fn prepare(storage: &Storage, diff: &StateDiff, history: History) -> Result<StateUpdate> {
@@ -228,7 +283,11 @@ pub(crate) fn prepare_reusing(storage: &Storage, diff: &StateDiff, history: Hist
         parts,
         |part| {
             let mut readers = StorageReaders::new(db)?;
-            part.iter().map(|(hashed, index, address, change)| prepare_account(storage, &mut readers, address, *hashed, change, history).map(|r| (*index, r))).collect::<Result<Vec<_>>>()
+            let before = read_before(storage, part.iter().map(|(hashed, _, address, change)| (hashed, *address, *change)), history)?;
+            part.iter()
+                .zip(before)
+                .map(|((hashed, index, address, change), before)| prepare_account(storage, &mut readers, address, *hashed, change, history, before).map(|r| (*index, r)))
+                .collect::<Result<Vec<_>>>()
         },
         || StorageError::corrupt("state root worker panicked"),
     )?;
@@ -277,10 +336,11 @@ fn prepare_account(
     hashed: B256,
     change: &pseq_executor::AccountDiff,
     history: History,
+    before: Before,
 ) -> Result<AccountResult> {
     let mut out = AccountResult::default();
     let ops = &mut out.ops;
-    let old = storage.hashed_account(&hashed)?;
+    let old = before.account;
     let wiped = change.info.is_none() || change.storage_cleared;
     if let History::Record(block) = history {
         let value = old.map(|a| a.encode_full().to_vec()).unwrap_or_default();
@@ -310,8 +370,7 @@ fn prepare_account(
     for (slot, value) in &change.storage {
         if let History::Record(block) = history {
             if recorded.binary_search(slot).is_err() {
-                let before = storage.plain_slot(address, slot)?;
-                ops.push(Op::Put(tables::STORAGE_HISTORY, tables::storage_history_key(address, slot, block).to_vec(), encode_value(&before)));
+                ops.push(Op::Put(tables::STORAGE_HISTORY, tables::storage_history_key(address, slot, block).to_vec(), encode_value(&before.slot(slot))));
                 out.changes.slots.push((*address, *slot));
             }
         }
