@@ -110,7 +110,7 @@ fn open_db(path: &Path, options: &StorageOptions) -> Result<DB> {
     cf_options.set_compression_type(rocksdb::DBCompressionType::Lz4);
     // The state and its trie are read by seeks on every block (the state-root walk merges every
     // sorted run a key could be in): their L0 files are compacted once two pile up instead of
-    // four (docs/benchmarks.md, "RocksDB read path").
+    // four (docs/benchmarks.md, "Kept: batched reads, adaptive cursors, RocksDB read options").
     let mut state_options = cf_options.clone();
     state_options.set_level_zero_file_num_compaction_trigger(2);
     let mut db_options = Options::default();

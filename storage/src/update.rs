@@ -241,14 +241,13 @@ fn read_before<'a>(
         for (index, (_, address, change)) in accounts.iter().enumerate() {
             keys.extend(change.storage.keys().map(|slot| (tables::storage_key(address, slot), index, *slot)));
         }
+        // In plain-key order (address, then slot big-endian), each account's slots come out
+        // sorted, as `Before::slot` needs them.
         keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let values = db.batched_multi_get_cf(cf(db, tables::STORAGE)?, keys.iter().map(|(key, _, _)| key.as_slice()), true);
         for ((_, index, slot), value) in keys.iter().zip(values) {
             let value = value?.map(|v| decode_value(&v)).transpose()?.unwrap_or_default();
             out[*index].slots.push((*slot, value));
-        }
-        for before in &mut out {
-            before.slots.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         }
     }
     Ok(out)
