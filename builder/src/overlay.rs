@@ -22,13 +22,7 @@ impl<S: DatabaseRef<Error = StateError>> DatabaseRef for DiffOverlay<'_, S> {
 
     fn basic_ref(&self, address: Address) -> Result<Option<AccountInfo>, StateError> {
         match self.diff.accounts.get(&address) {
-            Some(diff) => Ok(diff.info.as_ref().map(|i| AccountInfo {
-                balance: i.balance,
-                nonce: i.nonce,
-                code_hash: i.code_hash,
-                code: i.code.clone(),
-                ..Default::default()
-            })),
+            Some(diff) => Ok(diff.info.as_ref().map(|i| pseq_executor::account_info(i.balance, i.nonce, i.code_hash, i.code.clone()))),
             None => self.base.basic_ref(address),
         }
     }

@@ -36,7 +36,7 @@ pub use diff::{AccountDiff, AccountState, StateDiff};
 pub use error::{BlockError, StateError};
 pub use session::{AppendOutcome, BlockSession};
 pub use receipt::{logs_bloom, receipts_root, TxReceipt};
-pub use state::{InMemoryState, StateSource};
+pub use state::{account_info, empty_code, InMemoryState, StateSource};
 pub use threads::map_on_threads;
 
 pub use revm;

@@ -18,6 +18,37 @@ pub trait StateSource: DatabaseRef<Error = StateError> + Send + Sync {}
 
 impl<T: DatabaseRef<Error = StateError> + Send + Sync> StateSource for T {}
 
+thread_local! {
+    /// This thread's copy of the empty bytecode (a lone STOP, as revm's default).
+    static EMPTY_CODE: Bytecode = {
+        // SAFETY: one STOP opcode with an original length of zero and an empty jump table is
+        // exactly revm's default bytecode (`Bytecode::new`): padded, nothing to jump to.
+        unsafe { Bytecode::new_analyzed(revm::primitives::Bytes::from_static(&[0x00]), 0, Default::default()) }
+    };
+}
+
+/// The code of an account without code, for [`AccountInfo::code`].
+///
+/// revm's `Bytecode::default()` clones one process-wide reference-counted value: every account
+/// loaded, and every caller checked, increments and decrements the same counter, and two threads
+/// executing transactions in parallel bounce its cache line between their cores. This copy is
+/// per thread, equal in content (same bytes, same hash, same behaviour).
+pub fn empty_code() -> Bytecode {
+    EMPTY_CODE.with(Bytecode::clone)
+}
+
+/// An [`AccountInfo`] with its code (an account without code gets [`empty_code`], so that revm
+/// never reaches for its shared default). Built field by field: `..Default::default()` would
+/// build and drop a clone of revm's shared default code.
+pub fn account_info(balance: U256, nonce: u64, code_hash: B256, code: Option<Bytecode>) -> AccountInfo {
+    let code = match code {
+        Some(code) => Some(code),
+        None if code_hash == KECCAK_EMPTY => Some(empty_code()),
+        None => None,
+    };
+    AccountInfo { balance, nonce, code_hash, account_id: None, code }
+}
+
 /// One account of an [`InMemoryState`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InMemoryAccount {
@@ -55,7 +86,7 @@ impl InMemoryState {
             }
             _ => (KECCAK_EMPTY, None),
         };
-        let info = AccountInfo { balance: account.balance, nonce: account.nonce, code_hash, code, ..Default::default() };
+        let info = AccountInfo { balance: account.balance, nonce: account.nonce, code_hash, account_id: None, code };
         let storage = account.storage.into_iter().filter(|(_, v)| !v.is_zero()).collect();
         self.accounts.insert(address, (info, storage));
     }
@@ -118,7 +149,7 @@ impl InMemoryState {
                 self.codes.insert(state.code_hash, code.clone());
             }
             let code = if state.code_hash == KECCAK_EMPTY { None } else { self.codes.get(&state.code_hash).cloned() };
-            entry.0 = AccountInfo { balance: state.balance, nonce: state.nonce, code_hash: state.code_hash, code, ..Default::default() };
+            entry.0 = AccountInfo { balance: state.balance, nonce: state.nonce, code_hash: state.code_hash, account_id: None, code };
         }
     }
 }
@@ -127,12 +158,12 @@ impl DatabaseRef for InMemoryState {
     type Error = StateError;
 
     fn basic_ref(&self, address: Address) -> Result<Option<AccountInfo>, StateError> {
-        Ok(self.accounts.get(&address).map(|(info, _)| info.clone()))
+        Ok(self.accounts.get(&address).map(|(info, _)| account_info(info.balance, info.nonce, info.code_hash, info.code.clone())))
     }
 
     fn code_by_hash_ref(&self, code_hash: B256) -> Result<Bytecode, StateError> {
         if code_hash == KECCAK_EMPTY {
-            return Ok(Bytecode::default());
+            return Ok(empty_code());
         }
         self.codes.get(&code_hash).cloned().ok_or_else(|| StateError(format!("missing code {code_hash}")))
     }

@@ -95,7 +95,7 @@ impl StateView<'_> {
 
     fn code(&self, hash: &B256) -> Result<Bytecode> {
         if *hash == KECCAK_EMPTY {
-            return Ok(Bytecode::default());
+            return Ok(pseq_executor::empty_code());
         }
         if let Some(code) = self.storage.cache.code.get(hash) {
             return Ok(code.clone());
@@ -113,13 +113,7 @@ impl DatabaseRef for StateView<'_> {
     fn basic_ref(&self, address: Address) -> Result<Option<AccountInfo>, StateError> {
         let Some(account) = self.account(&address).map_err(to_state_error)? else { return Ok(None) };
         let code = self.code(&account.code_hash).map_err(to_state_error)?;
-        Ok(Some(AccountInfo {
-            balance: account.balance,
-            nonce: account.nonce,
-            code_hash: account.code_hash,
-            code: (account.code_hash != KECCAK_EMPTY).then_some(code),
-            ..Default::default()
-        }))
+        Ok(Some(pseq_executor::account_info(account.balance, account.nonce, account.code_hash, Some(code))))
     }
 
     fn code_by_hash_ref(&self, code_hash: B256) -> Result<Bytecode, StateError> {

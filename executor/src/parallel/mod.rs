@@ -119,7 +119,7 @@ fn account_info<S: StateSource>(value: &AccountValue, codes: &HashMap<B256, Byte
             None => Some(base.code_by_hash_ref(value.code_hash)?),
         }
     };
-    Ok(AccountInfo { balance: value.balance, nonce: value.nonce, code_hash: value.code_hash, code, ..Default::default() })
+    Ok(crate::state::account_info(value.balance, value.nonce, value.code_hash, code))
 }
 
 /// Replays the write sets of the transactions into the accounts `writer` owns, in block order.

@@ -131,7 +131,7 @@ impl<'a, S: StateSource> VersionedView<'a, S> {
 
     fn code(&self, code_hash: B256) -> Result<Bytecode, StateError> {
         if code_hash == KECCAK_EMPTY {
-            return Ok(Bytecode::default());
+            return Ok(crate::state::empty_code());
         }
         match self.mv.codes.get(&code_hash) {
             Some(code) => Ok(code.clone()),
@@ -146,7 +146,7 @@ impl<S: StateSource> Database for VersionedView<'_, S> {
     fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, ViewError> {
         if let Some(lazy) = self.lazy {
             if address == lazy.sender {
-                return Ok(Some(AccountInfo { balance: U256::MAX, nonce: lazy.nonce, ..Default::default() }));
+                return Ok(Some(crate::state::account_info(U256::MAX, lazy.nonce, KECCAK_EMPTY, None)));
             }
             if address == lazy.recipient {
                 return Ok(None);
@@ -160,13 +160,7 @@ impl<S: StateSource> Database for VersionedView<'_, S> {
             Some(code) if account.code_hash != KECCAK_EMPTY => code,
             _ => self.code(account.code_hash)?,
         };
-        Ok(Some(AccountInfo {
-            balance: account.balance,
-            nonce: account.nonce,
-            code_hash: account.code_hash,
-            code: Some(code),
-            ..Default::default()
-        }))
+        Ok(Some(crate::state::account_info(account.balance, account.nonce, account.code_hash, Some(code))))
     }
 
     fn code_by_hash(&mut self, code_hash: B256) -> Result<Bytecode, ViewError> {
