@@ -93,18 +93,35 @@ impl std::fmt::Debug for Storage {
     }
 }
 
+/// Data block size of most tables (RocksDB's default): a point read of a key not in the block
+/// cache reads and decompresses one such block.
+const BLOCK_BYTES: usize = 4 * 1024;
+
+/// Data block size of the tables the state-root walk reads in ranges ([`tables::WALKED`]): with
+/// 32 KiB blocks a walk crosses fewer block boundaries, each seek searches a smaller index and the
+/// block cache holds fewer, larger entries. 10k + 10k update of the 1M/1M state: 236-238 ->
+/// 208-209 ms; a dense 1-gigagas block's root and commit did not move (docs/benchmarks.md,
+/// "Kept: 32 KiB blocks for the walked tables").
+const WALKED_BLOCK_BYTES: usize = 32 * 1024;
+
 fn open_db(path: &Path, options: &StorageOptions) -> Result<DB> {
     let cache = Cache::new_lru_cache(options.block_cache_bytes);
-    let mut table = BlockBasedOptions::default();
-    table.set_block_cache(&cache);
-    table.set_bloom_filter(10.0, false);
-    table.set_cache_index_and_filter_blocks(true);
-    // The filters and indexes of L0 files and the top level of partitioned ones stay in the
-    // cache: every read of the state checks them.
-    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
-    table.set_pin_top_level_index_and_filter(true);
-    // A hash index inside each data block: a point read finds its key without a binary search.
-    table.set_data_block_index_type(rocksdb::DataBlockIndexType::BinaryAndHash);
+    let table_options = |block_bytes: usize| {
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        table.set_block_size(block_bytes);
+        table.set_bloom_filter(10.0, false);
+        table.set_cache_index_and_filter_blocks(true);
+        // The filters and indexes of L0 files and the top level of partitioned ones stay in the
+        // cache: every read of the state checks them.
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        table.set_pin_top_level_index_and_filter(true);
+        // A hash index inside each data block: a point read finds its key without a binary search.
+        table.set_data_block_index_type(rocksdb::DataBlockIndexType::BinaryAndHash);
+        table
+    };
+    let table = table_options(BLOCK_BYTES);
+    let walked_table = table_options(WALKED_BLOCK_BYTES);
     let mut cf_options = Options::default();
     cf_options.set_block_based_table_factory(&table);
     cf_options.set_compression_type(rocksdb::DBCompressionType::Lz4);
@@ -122,8 +139,16 @@ fn open_db(path: &Path, options: &StorageOptions) -> Result<DB> {
     // RocksDB opens table files with 16 threads per column family by default: 272 thread
     // spawns per open, which dominated opening small datadirs.
     db_options.set_max_file_opening_threads(2);
+    let mut walked_options = state_options.clone();
+    walked_options.set_block_based_table_factory(&walked_table);
     let descriptors = tables::ALL.iter().map(|name| {
-        let options = if tables::STATE.contains(name) { state_options.clone() } else { cf_options.clone() };
+        let options = if tables::WALKED.contains(name) {
+            walked_options.clone()
+        } else if tables::STATE.contains(name) {
+            state_options.clone()
+        } else {
+            cf_options.clone()
+        };
         ColumnFamilyDescriptor::new(*name, options)
     });
     Ok(DB::open_cf_descriptors(&db_options, path, descriptors)?)

@@ -48,6 +48,10 @@ pub const ALL: &[&str] = &[
 /// The column families of the head state and its trie, read on every block.
 pub const STATE: &[&str] = &[ACCOUNTS, STORAGE, HASHED_ACCOUNTS, HASHED_STORAGE, ACCOUNT_TRIE, STORAGE_TRIE];
 
+/// The tables the state-root walk reads in key ranges (leaves and trie nodes, by hashed key and
+/// by path), as opposed to the plain tables the executor reads one key at a time.
+pub const WALKED: &[&str] = &[HASHED_ACCOUNTS, HASHED_STORAGE, ACCOUNT_TRIE, STORAGE_TRIE];
+
 /// Plain accounts by address.
 pub const ACCOUNTS: &str = "accounts";
 /// Plain storage slots by address and slot.
