@@ -99,8 +99,8 @@ const BLOCK_BYTES: usize = 4 * 1024;
 
 /// Data block size of the tables the state-root walk reads in ranges ([`tables::WALKED`]): with
 /// 32 KiB blocks a walk crosses fewer block boundaries, each seek searches a smaller index and the
-/// block cache holds fewer, larger entries. 10k + 10k update of the 1M/1M state: 236-238 ->
-/// 208-209 ms; a dense 1-gigagas block's root and commit did not move (docs/benchmarks.md,
+/// block cache holds fewer, larger entries. 10k + 10k update of the 1M/1M state: 228-231 ->
+/// 208-213 ms; a dense 1-gigagas block's root and commit did not move (docs/benchmarks.md,
 /// "Kept: 32 KiB blocks for the walked tables").
 const WALKED_BLOCK_BYTES: usize = 32 * 1024;
 
