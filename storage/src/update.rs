@@ -86,6 +86,10 @@ pub struct StateUpdate {
     pub(crate) cache: CacheChanges,
     /// Number of trie nodes written or deleted.
     pub trie_nodes_changed: usize,
+    /// Time spent on the accounts (history, storage tries, leaves), on all threads.
+    pub accounts_time: std::time::Duration,
+    /// Time spent on the account trie after them.
+    pub account_trie_time: std::time::Duration,
 }
 
 impl Op {
@@ -316,14 +320,15 @@ pub(crate) fn prepare_reusing(storage: &Storage, diff: &StateDiff, history: Hist
     let parallelism = std::thread::available_parallelism().map_or(1, |n| n.get()).min(16);
     let update = incremental_root_parallel(&|| account_source(db, &account_overlay), &changed, parallelism)?;
     trie_nodes_changed += push_trie_ops(&mut ops, tables::ACCOUNT_TRIE, &[], &update);
+    let account_trie_time = started.elapsed() - accounts_done;
     tracing::debug!(
         accounts = diff.accounts.len(),
         reused,
         accounts_ms = accounts_done.as_secs_f64() * 1e3,
-        account_trie_ms = (started.elapsed() - accounts_done).as_secs_f64() * 1e3,
+        account_trie_ms = account_trie_time.as_secs_f64() * 1e3,
         "state root prepared"
     );
-    Ok(StateUpdate { parent, state_root: update.root, ops, changes, cache, trie_nodes_changed })
+    Ok(StateUpdate { parent, state_root: update.root, ops, changes, cache, trie_nodes_changed, accounts_time: accounts_done, account_trie_time })
 }
 
 /// One account (`hashed`: its hashed address): its plain and hashed writes, history, storage trie
