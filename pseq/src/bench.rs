@@ -11,7 +11,7 @@
 //! - `contended`: families of ten accounts paying each other (nonce chains, shared recipients),
 //!   with every fifth transaction incrementing one hot storage slot.
 
-use crate::replay::median_ms;
+use crate::replay::{median, median_ms};
 use alloy_primitives::{Address, Bytes, TxKind, B256, U256};
 use pseq_executor::{
     execute_block,
@@ -254,10 +254,6 @@ pub fn alternate_medians(runs: usize, mut first: impl FnMut(), mut second: impl 
         first_times.push(median_ms(1, &mut first));
         second_times.push(median_ms(1, &mut second));
     }
-    let median = |mut times: Vec<f64>| {
-        times.sort_by(|a, b| a.total_cmp(b));
-        times[times.len() / 2]
-    };
     (median(first_times), median(second_times))
 }
 

@@ -9,7 +9,10 @@
 //! - commit: 1-gigagas raw-transfer blocks executed on the datadir, their state root computed and
 //!   the block committed; reports blocks/s and MB/s of the commit.
 
-use crate::bench::{build, peak_rss_mb};
+use crate::{
+    bench::{build, peak_rss_mb},
+    replay::median,
+};
 use alloy_consensus::{Block, BlockBody, Header, TxEnvelope};
 use alloy_primitives::{Address, B256, U256};
 use pseq_executor::{
@@ -187,13 +190,9 @@ pub fn state_root(params: StateRootParams, work_dir: &Path) -> Result<StateRootR
         root = update.state_root;
         nodes = update.trie_nodes_changed;
     }
-    let median = |times: &mut Vec<f64>| {
-        times.sort_by(|a, b| a.total_cmp(b));
-        times[times.len() / 2]
-    };
-    let incremental_ms = median(&mut times);
-    let accounts_ms = median(&mut accounts_times);
-    let account_trie_ms = median(&mut account_trie_times);
+    let incremental_ms = median(times);
+    let accounts_ms = median(accounts_times);
+    let account_trie_ms = median(account_trie_times);
     tracing::debug!(levels = %storage.level_summary().map_err(|e| e.to_string())?, "state tables after the timed runs");
     commit_diff(&storage, &diff)?;
 
@@ -281,10 +280,6 @@ pub fn commit(blocks: usize, threads: usize, contracts_dir: &Path, work_dir: &Pa
         written_mb += committed.bytes as f64 / (1024.0 * 1024.0);
         tracing::info!(block = number + 1, batch_mb = committed.bytes as f64 / (1024.0 * 1024.0), "committed");
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
-    };
     let (execute_ms, state_root_ms, commit_ms) = (median(execute), median(root), median(write));
     let growth = (dir_size_mb(dir.path()) - size_before) / blocks as f64;
     Ok(CommitResult {
