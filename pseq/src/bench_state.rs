@@ -51,12 +51,23 @@ pub struct StateRootResult {
     pub updated_slots: u64,
     /// Seconds to build the state (in 100,000-key blocks through the incremental path).
     pub build_s: f64,
-    /// Median time of the incremental root of the update.
+    /// Median time of the incremental root of the update, with the bottom-branch cache warm.
     pub incremental_ms: f64,
     /// Time of the from-scratch root of the updated state.
     pub from_scratch_ms: f64,
     /// from_scratch_ms / incremental_ms.
     pub speedup: f64,
+    /// Median time of the incremental root with the bottom-branch cache empty.
+    pub incremental_cold_ms: f64,
+    /// from_scratch_ms / incremental_cold_ms.
+    pub speedup_cold: f64,
+    /// Time to warm the bottom-branch cache from the stored state
+    /// ([`Storage::warm_trie_cache`], two threads).
+    pub warm_up_ms: f64,
+    /// Bottom branches the warm cache holds.
+    pub trie_cache_branches: usize,
+    /// Approximate size of the warm cache.
+    pub trie_cache_mb: f64,
     /// Median time of the incremental root's first part: each changed account's history,
     /// storage trie and leaf (all threads).
     pub accounts_ms: f64,
@@ -176,23 +187,23 @@ pub fn state_root(params: StateRootParams, work_dir: &Path) -> Result<StateRootR
         }
     }
 
-    let mut times = Vec::new();
-    let mut accounts_times = Vec::new();
-    let mut account_trie_times = Vec::new();
-    let mut root = B256::ZERO;
-    let mut nodes = 0;
-    for _ in 0..params.runs.max(1) {
-        let start = Instant::now();
-        let update = storage.prepare_state(&diff).map_err(|e| e.to_string())?;
-        times.push(start.elapsed().as_secs_f64() * 1e3);
-        accounts_times.push(update.accounts_time.as_secs_f64() * 1e3);
-        account_trie_times.push(update.account_trie_time.as_secs_f64() * 1e3);
-        root = update.state_root;
-        nodes = update.trie_nodes_changed;
+    // Cold: the bottom-branch cache emptied before each run (building the state filled it).
+    let cold = time_root(&storage, &diff, params.runs, true)?;
+    let started = Instant::now();
+    let warmed = storage.warm_trie_cache().map_err(|e| e.to_string())?;
+    let warm_up_ms = started.elapsed().as_secs_f64() * 1e3;
+    let (branches, cache_bytes, hits_before, misses_before) = storage.trie_cache_stats();
+    tracing::info!(?warmed, warm_up_ms, "bottom-branch cache warmed");
+    // Warm: as on a node that has run a while (or warmed up after starting).
+    let warm = time_root(&storage, &diff, params.runs, false)?;
+    let (_, _, hits, misses) = storage.trie_cache_stats();
+    let runs = params.runs.max(1);
+    tracing::info!(hits = (hits - hits_before) / runs, misses = (misses - misses_before) / runs, "bottom-branch cache lookups per warm run");
+    if warm.root != cold.root {
+        return Err(format!("root with the bottom-branch cache {} != root without {}", warm.root, cold.root));
     }
-    let incremental_ms = median(times);
-    let accounts_ms = median(accounts_times);
-    let account_trie_ms = median(account_trie_times);
+    let (root, nodes) = (warm.root, warm.nodes);
+    let (incremental_ms, accounts_ms, account_trie_ms) = (warm.total_ms, warm.accounts_ms, warm.account_trie_ms);
     tracing::debug!(levels = %storage.level_summary().map_err(|e| e.to_string())?, "state tables after the timed runs");
     commit_diff(&storage, &diff)?;
 
@@ -211,12 +222,46 @@ pub fn state_root(params: StateRootParams, work_dir: &Path) -> Result<StateRootR
         incremental_ms,
         from_scratch_ms,
         speedup: from_scratch_ms / incremental_ms,
+        incremental_cold_ms: cold.total_ms,
+        speedup_cold: from_scratch_ms / cold.total_ms,
+        warm_up_ms,
+        trie_cache_branches: branches,
+        trie_cache_mb: cache_bytes as f64 / (1 << 20) as f64,
         accounts_ms,
         account_trie_ms,
         trie_nodes_changed: nodes,
         datadir_mb: dir_size_mb(dir.path()),
         peak_rss_mb: peak_rss_mb(),
     })
+}
+
+/// Medians of timed incremental roots of one update.
+struct RootTimes {
+    total_ms: f64,
+    accounts_ms: f64,
+    account_trie_ms: f64,
+    root: B256,
+    nodes: usize,
+}
+
+/// Prepares `diff` on the head `runs` times (nothing committed), each time after emptying the
+/// bottom-branch cache when `cold`, and takes the medians.
+fn time_root(storage: &Storage, diff: &StateDiff, runs: usize, cold: bool) -> Result<RootTimes, String> {
+    let (mut total, mut accounts, mut account_trie) = (Vec::new(), Vec::new(), Vec::new());
+    let mut last = None;
+    for _ in 0..runs.max(1) {
+        if cold {
+            storage.clear_trie_cache();
+        }
+        let start = Instant::now();
+        let update = storage.prepare_state(diff).map_err(|e| e.to_string())?;
+        total.push(start.elapsed().as_secs_f64() * 1e3);
+        accounts.push(update.accounts_time.as_secs_f64() * 1e3);
+        account_trie.push(update.account_trie_time.as_secs_f64() * 1e3);
+        last = Some((update.state_root, update.trie_nodes_changed));
+    }
+    let (root, nodes) = last.unwrap_or_default();
+    Ok(RootTimes { total_ms: median(total), accounts_ms: median(accounts), account_trie_ms: median(account_trie), root, nodes })
 }
 
 /// What the commit benchmark measured.
@@ -278,7 +323,8 @@ pub fn commit(blocks: usize, threads: usize, contracts_dir: &Path, work_dir: &Pa
         let committed = storage.commit_block(&Block { header, body: BlockBody::<TxEnvelope>::default() }, &output.receipts, update).map_err(|e| e.to_string())?;
         write.push(start.elapsed().as_secs_f64() * 1e3);
         written_mb += committed.bytes as f64 / (1024.0 * 1024.0);
-        tracing::info!(block = number + 1, batch_mb = committed.bytes as f64 / (1024.0 * 1024.0), "committed");
+        let (branches, bytes, hits, misses) = storage.trie_cache_stats();
+        tracing::info!(block = number + 1, batch_mb = committed.bytes as f64 / (1024.0 * 1024.0), branches, cache_mb = bytes >> 20, hits, misses, "committed");
     }
     let (execute_ms, state_root_ms, commit_ms) = (median(execute), median(root), median(write));
     let growth = (dir_size_mb(dir.path()) - size_before) / blocks as f64;

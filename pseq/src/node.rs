@@ -133,6 +133,7 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
     let storage = Arc::new(open_datadir(&config.datadir, &spec)?);
     let (head, head_hash) = storage.head();
     tracing::info!(datadir = %config.datadir.display(), chain_id = spec.chain_id, head, %head_hash, "datadir opened");
+    spawn_trie_cache_warm_up(storage.clone());
     let gas_limit = if config.dev { config.gas_limit } else { args.gas_limit.unwrap_or(spec.genesis_header.gas_limit) };
     let settings = BuilderSettings { gas_limit, threads: config.threads, continuous: config.continuous, ..Default::default() };
     let sequencer = Arc::new(Sequencer::new(storage.clone(), spec, settings).map_err(|e| e.to_string())?);
@@ -235,3 +236,33 @@ async fn wait_for_signal() {
         _ = int.recv() => {}
     }
 }
+
+/// Fills the state root's cache of the trie's lowest branches from the datadir in the
+/// background, so that the first blocks after a start are not slower than later ones. The
+/// cache is content-addressed, so blocks committed meanwhile are safe.
+fn spawn_trie_cache_warm_up(storage: Arc<pseq_storage::Storage>) {
+    let spawned = std::thread::Builder::new().name("trie-cache-warm-up".into()).spawn(move || {
+        let started = std::time::Instant::now();
+        match storage.warm_trie_cache() {
+            Ok(report) => {
+                let (_, bytes, _, _) = storage.trie_cache_stats();
+                tracing::info!(
+                    branches = report.branches,
+                    leaves = report.leaves,
+                    full = report.full,
+                    mib = bytes >> 20,
+                    ms = started.elapsed().as_millis() as u64,
+                    "state-root cache warmed"
+                );
+                if report.mismatches > 0 {
+                    tracing::warn!(mismatches = report.mismatches, "stored trie branches whose leaves hash to something else were left out of the cache; run `pseq db verify`");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "state-root cache warm-up failed; state roots read the datadir instead"),
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the state-root cache warm-up");
+    }
+}
+

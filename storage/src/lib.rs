@@ -15,6 +15,7 @@
 
 #![warn(missing_docs)]
 
+mod bottom;
 mod cache;
 pub mod codec;
 mod db;
@@ -27,6 +28,7 @@ mod trie;
 mod unwind;
 mod update;
 mod verify;
+mod warm;
 mod view;
 
 pub use db::{BlockRef, ChainIdentity, Committed, GenesisAccount, Storage, StorageOptions, SCHEMA_VERSION};
@@ -34,4 +36,5 @@ pub use error::{Result, StorageError};
 pub use proof::AccountProof;
 pub use update::{PreparedAccounts, StateUpdate};
 pub use verify::VerifyReport;
+pub use warm::WarmReport;
 pub use view::StateView;

@@ -176,6 +176,12 @@ impl TrieSource for AccountTrieSource<'_> {
         let pending = self.overlay.range(*lo..=*hi).map(|(key, value)| (*key, value.as_deref().map(Cow::Borrowed)));
         merge_leaves(&mut self.leaves, &stored_key, &leaf, pending, f)
     }
+
+    fn pending(&mut self, lo: &B256, hi: &B256, f: &mut dyn FnMut(&B256, Option<&[u8]>)) {
+        for (key, value) in self.overlay.range(*lo..=*hi) {
+            f(key, value.as_deref());
+        }
+    }
 }
 
 /// One account's storage trie: stored nodes and slots (none when `wiped`), and the slots an
@@ -211,6 +217,15 @@ impl TrieSource for StorageTrieSource<'_, '_> {
         let leaf = |value: &[u8]| Ok(storage_leaf_rlp(&decode_value(value)?));
         let pending = self.overlay.range(*lo..=*hi).map(|(key, value)| (*key, (!value.is_zero()).then(|| Cow::Owned(storage_leaf_rlp(value)))));
         merge_leaves(self.leaves, &stored_key, &leaf, pending, f)
+    }
+
+    fn pending(&mut self, lo: &B256, hi: &B256, f: &mut dyn FnMut(&B256, Option<&[u8]>)) {
+        for (key, value) in self.overlay.range(*lo..=*hi) {
+            match value.is_zero() {
+                true => f(key, None),
+                false => f(key, Some(&storage_leaf_rlp(value))),
+            }
+        }
     }
 }
 

@@ -18,9 +18,12 @@
 //! child reached through an extension), so when a deletion collapses a branch, the surviving child
 //! is a branch (extension above it is right) or leaves read again (merged into one leaf).
 
-use crate::error::Result;
+use crate::{
+    bottom::{branch_hash, is_bottom_branch, leaf_children, leaf_hash, nibble, other_child, BottomBranches, BottomLeaf, Child},
+    error::Result,
+};
 use alloy_primitives::{B256, U256};
-use alloy_trie::{BranchNodeCompact, HashBuilder, Nibbles};
+use alloy_trie::{BranchNodeCompact, HashBuilder, Nibbles, TrieMask};
 use alloy_primitives::map::HashMap;
 
 /// Where the stored nodes and current leaves of one trie come from.
@@ -32,7 +35,14 @@ pub(crate) trait TrieSource {
     /// Calls `f` with every current leaf whose hashed key lies in `lo..=hi`, in key order, with the
     /// leaf's RLP value.
     fn leaves(&mut self, lo: &B256, hi: &B256, f: &mut dyn FnMut(&B256, &[u8])) -> Result<()>;
+    /// Calls `f` with every leaf the pending update changes in `lo..=hi`, in key order, with its
+    /// new RLP value (`None`: deleted).
+    fn pending(&mut self, lo: &B256, hi: &B256, f: &mut dyn FnMut(&B256, Option<&[u8]>));
 }
+
+/// The bottom-branch cache a root computation uses, and which trie it computes (see
+/// [`crate::bottom`]).
+pub(crate) type Bottom<'a> = Option<(&'a BottomBranches, B256)>;
 
 /// A computed root and the node changes that go with it.
 #[derive(Debug, Default)]
@@ -47,7 +57,7 @@ pub(crate) struct RootUpdate {
 
 /// Computes the root after the leaves at `changed` (sorted hashed keys: inserted, updated or
 /// deleted) changed. `stored_root` is the root before, used as is when nothing changed.
-pub(crate) fn incremental_root(source: &mut impl TrieSource, changed: &[B256]) -> Result<RootUpdate> {
+pub(crate) fn incremental_root(source: &mut impl TrieSource, changed: &[B256], bottom: Bottom<'_>) -> Result<RootUpdate> {
     debug_assert!(changed.windows(2).all(|w| w[0] < w[1]), "changed keys must be sorted and unique");
     let root_path = Nibbles::default();
     let root_node = source.node(&root_path)?;
@@ -56,14 +66,16 @@ pub(crate) fn incremental_root(source: &mut impl TrieSource, changed: &[B256]) -
             return Ok(RootUpdate { root, ..Default::default() });
         }
     }
-    let mut walker = Walker { source, changed, hb: HashBuilder::default().with_updates(true), visited: Vec::new(), strip: 0 };
+    let mut walker = Walker::new(source, changed, bottom, 0);
     match root_node {
         Some(node) => walker.walk(root_path, &node)?,
         None => walker.subtree(root_path, None, true)?,
     }
     let root = walker.hb.root();
     let visited = std::mem::take(&mut walker.visited);
-    let (_, updated) = walker.hb.split();
+    let built = std::mem::take(&mut walker.built);
+    let (_, mut updated) = std::mem::take(&mut walker.hb).split();
+    updated.extend(built);
     let removed = visited.into_iter().filter(|path| !updated.contains_key(path)).collect();
     Ok(RootUpdate { root, updated, removed })
 }
@@ -80,7 +92,7 @@ const PARALLEL_MIN_CHANGES: usize = 256;
 /// child. When a child does not come back as a stored branch node (it collapsed), the whole
 /// computation is redone sequentially, so the result and the stored nodes never differ from
 /// [`incremental_root`]'s.
-pub(crate) fn incremental_root_parallel<S, F>(make_source: &F, changed: &[B256], threads: usize) -> Result<RootUpdate>
+pub(crate) fn incremental_root_parallel<S, F>(make_source: &F, changed: &[B256], threads: usize, bottom: Bottom<'_>) -> Result<RootUpdate>
 where
     S: TrieSource,
     F: Fn() -> Result<S> + Sync,
@@ -89,7 +101,7 @@ where
     let root_path = Nibbles::default();
     let root_node = match source.node(&root_path)? {
         Some(node) if threads > 1 && changed.len() >= PARALLEL_MIN_CHANGES => node,
-        _ => return incremental_root(&mut source, changed),
+        _ => return incremental_root(&mut source, changed, bottom),
     };
     let jobs: Vec<u8> = (0..16u8)
         .filter(|&n| {
@@ -107,7 +119,7 @@ where
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let Some(&nibble) = jobs.get(i) else { break };
-                        done.push((nibble, child_subtree(make_source, changed, nibble)));
+                        done.push((nibble, child_subtree(make_source, changed, nibble, bottom)));
                     }
                     done
                 })
@@ -116,17 +128,18 @@ where
         workers.into_iter().flat_map(|w| w.join().unwrap_or_default()).collect()
     });
     if sub_results.len() != jobs.len() {
-        return incremental_root(&mut source, changed);
+        return incremental_root(&mut source, changed, bottom);
     }
     let mut subtrees: [Option<RootUpdate>; 16] = Default::default();
     for (nibble, result) in sub_results {
         match result? {
             Some(update) => subtrees[nibble as usize] = Some(update),
-            None => return incremental_root(&mut source, changed),
+            None => return incremental_root(&mut source, changed, bottom),
         }
     }
 
-    let mut walker = Walker { source: &mut source, changed, hb: HashBuilder::default().with_updates(true), visited: vec![root_path], strip: 0 };
+    let mut walker = Walker::new(&mut source, changed, bottom, 0);
+    walker.visited.push(root_path);
     for nibble in 0..16u8 {
         match &subtrees[nibble as usize] {
             Some(sub) => walker.hb.add_branch(Nibbles::from_nibbles([nibble]), sub.root, true),
@@ -135,7 +148,9 @@ where
     }
     let root = walker.hb.root();
     let visited = std::mem::take(&mut walker.visited);
-    let (_, mut updated) = walker.hb.split();
+    let built = std::mem::take(&mut walker.built);
+    let (_, mut updated) = std::mem::take(&mut walker.hb).split();
+    updated.extend(built);
     let mut removed: Vec<Nibbles> = visited.into_iter().filter(|path| !updated.contains_key(path)).collect();
     for sub in subtrees.into_iter().flatten() {
         updated.extend(sub.updated);
@@ -146,7 +161,7 @@ where
 
 /// The subtree under root child `nibble`, built as a trie of its own; `None` when it is not a
 /// stored branch node any more.
-fn child_subtree<S, F>(make_source: &F, changed: &[B256], nibble: u8) -> Result<Option<RootUpdate>>
+fn child_subtree<S, F>(make_source: &F, changed: &[B256], nibble: u8, bottom: Bottom<'_>) -> Result<Option<RootUpdate>>
 where
     S: TrieSource,
     F: Fn() -> Result<S>,
@@ -154,12 +169,13 @@ where
     let mut source = make_source()?;
     let path = Nibbles::from_nibbles([nibble]);
     let Some(node) = source.node(&path)? else { return Ok(None) };
-    let mut walker = Walker { source: &mut source, changed, hb: HashBuilder::default().with_updates(true), visited: Vec::new(), strip: 1 };
+    let mut walker = Walker::new(&mut source, changed, bottom, 1);
     walker.walk(path, &node)?;
     let root = walker.hb.root();
     let visited = std::mem::take(&mut walker.visited);
-    let (_, relative) = walker.hb.split();
-    let mut updated: HashMap<Nibbles, BranchNodeCompact> = HashMap::default();
+    let built = std::mem::take(&mut walker.built);
+    let (_, relative) = std::mem::take(&mut walker.hb).split();
+    let mut updated: HashMap<Nibbles, BranchNodeCompact> = built.into_iter().collect();
     let mut top_stored = false;
     for (relative_path, mut node) in relative {
         if relative_path.is_empty() {
@@ -196,9 +212,40 @@ struct Walker<'a, S> {
     /// Leading nibbles dropped from the keys the builder sees: a walker of the subtree under a
     /// one-nibble prefix builds that subtree as a trie of its own (see [`incremental_root_parallel`]).
     strip: usize,
+    bottom: Bottom<'a>,
+    /// Scratch space for node RLP.
+    buf: Vec<u8>,
+    /// Stored nodes rebuilt from the cache ([`Walker::lowest_stored`]), by absolute path: the
+    /// builder saw them as hashes.
+    built: Vec<(Nibbles, BranchNodeCompact)>,
+    /// Cache lookups that found their branch, and that did not.
+    hits: usize,
+    misses: usize,
 }
 
-impl<S: TrieSource> Walker<'_, S> {
+impl<S> Drop for Walker<'_, S> {
+    fn drop(&mut self) {
+        if let Some((cache, _)) = self.bottom {
+            cache.count(self.hits, self.misses);
+        }
+    }
+}
+
+impl<'a, S: TrieSource> Walker<'a, S> {
+    fn new(source: &'a mut S, changed: &'a [B256], bottom: Bottom<'a>, strip: usize) -> Self {
+        Self { source, changed, hb: HashBuilder::default().with_updates(true), visited: Vec::new(), strip, bottom, buf: Vec::new(), built: Vec::new(), hits: 0, misses: 0 }
+    }
+
+    /// The cached children of the branch at `path` of hash `hash`, counted as a hit or a miss.
+    fn lookup(&mut self, cache: &BottomBranches, owner: &B256, path: &Nibbles, hash: &B256) -> Option<std::sync::Arc<[Child]>> {
+        let found = cache.get(owner, path, hash);
+        match found.is_some() {
+            true => self.hits += 1,
+            false => self.misses += 1,
+        }
+        found
+    }
+
     /// Whether a changed key lies in `lo..=hi`.
     fn changed_in(&self, lo: &B256, hi: &B256) -> bool {
         let index = self.changed.partition_point(|k| k < lo);
@@ -245,11 +292,26 @@ impl<S: TrieSource> Walker<'_, S> {
             return Ok(());
         }
         if !in_db {
-            return self.add_leaves(&lo, &hi);
+            return match hash {
+                Some(hash) => self.unstored_branch(prefix, hash, &lo, &hi),
+                None => self.add_leaves(&lo, &hi),
+            };
+        }
+        if let Some(hash) = hash {
+            if self.lowest_stored(prefix, hash)? {
+                return Ok(());
+            }
         }
         let Some((path, node)) = self.source.first_node_under(&prefix)? else {
             return self.add_leaves(&lo, &hi);
         };
+        // Rebuilt from all its leaves only to go into the cache: reading them costs more than
+        // walking the node (its bottom branches go in by their stored hashes).
+        if let (Some(hash), true, true) = (hash, path == prefix, node.tree_mask.is_empty()) {
+            if self.bottom.is_some_and(|(cache, _)| !cache.is_full()) {
+                return self.rebuild_lowest(prefix, hash, &lo, &hi);
+            }
+        }
         // Between `prefix` and `path` there is an extension (or nothing): keys under `prefix`
         // outside `path` can only be new ones.
         let (node_lo, node_hi) = bounds(&path);
@@ -268,6 +330,280 @@ impl<S: TrieSource> Walker<'_, S> {
         }
         Ok(())
     }
+}
+
+impl<S: TrieSource> Walker<'_, S> {
+    /// A changed child at `prefix` that was a branch node (hash `hash`) with no stored node
+    /// under it. When it is still a bottom branch (see [`crate::bottom`]) it is added by its new
+    /// hash, computed from the cached hashes of its unchanged leaves (or, on a miss, from all
+    /// its leaves, which then go into the cache); otherwise its leaves are added one by one.
+    fn unstored_branch(&mut self, prefix: Nibbles, hash: B256, lo: &B256, hi: &B256) -> Result<()> {
+        let Some((cache, owner)) = self.bottom else { return self.add_leaves(lo, hi) };
+        let mut buf = std::mem::take(&mut self.buf);
+        let built = match self.cached_bottom(cache, &owner, &prefix, &hash, &mut buf) {
+            Some(built) => built,
+            None if cache.is_full() => {
+                self.buf = buf;
+                return self.add_leaves(lo, hi);
+            }
+            None => {
+                let mut all: Vec<(B256, Vec<u8>)> = Vec::new();
+                self.source.leaves(lo, hi, &mut |key, value| all.push((*key, value.to_vec())))?;
+                match build_bottom(&all, prefix.len(), &mut buf) {
+                    Some(built) => built,
+                    None => {
+                        self.buf = buf;
+                        for (key, value) in &all {
+                            self.hb.add_leaf(Nibbles::unpack(key).slice(self.strip..), value);
+                        }
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        self.buf = buf;
+        let (new, children) = built;
+        self.hb.add_branch(prefix.slice(self.strip..), new, false);
+        cache.insert(&owner, &prefix, Some(&hash), new, children);
+        Ok(())
+    }
+
+    /// The bottom branch at `prefix` (hash `hash` before) rebuilt from its cached leaves and the
+    /// pending changes: its new hash and children. `None` when it is not cached or does not stay
+    /// a bottom branch.
+    fn cached_bottom(&mut self, cache: &BottomBranches, owner: &B256, prefix: &Nibbles, hash: &B256, buf: &mut Vec<u8>) -> Option<(B256, Vec<Child>)> {
+        let old = self.lookup(cache, owner, prefix, hash)?;
+        let (lo, hi) = bounds(prefix);
+        let depth = prefix.len();
+        let merged = self.merge_pending(&old, depth, &lo, &hi, buf)?;
+        if !is_bottom_branch(&merged, depth) {
+            return None;
+        }
+        let children = leaf_children(&merged, depth);
+        branch_hash(&children, buf).map(|new| (new, children))
+    }
+
+    /// The leaves of the cached bottom branch `old` with the pending changes in `lo..=hi`
+    /// applied; `None` when a child is not a leaf or a changed leaf's node is too short to be
+    /// hashed.
+    fn merge_pending(&mut self, old: &[Child], depth: usize, lo: &B256, hi: &B256, buf: &mut Vec<u8>) -> Option<Vec<BottomLeaf>> {
+        let changes = self.pending_hashes(depth, lo, hi, buf)?;
+        let mut merged = Vec::with_capacity(old.len() + changes.len());
+        let mut old = old.iter().map(|child| child.leaf.map(|key| (key, child.hash))).peekable();
+        for (key, hash) in changes {
+            while let Some(leaf) = old.next_if(|leaf| leaf.is_none_or(|(k, _)| k < key)) {
+                merged.push(leaf?);
+            }
+            old.next_if(|leaf| leaf.is_some_and(|(k, _)| k == key));
+            if let Some(hash) = hash {
+                merged.push((key, hash));
+            }
+        }
+        for leaf in old {
+            merged.push(leaf?);
+        }
+        Some(merged)
+    }
+
+    /// The pending changes in `lo..=hi` with the hash of each new leaf node at depth `depth + 1`
+    /// (`None`: deleted); `None` when one is too short to be hashed.
+    fn pending_hashes(&mut self, depth: usize, lo: &B256, hi: &B256, buf: &mut Vec<u8>) -> Option<Vec<(B256, Option<B256>)>> {
+        let mut changes = Vec::new();
+        let mut inline = false;
+        self.source.pending(lo, hi, &mut |key, value| match value {
+            Some(value) => match leaf_hash(key, depth + 1, value, buf) {
+                Some(hash) => changes.push((*key, Some(hash))),
+                None => inline = true,
+            },
+            None => changes.push((*key, None)),
+        });
+        (!inline).then_some(changes)
+    }
+
+    /// A changed child at `prefix` that is a stored branch node (hash `hash`) with no stored
+    /// node below it, rebuilt from the cache without reading it or its leaves: its unchanged
+    /// children keep their cached hashes, a changed bottom branch is rebuilt from its cached
+    /// leaves, a leaf slot may see its leaf updated, deleted or (when empty) one leaf inserted.
+    /// Returns whether it was done; when not (not cached, or the changes reshape the node),
+    /// nothing was added and the caller walks the node as usual.
+    fn lowest_stored(&mut self, prefix: Nibbles, hash: B256) -> Result<bool> {
+        let Some((cache, owner)) = self.bottom else { return Ok(false) };
+        let Some(entry) = self.lookup(cache, &owner, &prefix, &hash) else { return Ok(false) };
+        let depth = prefix.len();
+        let mut buf = std::mem::take(&mut self.buf);
+        let mut children: Vec<Child> = Vec::with_capacity(16);
+        let mut bottoms = Vec::new();
+        let mut old = entry.iter().copied().peekable();
+        let mut reshaped = false;
+        for nibble in 0..16u8 {
+            let before = old.next_if(|child| child.nibble == nibble);
+            let mut path = prefix;
+            path.push(nibble);
+            let (lo, hi) = bounds(&path);
+            if !self.changed_in(&lo, &hi) {
+                children.extend(before);
+                continue;
+            }
+            // The cheap ways: a bottom branch rebuilt from its entry, a leaf slot that keeps at
+            // most one leaf.
+            match before {
+                Some(child) if child.other => {}
+                Some(Child { leaf: None, hash: old_hash, .. }) => {
+                    if let Some((new, leaves)) = self.cached_bottom(cache, &owner, &path, &old_hash, &mut buf) {
+                        children.push(Child::bottom(nibble, new));
+                        bottoms.push((path, Some(old_hash), new, leaves));
+                        continue;
+                    }
+                }
+                _ => {
+                    if let Some(slot) = self.pending_slot(before, depth, &lo, &hi, &mut buf) {
+                        children.extend(slot.map(|(key, hash)| Child::leaf(nibble, key, hash)));
+                        continue;
+                    }
+                }
+            }
+            // Otherwise the slot's leaves, read in one range (a few of them), make its new child.
+            let mut leaves: Vec<(B256, Vec<u8>)> = Vec::new();
+            self.source.leaves(&lo, &hi, &mut |key, value| leaves.push((*key, value.to_vec())))?;
+            if leaves.is_empty() {
+                continue;
+            }
+            match classify(&path, &leaves, &mut buf) {
+                Some((child, bottom)) => {
+                    children.push(child);
+                    bottoms.extend(bottom.map(|(new, entry)| (path, None, new, entry)));
+                }
+                None => {
+                    reshaped = true;
+                    break;
+                }
+            }
+        }
+        let new = match reshaped {
+            // Still a stored branch: two children or more, one of them a branch.
+            false if children.len() >= 2 && children.iter().any(|c| c.marked) => branch_hash(&children, &mut buf),
+            _ => None,
+        };
+        self.buf = buf;
+        let Some(new) = new else { return Ok(false) };
+        self.hb.add_branch(prefix.slice(self.strip..), new, true);
+        self.visited.push(prefix);
+        self.built.push((prefix, stored_node(&children)));
+        for (path, keep, new_hash, leaves) in bottoms {
+            cache.insert(&owner, &path, keep.as_ref(), new_hash, leaves);
+        }
+        cache.insert(&owner, &prefix, Some(&hash), new, children);
+        Ok(true)
+    }
+
+    /// A leaf slot (`before`: its leaf, if any) after the pending changes in `lo..=hi`, when it
+    /// holds at most one leaf then: that leaf's key and node hash (`Some(None)`: empty). `None`
+    /// when it would hold more, or a new leaf node is too short to be hashed.
+    fn pending_slot(&mut self, before: Option<Child>, depth: usize, lo: &B256, hi: &B256, buf: &mut Vec<u8>) -> Option<Option<(B256, B256)>> {
+        let changes = self.pending_hashes(depth, lo, hi, buf)?;
+        let mut slot: Option<(B256, B256)> = before.and_then(|child| child.leaf.map(|key| (key, child.hash)));
+        for (key, new) in changes {
+            match (new, slot) {
+                (None, Some((k, _))) if k == key => slot = None,
+                (None, _) => {}
+                (Some(_), Some((k, _))) if k != key => return None,
+                (Some(new), _) => slot = Some((key, new)),
+            }
+        }
+        Some(slot)
+    }
+}
+
+/// The child at `path` (a branch's child slot) holding `leaves` (sorted, at least one): a single
+/// leaf, a bottom branch (with its cache entry: hash and children) or another unstored subtree;
+/// `None` when its nodes are not all hashed or it holds a node alloy-trie would store.
+#[allow(clippy::type_complexity)]
+fn classify(path: &Nibbles, leaves: &[(B256, Vec<u8>)], buf: &mut Vec<u8>) -> Option<(Child, Option<(B256, Vec<Child>)>)> {
+    let depth = path.len();
+    let nibble = path.last()?;
+    match leaves {
+        [(key, value)] => leaf_hash(key, depth, value, buf).map(|hash| (Child::leaf(nibble, *key, hash), None)),
+        _ => match build_bottom(leaves, depth, buf) {
+            Some((new, entry)) => Some((Child::bottom(nibble, new), Some((new, entry)))),
+            None => other_child(nibble, leaves, depth, buf).map(|child| (child, None)),
+        },
+    }
+}
+
+impl<S: TrieSource> Walker<'_, S> {
+    /// A changed stored branch node at `prefix` (hash `hash` before) with no stored node below
+    /// it, not in the cache: built from all its leaves, read in one range. When it stays a lowest
+    /// stored branch (its children single leaves and bottom branches, one branch at least) it is
+    /// added by hash, and it and its bottom branches go into the cache; otherwise its leaves are
+    /// added one by one (what walking it would add).
+    fn rebuild_lowest(&mut self, prefix: Nibbles, hash: B256, lo: &B256, hi: &B256) -> Result<()> {
+        let Some((cache, owner)) = self.bottom else { return self.add_leaves(lo, hi) };
+        self.visited.push(prefix);
+        let mut all: Vec<(B256, Vec<u8>)> = Vec::new();
+        self.source.leaves(lo, hi, &mut |key, value| all.push((*key, value.to_vec())))?;
+        let depth = prefix.len();
+        let mut buf = std::mem::take(&mut self.buf);
+        let mut children = Vec::with_capacity(16);
+        let mut bottoms = Vec::new();
+        let mut whole = true;
+        for group in all.chunk_by(|a, b| nibble(&a.0, depth) == nibble(&b.0, depth)) {
+            let mut path = prefix;
+            path.push(nibble(&group[0].0, depth));
+            match classify(&path, group, &mut buf) {
+                Some((child, bottom)) => {
+                    children.push(child);
+                    bottoms.extend(bottom.map(|(new, entry)| (path, new, entry)));
+                }
+                None => {
+                    whole = false;
+                    break;
+                }
+            }
+        }
+        let new = match whole && children.len() >= 2 && children.iter().any(|c| c.marked) {
+            true => branch_hash(&children, &mut buf),
+            false => None,
+        };
+        self.buf = buf;
+        let Some(new) = new else {
+            for (key, value) in &all {
+                self.hb.add_leaf(Nibbles::unpack(key).slice(self.strip..), value);
+            }
+            return Ok(());
+        };
+        self.hb.add_branch(prefix.slice(self.strip..), new, true);
+        self.built.push((prefix, stored_node(&children)));
+        for (path, new_hash, leaves) in bottoms {
+            cache.insert(&owner, &path, None, new_hash, leaves);
+        }
+        cache.insert(&owner, &prefix, Some(&hash), new, children);
+        Ok(())
+    }
+}
+
+/// The node alloy-trie stores for a lowest stored branch with these children: no child stored,
+/// the hashes of the branch children.
+fn stored_node(children: &[Child]) -> BranchNodeCompact {
+    let (mut state_mask, mut hash_mask, mut hashes) = (TrieMask::default(), TrieMask::default(), Vec::new());
+    for child in children {
+        state_mask.set_bit(child.nibble);
+        if child.marked {
+            hash_mask.set_bit(child.nibble);
+            hashes.push(child.hash);
+        }
+    }
+    BranchNodeCompact::new(state_mask, TrieMask::default(), hash_mask, hashes, None)
+}
+
+/// A bottom branch at a path of `depth` nibbles built from all its leaves (key, leaf value):
+/// its hash and children; `None` when they do not make one.
+fn build_bottom(leaves: &[(B256, Vec<u8>)], depth: usize, buf: &mut Vec<u8>) -> Option<(B256, Vec<Child>)> {
+    if !is_bottom_branch(leaves, depth) {
+        return None;
+    }
+    let hashed: Vec<BottomLeaf> = leaves.iter().map(|(key, value)| leaf_hash(key, depth + 1, value, buf).map(|h| (*key, h))).collect::<Option<_>>()?;
+    let children = leaf_children(&hashed, depth);
+    branch_hash(&children, buf).map(|new| (new, children))
 }
 
 /// The smallest and largest 32-byte keys under a nibble prefix.
@@ -298,6 +634,8 @@ mod tests {
     struct MemTrie {
         nodes: BTreeMap<Vec<u8>, BranchNodeCompact>,
         leaves: BTreeMap<B256, Vec<u8>>,
+        /// The keys the update being computed changed (sorted), for [`TrieSource::pending`].
+        pending: Vec<B256>,
     }
 
     impl TrieSource for MemTrie {
@@ -318,6 +656,11 @@ mod tests {
                 f(k, v);
             }
             Ok(())
+        }
+        fn pending(&mut self, lo: &B256, hi: &B256, f: &mut dyn FnMut(&B256, Option<&[u8]>)) {
+            for key in self.pending.iter().filter(|k| *k >= lo && *k <= hi) {
+                f(key, self.leaves.get(key).map(Vec::as_slice));
+            }
         }
     }
 
@@ -355,8 +698,25 @@ mod tests {
         }
     }
 
+    /// Incremental roots over random updates (inserts, updates, deletes, keys splitting
+    /// extensions at every depth, clustered keys with inlined nodes) equal from-scratch roots,
+    /// and the stored nodes equal a from-scratch build's, with and without the bottom-branch
+    /// cache (which must be hit).
     #[test]
     fn incremental_root_equals_full_root_under_random_updates() {
+        let (hits, _) = random_updates(false, usize::MAX);
+        assert_eq!(hits, 0);
+        let (hits, misses) = random_updates(true, usize::MAX);
+        assert!(hits > 500 && misses > 500, "the bottom-branch cache was hit {hits} times and missed {misses} times");
+        // A cache that fills up early: past its limit it only keeps what it has.
+        let (hits, _) = random_updates(true, 30_000);
+        assert!(hits > 50, "the full cache was hit {hits} times");
+    }
+
+    fn random_updates(cached: bool, limit: usize) -> (usize, usize) {
+        let cache = BottomBranches::new(limit);
+        let owner = B256::repeat_byte(7);
+        let bottom = cached.then_some((&cache, owner));
         for seed in 1..=60u64 {
             let mut rng = Rng(seed * 0x9e37_79b9_7f4a_7c15);
             let clustered = seed % 3 == 0;
@@ -404,8 +764,9 @@ mod tests {
                 }
                 changed.sort();
                 changed.dedup();
-                let update = incremental_root(&mut trie, &changed).unwrap();
-                let mut fresh = MemTrie { nodes: BTreeMap::new(), leaves: trie.leaves.clone() };
+                trie.pending = changed.clone();
+                let update = incremental_root(&mut trie, &changed, bottom).unwrap();
+                let mut fresh = MemTrie { nodes: BTreeMap::new(), leaves: trie.leaves.clone(), pending: Vec::new() };
                 let full = full_root(&mut fresh).unwrap();
                 assert_eq!(update.root, full.root, "seed {seed} round {round}");
                 if changed.is_empty() {
@@ -423,13 +784,19 @@ mod tests {
                 expected_root = update.root;
             }
         }
+        cache.hits_and_misses()
     }
 
     /// The parallel root (the root's changed children on their own threads) gives the same
     /// root and exactly the same stored nodes as the sequential one, round after round.
     #[test]
     fn parallel_root_equals_sequential_root_and_nodes() {
+        let cache = BottomBranches::new(usize::MAX);
         for seed in 1..=4u64 {
+            // Odd seeds use the bottom-branch cache for the parallel root, even ones for the
+            // sequential one.
+            let bottom = Some((&cache, B256::repeat_byte(seed as u8)));
+            let (parallel_bottom, sequential_bottom) = if seed % 2 == 1 { (bottom, None) } else { (None, bottom) };
             let mut rng = Rng(seed * 0x2545_f491_4f6c_dd1d);
             let mut trie = MemTrie::default();
             for _ in 0..6_000 {
@@ -453,9 +820,10 @@ mod tests {
                 }
                 changed.sort();
                 changed.dedup();
+                trie.pending = changed.clone();
                 let snapshot = trie.clone();
-                let parallel = incremental_root_parallel(&|| Ok(snapshot.clone()), &changed, 3).unwrap();
-                let sequential = incremental_root(&mut trie.clone(), &changed).unwrap();
+                let parallel = incremental_root_parallel(&|| Ok(snapshot.clone()), &changed, 3, parallel_bottom).unwrap();
+                let sequential = incremental_root(&mut trie.clone(), &changed, sequential_bottom).unwrap();
                 assert_eq!(parallel.root, sequential.root, "seed {seed} round {round}");
                 let mut a = trie.clone();
                 a.apply(&parallel);
@@ -464,17 +832,19 @@ mod tests {
                 assert_eq!(a.nodes, b.nodes, "seed {seed} round {round}: stored nodes differ");
                 trie = a;
             }
-            let mut fresh = MemTrie { nodes: BTreeMap::new(), leaves: trie.leaves.clone() };
+            let mut fresh = MemTrie { nodes: BTreeMap::new(), leaves: trie.leaves.clone(), pending: Vec::new() };
             let full = full_root(&mut fresh).unwrap();
             fresh.apply(&full);
             assert_eq!(fresh.nodes, trie.nodes, "seed {seed}: nodes after rounds differ from a fresh build");
         }
+        let (hits, _) = cache.hits_and_misses();
+        assert!(hits > 300, "the bottom-branch cache was hit only {hits} times");
     }
 
     #[test]
     fn root_of_nothing_is_the_empty_root() {
         let mut trie = MemTrie::default();
-        assert_eq!(incremental_root(&mut trie, &[]).unwrap().root, alloy_trie::EMPTY_ROOT_HASH);
+        assert_eq!(incremental_root(&mut trie, &[], None).unwrap().root, alloy_trie::EMPTY_ROOT_HASH);
     }
 
     #[test]

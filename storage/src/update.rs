@@ -318,7 +318,8 @@ pub(crate) fn prepare_reusing(storage: &Storage, diff: &StateDiff, history: Hist
     let accounts_done = started.elapsed();
     let changed: Vec<B256> = account_overlay.keys().copied().collect();
     let parallelism = std::thread::available_parallelism().map_or(1, |n| n.get()).min(16);
-    let update = incremental_root_parallel(&|| account_source(db, &account_overlay), &changed, parallelism)?;
+    let bottom = Some((&storage.bottom, crate::bottom::ACCOUNT_TRIE_OWNER));
+    let update = incremental_root_parallel(&|| account_source(db, &account_overlay), &changed, parallelism, bottom)?;
     trie_nodes_changed += push_trie_ops(&mut ops, tables::ACCOUNT_TRIE, &[], &update);
     let account_trie_time = started.elapsed() - accounts_done;
     tracing::debug!(
@@ -409,7 +410,7 @@ fn prepare_account(
             } else {
                 let mut source = readers.source(hashed, wiped || old_root == EMPTY_ROOT_HASH, &slot_overlay);
                 let changed: Vec<B256> = slot_overlay.keys().copied().collect();
-                let update = incremental_root(&mut source, &changed)?;
+                let update = incremental_root(&mut source, &changed, Some((&storage.bottom, hashed)))?;
                 out.trie_nodes += push_trie_ops(ops, tables::STORAGE_TRIE, hashed.as_slice(), &update);
                 update.root
             };

@@ -1,0 +1,321 @@
+//! The lowest branch nodes of a trie, kept in memory with the hashes of their children.
+//!
+//! alloy-trie stores a branch node only when one of its children is a branch node, so the
+//! lowest branches of a trie are of two kinds:
+//!
+//! - *bottom branches*, whose children are all single leaves: not stored at all, only their hash
+//!   is, in their parent;
+//! - *lowest stored branches*, whose children are leaves and bottom branches: stored, but with
+//!   the hashes of their bottom branches only, not those of their leaves.
+//!
+//! In a state of a million accounts these are the branches at depths 4 and 5, with about 15
+//! leaves each. When one of their leaves changes, the walk must read the node and every sibling
+//! leaf from RocksDB and hash each leaf again, and that is most of the work of an incremental
+//! root.
+//!
+//! [`BottomBranches`] keeps, per such branch, each child's hash and, for a leaf, its key. It is
+//! content-addressed: an entry is found by the trie (owner) and path of the branch *and* the
+//! branch's hash, which commits to every key and value under it. So an entry is either exactly
+//! right for the state being read or not found: it never needs invalidating when blocks are
+//! committed, unwound or discarded, and it can be filled at any time (by the walk itself, or by
+//! [`crate::Storage::warm_trie_cache`]).
+
+use alloy_primitives::{map::DefaultHashBuilder, B256};
+use alloy_trie::{
+    nodes::{BranchNodeRef, ExtensionNodeRef, LeafNodeRef, RlpNode},
+    Nibbles, TrieMask,
+};
+use dashmap::DashMap;
+use std::sync::{
+    atomic::{AtomicUsize, Ordering},
+    Arc,
+};
+
+/// One leaf of a bottom branch: its hashed key and the hash of its leaf node.
+pub(crate) type BottomLeaf = (B256, B256);
+
+/// One child of a cached branch: its nibble, its key when it is a single leaf, and the hash of
+/// its node. A child that is not a leaf is a bottom branch, or (`other`) a subtree of a few
+/// leaves of another shape holding no node alloy-trie would store (an extension over a bottom
+/// branch, mostly), whose changes the cache does not follow. `marked`: the child is a branch
+/// node, which its parent marks in its hash mask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Child {
+    pub nibble: u8,
+    pub leaf: Option<B256>,
+    pub hash: B256,
+    pub other: bool,
+    pub marked: bool,
+}
+
+impl Child {
+    /// A single leaf.
+    pub(crate) fn leaf(nibble: u8, key: B256, hash: B256) -> Self {
+        Self { nibble, leaf: Some(key), hash, other: false, marked: false }
+    }
+
+    /// A bottom branch.
+    pub(crate) fn bottom(nibble: u8, hash: B256) -> Self {
+        Self { nibble, leaf: None, hash, other: false, marked: true }
+    }
+}
+
+/// The subtree holding `leaves` (sorted, at least one) under child `nibble` at a path of
+/// `depth` nibbles, as an `other` child: when its node is hashed (not inlined) and it holds no
+/// branch node alloy-trie would store (none with a hashed branch child).
+pub(crate) fn other_child(nibble: u8, leaves: &[(B256, Vec<u8>)], depth: usize, buf: &mut Vec<u8>) -> Option<Child> {
+    let (node, stored, is_branch) = subtree_node(leaves, depth, buf);
+    if stored {
+        return None;
+    }
+    node.as_hash().map(|hash| Child { nibble, leaf: None, hash, other: true, marked: is_branch })
+}
+
+/// The node of a subtree of `leaves` below a path of `depth` nibbles: its RLP reference, whether
+/// it holds a node alloy-trie would store, and whether it is a branch node.
+fn subtree_node(leaves: &[(B256, Vec<u8>)], depth: usize, buf: &mut Vec<u8>) -> (RlpNode, bool, bool) {
+    let (first, last) = match leaves {
+        [(key, value)] => {
+            let suffix = Nibbles::unpack(key).slice(depth..);
+            buf.clear();
+            return (LeafNodeRef::new(&suffix, value).rlp(buf), false, false);
+        }
+        [first, .., last] => (Nibbles::unpack(first.0).slice(depth..), Nibbles::unpack(last.0).slice(depth..)),
+        [] => return (RlpNode::default(), true, false),
+    };
+    let common = first.common_prefix_length(&last);
+    if common > 0 {
+        let (child, stored, _) = subtree_node(leaves, depth + common, buf);
+        buf.clear();
+        return (ExtensionNodeRef::new(&first.slice(..common), &child).rlp(buf), stored, false);
+    }
+    let (mut stack, mut mask, mut stored) = (Vec::new(), TrieMask::default(), false);
+    for group in leaves.chunk_by(|a, b| nibble(&a.0, depth) == nibble(&b.0, depth)) {
+        let (node, inner_stored, is_branch) = subtree_node(group, depth + 1, buf);
+        // A branch child with a hashed node is marked in this branch's hash mask: stored.
+        stored |= inner_stored || (is_branch && node.is_hash());
+        mask.set_bit(nibble(&group[0].0, depth));
+        stack.push(node);
+    }
+    buf.clear();
+    (BranchNodeRef::new(&stack, mask).rlp(buf), stored, true)
+}
+
+/// The children of a bottom branch at a path of `depth` nibbles with these leaves.
+pub(crate) fn leaf_children(leaves: &[BottomLeaf], depth: usize) -> Vec<Child> {
+    leaves.iter().map(|(key, hash)| Child::leaf(nibble(key, depth), *key, *hash)).collect()
+}
+
+/// The trie an entry belongs to: the account trie, or the storage trie of a hashed address.
+/// (No account's hashed address is zero, so zero names the account trie.)
+pub(crate) const ACCOUNT_TRIE_OWNER: B256 = B256::ZERO;
+
+/// One version of a branch: its hash and its children in nibble order.
+#[derive(Debug, Clone)]
+struct Version {
+    hash: B256,
+    children: Arc<[Child]>,
+}
+
+/// Bytes an entry of `children` children is counted as (the map's own overhead included roughly).
+fn entry_bytes(children: usize) -> usize {
+    160 + children * std::mem::size_of::<Child>()
+}
+
+/// Shards of the map: the walk's threads insert as often as they look up (every branch they
+/// rebuild), and with few shards they wait on each other's write locks (measured: with
+/// `DashMap`'s default of 4 per core, a dense block's account trie took twice as long).
+const SHARDS: usize = 1024;
+
+/// The cache of bottom branches, shared by the threads of a root computation. Each path keeps
+/// two versions: the one a computation started from (the committed one) and the one it built,
+/// so that preparing a block does not push out what the next preparation on the same head
+/// needs. Bounded by bytes: past the limit, new paths are not added.
+#[derive(Debug)]
+pub(crate) struct BottomBranches {
+    map: DashMap<(B256, Nibbles), [Option<Version>; 2], DefaultHashBuilder>,
+    bytes: AtomicUsize,
+    limit: usize,
+    hits: AtomicUsize,
+    misses: AtomicUsize,
+}
+
+impl BottomBranches {
+    /// An empty cache holding at most about `limit` bytes.
+    pub(crate) fn new(limit: usize) -> Self {
+        Self { map: DashMap::with_hasher_and_shard_amount(DefaultHashBuilder::default(), SHARDS), bytes: AtomicUsize::new(0), limit, hits: AtomicUsize::new(0), misses: AtomicUsize::new(0) }
+    }
+
+    /// The children of the branch at `path` of `owner`'s trie whose hash is `hash`.
+    pub(crate) fn get(&self, owner: &B256, path: &Nibbles, hash: &B256) -> Option<Arc<[Child]>> {
+        self.map.get(&(*owner, *path)).and_then(|entry| entry.iter().flatten().find(|v| v.hash == *hash).map(|v| Arc::clone(&v.children)))
+    }
+
+    /// Adds to the lookup counts (kept by each root computation and added once at its end, so
+    /// that threads do not share a counter on every lookup).
+    pub(crate) fn count(&self, hits: usize, misses: usize) {
+        self.hits.fetch_add(hits, Ordering::Relaxed);
+        self.misses.fetch_add(misses, Ordering::Relaxed);
+    }
+
+    /// Lookups that found their branch, and lookups that did not, since the start (as
+    /// [`BottomBranches::count`]ed).
+    pub(crate) fn hits_and_misses(&self) -> (usize, usize) {
+        (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
+    }
+
+    /// Records the branch at `path` with hash `hash` and these children, keeping the version
+    /// hashed `keep` (the one the computation started from) if there is one.
+    pub(crate) fn insert(&self, owner: &B256, path: &Nibbles, keep: Option<&B256>, hash: B256, children: Vec<Child>) {
+        let added = entry_bytes(children.len());
+        let version = Version { hash, children: children.into() };
+        if let Some(mut entry) = self.map.get_mut(&(*owner, *path)) {
+            let slots = entry.value_mut();
+            if slots.iter().flatten().any(|v| v.hash == hash) {
+                return;
+            }
+            // Replace the version that is not the one to keep (an empty slot first).
+            let victim = match slots {
+                [None, _] => 0,
+                [_, None] => 1,
+                [Some(first), _] if Some(&first.hash) == keep => 1,
+                _ => 0,
+            };
+            if let Some(old) = slots[victim].replace(version) {
+                self.bytes.fetch_sub(entry_bytes(old.children.len()), Ordering::Relaxed);
+            }
+            self.bytes.fetch_add(added, Ordering::Relaxed);
+            return;
+        }
+        if self.bytes.load(Ordering::Relaxed) + added > self.limit {
+            return;
+        }
+        self.bytes.fetch_add(added, Ordering::Relaxed);
+        self.map.insert((*owner, *path), [Some(version), None]);
+    }
+
+    /// Approximate bytes held.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Number of branch paths held.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Forgets every entry.
+    pub(crate) fn clear(&self) {
+        self.map.clear();
+        self.bytes.store(0, Ordering::Relaxed);
+    }
+
+    /// Whether the byte limit is reached (new paths are no longer added).
+    pub(crate) fn is_full(&self) -> bool {
+        self.bytes.load(Ordering::Relaxed) >= self.limit
+    }
+
+    /// The byte limit.
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+}
+
+/// The hash of the leaf node of `key` at depth `depth` (its path below the branch is
+/// `key[depth..]`) with this value; `None` when the node is shorter than 32 bytes (inlined in
+/// its parent instead of hashed, which bottom branches do not handle).
+pub(crate) fn leaf_hash(key: &B256, depth: usize, value: &[u8], buf: &mut Vec<u8>) -> Option<B256> {
+    let suffix = Nibbles::unpack(key).slice(depth..);
+    buf.clear();
+    LeafNodeRef::new(&suffix, value).rlp(buf).as_hash()
+}
+
+/// Whether `leaves` (sorted by key) under a branch at a path of `depth` nibbles make a bottom
+/// branch: at least two of them, each behind its own nibble.
+pub(crate) fn is_bottom_branch<T>(leaves: &[(B256, T)], depth: usize) -> bool {
+    leaves.len() >= 2 && leaves.windows(2).all(|w| nibble(&w[0].0, depth) != nibble(&w[1].0, depth))
+}
+
+/// The hash of a branch node with these children (in nibble order, each with a hashed node);
+/// `None` when its RLP is shorter than 32 bytes.
+pub(crate) fn branch_hash(children: &[Child], buf: &mut Vec<u8>) -> Option<B256> {
+    let mut mask = TrieMask::default();
+    let stack: Vec<RlpNode> = children
+        .iter()
+        .map(|child| {
+            mask.set_bit(child.nibble);
+            RlpNode::word_rlp(&child.hash)
+        })
+        .collect();
+    buf.clear();
+    BranchNodeRef::new(&stack, mask).rlp(buf).as_hash()
+}
+
+/// Nibble `index` of a 32-byte key.
+pub(crate) fn nibble(key: &B256, index: usize) -> u8 {
+    let byte = key[index / 2];
+    if index.is_multiple_of(2) {
+        byte >> 4
+    } else {
+        byte & 0x0f
+    }
+}
+
+/// keccak256 of a leaf value, for tests comparing against a plain implementation.
+#[cfg(test)]
+pub(crate) fn plain_leaf_hash(key: &B256, depth: usize, value: &[u8]) -> B256 {
+    let mut rlp = Vec::new();
+    let suffix = Nibbles::unpack(key).slice(depth..);
+    LeafNodeRef::new(&suffix, value).rlp(&mut rlp);
+    alloy_primitives::keccak256(&rlp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_keep_the_base_and_the_newest() {
+        let cache = BottomBranches::new(1 << 20);
+        let owner = B256::repeat_byte(1);
+        let path = Nibbles::from_nibbles([1, 2]);
+        let (a, b, c) = (B256::repeat_byte(0xa), B256::repeat_byte(0xb), B256::repeat_byte(0xc));
+        let child = |hash: B256| vec![Child::leaf(1, hash, hash)];
+        cache.insert(&owner, &path, None, a, child(a));
+        cache.insert(&owner, &path, Some(&a), b, child(b));
+        cache.insert(&owner, &path, Some(&a), c, child(c));
+        assert!(cache.get(&owner, &path, &a).is_some(), "the base version is kept");
+        assert!(cache.get(&owner, &path, &b).is_none(), "the other one is replaced");
+        assert_eq!(cache.get(&owner, &path, &c).unwrap()[0], child(c)[0]);
+        assert!(cache.get(&B256::repeat_byte(2), &path, &a).is_none(), "another trie's entry is not this one");
+    }
+
+    #[test]
+    fn the_byte_limit_stops_new_paths() {
+        let cache = BottomBranches::new(entry_bytes(2) + 10);
+        let owner = B256::ZERO;
+        let children = vec![Child::bottom(0, B256::ZERO); 2];
+        cache.insert(&owner, &Nibbles::from_nibbles([1]), None, B256::repeat_byte(1), children.clone());
+        cache.insert(&owner, &Nibbles::from_nibbles([2]), None, B256::repeat_byte(2), children);
+        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.bytes(), entry_bytes(2));
+    }
+
+    #[test]
+    fn leaf_hash_is_the_keccak_of_the_leaf_node() {
+        let key = B256::repeat_byte(0x5a);
+        let value = [0x42u8; 40];
+        let mut buf = Vec::new();
+        assert_eq!(leaf_hash(&key, 4, &value, &mut buf), Some(plain_leaf_hash(&key, 4, &value)));
+        // Deep in the trie with a one-byte value the node is inlined, not hashed.
+        assert_eq!(leaf_hash(&key, 63, &[0x01], &mut buf), None);
+    }
+
+    #[test]
+    fn bottom_branch_needs_two_leaves_on_distinct_nibbles() {
+        let key = |first: u8| B256::from([first; 32]);
+        assert!(is_bottom_branch(&[(key(0x12), ()), (key(0x13), ())], 1));
+        assert!(!is_bottom_branch(&[(key(0x12), ()), (key(0x12), ())], 1));
+        assert!(!is_bottom_branch(&[(key(0x12), ())], 1));
+    }
+}

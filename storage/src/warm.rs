@@ -1,0 +1,178 @@
+//! Filling the bottom-branch cache ([`crate::bottom`]) from the stored state, so that the first
+//! blocks after the node starts get the same state-root speed as later ones.
+
+use crate::{
+    bottom::{branch_hash, is_bottom_branch, leaf_children, leaf_hash, other_child, BottomLeaf, Child, ACCOUNT_TRIE_OWNER},
+    codec::decode_node,
+    db::{cf, Storage},
+    error::{Result, StorageError},
+    sources::{account_source, StorageReaders},
+    tables,
+    trie::{bounds, TrieSource},
+};
+use alloy_primitives::B256;
+use alloy_trie::{BranchNodeCompact, Nibbles};
+use std::collections::BTreeMap;
+
+/// What [`Storage::warm_trie_cache`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WarmReport {
+    /// Branches put in the cache (bottom branches and lowest stored ones).
+    pub branches: u64,
+    /// Leaves under them.
+    pub leaves: u64,
+    /// Bottom branches whose leaves did not hash to what their parent stores (a datadir
+    /// written by a broken build, or a state changing under the walk): left out.
+    pub mismatches: u64,
+    /// Whether the cache filled up before every branch was visited.
+    pub full: bool,
+}
+
+impl Storage {
+    /// Reads every bottom branch of the account trie and of the storage tries (the branches
+    /// alloy-trie does not store, whose children are leaves) with its leaves, hashes them, checks
+    /// the result against the hash their parent stores, and keeps them in the in-memory cache
+    /// the incremental state root uses, until the cache's byte limit
+    /// ([`crate::StorageOptions::trie_cache_bytes`]). Safe while blocks are committed: entries
+    /// are found by content, so one read across a commit is only left unused. The account trie
+    /// and the storage tries are read on two threads.
+    pub fn warm_trie_cache(&self) -> Result<WarmReport> {
+        let db = self.db();
+        let (accounts, storage) = std::thread::scope(|scope| {
+            let accounts = scope.spawn(|| {
+                let overlay = BTreeMap::new();
+                let mut source = account_source(db, &overlay)?;
+                self.warm_table(tables::ACCOUNT_TRIE, 0, &mut |_, lo, hi, f| source.leaves(lo, hi, f))
+            });
+            let storage = scope.spawn(|| {
+                let mut readers = StorageReaders::new(db)?;
+                let overlay = BTreeMap::new();
+                self.warm_table(tables::STORAGE_TRIE, 32, &mut |owner, lo, hi, f| readers.source(*owner, false, &overlay).leaves(lo, hi, f))
+            });
+            let join = |h: std::thread::ScopedJoinHandle<'_, Result<WarmReport>>| h.join().unwrap_or_else(|_| Err(StorageError::corrupt("trie cache warm-up panicked")));
+            (join(accounts), join(storage))
+        });
+        let (a, s) = (accounts?, storage?);
+        Ok(WarmReport { branches: a.branches + s.branches, leaves: a.leaves + s.leaves, mismatches: a.mismatches + s.mismatches, full: a.full || s.full })
+    }
+
+    /// Warms the bottom branches under every stored node of `table` (keys: an owner of
+    /// `owner_len` bytes, then the node's nibble path), reading leaves with `leaves`.
+    #[allow(clippy::type_complexity)]
+    fn warm_table(
+        &self,
+        table: &str,
+        owner_len: usize,
+        leaves: &mut dyn FnMut(&B256, &B256, &B256, &mut dyn FnMut(&B256, &[u8])) -> Result<()>,
+    ) -> Result<WarmReport> {
+        let db = self.db();
+        let mut report = WarmReport::default();
+        let mut nodes = db.raw_iterator_cf(cf(db, table)?);
+        nodes.seek_to_first();
+        let mut found: Vec<(B256, Vec<u8>)> = Vec::new();
+        let mut buf = Vec::new();
+        while let Some((key, value)) = nodes.item() {
+            if key.len() < owner_len || key.len() > owner_len + 64 || key[owner_len..].iter().any(|n| *n > 0x0f) {
+                return Err(StorageError::corrupt("trie node key"));
+            }
+            let owner = if owner_len == 0 { ACCOUNT_TRIE_OWNER } else { B256::from_slice(&key[..owner_len]) };
+            let path = Nibbles::from_nibbles_unchecked(&key[owner_len..]);
+            let node: BranchNodeCompact = decode_node(value)?;
+            if self.bottom.bytes() >= self.bottom.limit() {
+                report.full = true;
+                return Ok(report);
+            }
+            // The node's children, while it may be a lowest stored branch (no stored child, every
+            // other child a single leaf).
+            let mut children: Option<Vec<Child>> = Some(Vec::with_capacity(16));
+            for nibble in node.state_mask.iter() {
+                if node.tree_mask.is_bit_set(nibble) {
+                    children = None;
+                    continue;
+                }
+                let mut child = path;
+                child.push(nibble);
+                let (lo, hi) = bounds(&child);
+                found.clear();
+                leaves(&owner, &lo, &hi, &mut |k, v| found.push((*k, v.to_vec())))?;
+                let depth = child.len();
+                if node.hash_mask.is_bit_set(nibble) {
+                    let expected = node.hash_for_nibble(nibble);
+                    if let Some(list) = children.as_mut() {
+                        list.push(Child::bottom(nibble, expected));
+                    }
+                    if !is_bottom_branch(&found, depth) {
+                        continue;
+                    }
+                    let hashed: Option<Vec<BottomLeaf>> = found.iter().map(|(k, v)| leaf_hash(k, depth + 1, v, &mut buf).map(|h| (*k, h))).collect();
+                    let Some(hashed) = hashed else { continue };
+                    let bottom = leaf_children(&hashed, depth);
+                    if branch_hash(&bottom, &mut buf) != Some(expected) {
+                        report.mismatches += 1;
+                        continue;
+                    }
+                    report.branches += 1;
+                    report.leaves += bottom.len() as u64;
+                    self.bottom.insert(&owner, &child, None, expected, bottom);
+                } else {
+                    let leaf = match found.as_slice() {
+                        // A leaf child hangs right below the node: its path is `key[depth..]`.
+                        [(key, value)] => leaf_hash(key, depth, value, &mut buf).map(|hash| Child::leaf(nibble, *key, hash)),
+                        [] => None,
+                        _ => other_child(nibble, &found, depth, &mut buf),
+                    };
+                    match (leaf, children.as_mut()) {
+                        (Some(leaf), Some(list)) => list.push(leaf),
+                        _ => children = None,
+                    }
+                }
+            }
+            // The root of a trie has no parent to look it up by its hash.
+            if let Some(children) = children.filter(|c| !path.is_empty() && c.iter().any(|c| c.marked)) {
+                if let Some(hash) = branch_hash(&children, &mut buf) {
+                    report.branches += 1;
+                    report.leaves += children.iter().filter(|c| c.leaf.is_some()).count() as u64;
+                    self.bottom.insert(&owner, &path, None, hash, children);
+                }
+            }
+            nodes.next();
+        }
+        nodes.status()?;
+        Ok(report)
+    }
+
+    /// A fingerprint of the stored trie nodes (account trie and storage tries): two datadirs
+    /// holding the same state have the same one, whatever blocks led there and whether the
+    /// state-root cache was used (the nodes stored are exactly alloy-trie's for that state).
+    pub fn trie_fingerprint(&self) -> Result<B256> {
+        let db = self.db();
+        let mut all = Vec::new();
+        for table in [tables::ACCOUNT_TRIE, tables::STORAGE_TRIE] {
+            let mut iter = db.raw_iterator_cf(cf(db, table)?);
+            iter.seek_to_first();
+            while let Some((key, value)) = iter.item() {
+                all.extend_from_slice(&(key.len() as u32).to_be_bytes());
+                all.extend_from_slice(key);
+                all.extend_from_slice(&(value.len() as u32).to_be_bytes());
+                all.extend_from_slice(value);
+                iter.next();
+            }
+            iter.status()?;
+            all.push(0xff);
+        }
+        Ok(alloy_primitives::keccak256(&all))
+    }
+
+    /// Empties the state-root cache of bottom branches (for benchmarks: the root of a node that
+    /// has just started, before [`Storage::warm_trie_cache`]).
+    pub fn clear_trie_cache(&self) {
+        self.bottom.clear();
+    }
+
+    /// Bottom branches in the state-root cache, its approximate size in bytes, and its hits and
+    /// misses since the datadir was opened.
+    pub fn trie_cache_stats(&self) -> (usize, usize, usize, usize) {
+        let (hits, misses) = self.bottom.hits_and_misses();
+        (self.bottom.len(), self.bottom.bytes(), hits, misses)
+    }
+}

@@ -1,0 +1,122 @@
+//! The state root's cache of the trie's lowest branches on RocksDB: with the cache warmed from
+//! the datadir, filled by the blocks themselves, or turned off, a state large enough to have
+//! them (thousands of accounts, contracts with hundreds of slots) gets the reference's
+//! from-scratch root after every block of updates, insertions, deletions and storage wipes.
+
+mod common;
+
+use alloy_primitives::{Address, U256};
+use common::{commit, Rng};
+use pseq_executor::{revm::primitives::KECCAK_EMPTY, AccountDiff, AccountState, InMemoryState, StateDiff};
+use pseq_storage::{Storage, StorageOptions};
+use std::collections::BTreeMap;
+
+const ACCOUNTS: u64 = 6_000;
+const CONTRACTS: u64 = 20;
+const SLOTS: u64 = 300;
+
+fn account(i: u64) -> Address {
+    let mut bytes = [0u8; 20];
+    bytes[..8].copy_from_slice(&i.to_be_bytes());
+    bytes[19] = 0xaa;
+    Address::from(bytes)
+}
+
+fn contract(i: u64) -> Address {
+    let mut bytes = [0u8; 20];
+    bytes[..8].copy_from_slice(&i.to_be_bytes());
+    bytes[19] = 0xcc;
+    Address::from(bytes)
+}
+
+fn info(balance: u64, nonce: u64) -> Option<AccountState> {
+    Some(AccountState { balance: U256::from(balance), nonce, code_hash: KECCAK_EMPTY, code: None })
+}
+
+/// A block of changes: balance updates, new accounts, deleted accounts, slot updates and
+/// deletions, new slots, and now and then a wiped storage.
+fn block(rng: &mut Rng, n: u64) -> StateDiff {
+    let mut diff = StateDiff::default();
+    for _ in 0..400 {
+        let i = rng.below(ACCOUNTS + 200);
+        let change = match rng.below(20) {
+            0 => AccountDiff { info: None, storage_cleared: true, storage: BTreeMap::new() },
+            _ => AccountDiff { info: info(rng.below(1 << 40), n), storage_cleared: false, storage: BTreeMap::new() },
+        };
+        diff.accounts.insert(account(i), change);
+    }
+    for _ in 0..6 {
+        let c = rng.below(CONTRACTS);
+        let mut storage = BTreeMap::new();
+        for _ in 0..40 {
+            let value = if rng.below(5) == 0 { U256::ZERO } else { U256::from(rng.next()) };
+            storage.insert(U256::from(rng.below(SLOTS + 30)), value);
+        }
+        let wiped = rng.below(30) == 0;
+        diff.accounts.insert(contract(c), AccountDiff { info: info(0, 1), storage_cleared: wiped, storage });
+    }
+    diff
+}
+
+#[test]
+fn roots_with_the_trie_cache_warm_filled_or_off_equal_the_reference() {
+    let mut rng = Rng(0x5eed_cafe);
+    let (alloc, genesis_state, genesis_header) = common::genesis(&mut rng);
+    let open = |dir: &std::path::Path, trie_cache_bytes: usize| {
+        Storage::open_or_init(dir, &StorageOptions { trie_cache_bytes, ..Default::default() }, 1337, &genesis_header, &alloc).unwrap()
+    };
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let filled = open(dirs[0].path(), 64 << 20);
+    let off = open(dirs[1].path(), 0);
+
+    // The initial state, in a few large blocks.
+    let mut state: InMemoryState = genesis_state;
+    let mut initial = StateDiff::default();
+    for i in 0..ACCOUNTS {
+        initial.accounts.insert(account(i), AccountDiff { info: info(1 + i, 1), storage_cleared: false, storage: BTreeMap::new() });
+    }
+    for c in 0..CONTRACTS {
+        let storage = (0..SLOTS).map(|s| (U256::from(s), U256::from(1 + s * 7 + c))).collect();
+        initial.accounts.insert(contract(c), AccountDiff { info: info(0, 1), storage_cleared: false, storage });
+    }
+    state.apply_diff(&initial);
+    for storage in [&filled, &off] {
+        commit(storage, &initial, 1);
+    }
+    // A third datadir with the same state, reopened so that its cache starts empty, then warmed.
+    let warm_dir = dirs[2].path();
+    commit(&open(warm_dir, 64 << 20), &initial, 1);
+    let warm = Storage::open(warm_dir, &StorageOptions { trie_cache_bytes: 64 << 20, ..Default::default() }).unwrap();
+    assert_eq!(warm.trie_cache_stats().0, 0, "a reopened datadir starts with an empty cache");
+    let report = warm.warm_trie_cache().unwrap();
+    assert_eq!(report.mismatches, 0);
+    assert!(report.branches > 500 && !report.full, "{report:?}");
+
+    for n in 2..=12 {
+        let diff = block(&mut rng, n);
+        state.apply_diff(&diff);
+        let expected = state.state_root();
+        let hits_before = [warm.trie_cache_stats().2, filled.trie_cache_stats().2];
+        for (name, storage) in [("warm", &warm), ("filled", &filled), ("off", &off)] {
+            commit(storage, &diff, n);
+            let root = storage.header_by_number(n).unwrap().unwrap().state_root;
+            assert_eq!(root, expected, "block {n}, cache {name}");
+        }
+        if n == 2 {
+            // The warm-up covers every lowest branch; the blocks before filled most of them.
+            let warm_hits = warm.trie_cache_stats().2 - hits_before[0];
+            let filled_hits = filled.trie_cache_stats().2 - hits_before[1];
+            assert!(warm_hits > 200 && warm_hits >= filled_hits, "first block's hits: warm {warm_hits}, filled {filled_hits}");
+        }
+    }
+    let fingerprint = off.trie_fingerprint().unwrap();
+    for (name, storage) in [("warm", &warm), ("filled", &filled), ("off", &off)] {
+        assert!(storage.verify(&mut |_| {}).unwrap().ok(), "{name}");
+        assert_eq!(storage.trie_fingerprint().unwrap(), fingerprint, "cache {name}: stored trie nodes differ from those written without the cache");
+    }
+    let (_, _, warm_hits, _) = warm.trie_cache_stats();
+    let (_, _, filled_hits, _) = filled.trie_cache_stats();
+    let (branches, bytes, off_hits, _) = off.trie_cache_stats();
+    assert!(warm_hits > 1_000 && filled_hits > 1_000, "hits: warm {warm_hits}, filled {filled_hits}");
+    assert_eq!((branches, bytes, off_hits), (0, 0, 0), "a cache of 0 bytes holds nothing");
+}
