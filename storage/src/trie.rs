@@ -17,6 +17,11 @@
 //! Only children that are branch nodes are added by hash (alloy-trie clears the hash bit of a
 //! child reached through an extension), so when a deletion collapses a branch, the surviving child
 //! is a branch (extension above it is right) or leaves read again (merged into one leaf).
+//!
+//! With a cache of the lowest branches ([`crate::bottom`]), a changed lowest branch found in it is
+//! rebuilt from its cached children and the pending changes instead (`Walker::lowest_stored`,
+//! `Walker::unstored_branch`), and one not found is rebuilt from all its leaves so that it goes in
+//! (`Walker::rebuild_lowest`); either way the nodes stored are exactly the ones above.
 
 use crate::{
     bottom::{branch_hash, is_bottom_branch, leaf_children, leaf_hash, nibble, other_child, BottomBranches, BottomLeaf, Child},
