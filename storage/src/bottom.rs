@@ -251,6 +251,33 @@ pub(crate) fn branch_hash(children: &[Child], buf: &mut Vec<u8>) -> Option<B256>
     BranchNodeRef::new(&stack, mask).rlp(buf).as_hash()
 }
 
+/// A bottom branch at a path of `depth` nibbles built from all its leaves (key, leaf value):
+/// its hash and children; `None` when they do not make one.
+pub(crate) fn build_bottom(leaves: &[(B256, Vec<u8>)], depth: usize, buf: &mut Vec<u8>) -> Option<(B256, Vec<Child>)> {
+    if !is_bottom_branch(leaves, depth) {
+        return None;
+    }
+    let hashed: Vec<BottomLeaf> = leaves.iter().map(|(key, value)| leaf_hash(key, depth + 1, value, buf).map(|h| (*key, h))).collect::<Option<_>>()?;
+    let children = leaf_children(&hashed, depth);
+    branch_hash(&children, buf).map(|new| (new, children))
+}
+
+/// The child at `path` (a branch's child slot) holding `leaves` (sorted, at least one): a single
+/// leaf, a bottom branch (with its cache entry: hash and children) or another unstored subtree;
+/// `None` when its nodes are not all hashed or it holds a node alloy-trie would store.
+#[allow(clippy::type_complexity)]
+pub(crate) fn classify(path: &Nibbles, leaves: &[(B256, Vec<u8>)], buf: &mut Vec<u8>) -> Option<(Child, Option<(B256, Vec<Child>)>)> {
+    let depth = path.len();
+    let nibble = path.last()?;
+    match leaves {
+        [(key, value)] => leaf_hash(key, depth, value, buf).map(|hash| (Child::leaf(nibble, *key, hash), None)),
+        _ => match build_bottom(leaves, depth, buf) {
+            Some((new, entry)) => Some((Child::bottom(nibble, new), Some((new, entry)))),
+            None => other_child(nibble, leaves, depth, buf).map(|child| (child, None)),
+        },
+    }
+}
+
 /// Nibble `index` of a 32-byte key.
 pub(crate) fn nibble(key: &B256, index: usize) -> u8 {
     let byte = key[index / 2];

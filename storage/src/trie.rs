@@ -24,7 +24,7 @@
 //! (`Walker::rebuild_lowest`); either way the nodes stored are exactly the ones above.
 
 use crate::{
-    bottom::{branch_hash, is_bottom_branch, leaf_children, leaf_hash, nibble, other_child, BottomBranches, BottomLeaf, Child},
+    bottom::{branch_hash, build_bottom, classify, is_bottom_branch, leaf_children, leaf_hash, nibble, BottomBranches, BottomLeaf, Child},
     error::Result,
 };
 use alloy_primitives::{B256, U256};
@@ -251,6 +251,13 @@ impl<'a, S: TrieSource> Walker<'a, S> {
         found
     }
 
+    /// Every current leaf in `lo..=hi` (key and RLP value), in key order.
+    fn read_leaves(&mut self, lo: &B256, hi: &B256) -> Result<Vec<(B256, Vec<u8>)>> {
+        let mut leaves = Vec::new();
+        self.source.leaves(lo, hi, &mut |key, value| leaves.push((*key, value.to_vec())))?;
+        Ok(leaves)
+    }
+
     /// Whether a changed key lies in `lo..=hi`.
     fn changed_in(&self, lo: &B256, hi: &B256) -> bool {
         let index = self.changed.partition_point(|k| k < lo);
@@ -352,8 +359,7 @@ impl<S: TrieSource> Walker<'_, S> {
                 return self.add_leaves(lo, hi);
             }
             None => {
-                let mut all: Vec<(B256, Vec<u8>)> = Vec::new();
-                self.source.leaves(lo, hi, &mut |key, value| all.push((*key, value.to_vec())))?;
+                let all = self.read_leaves(lo, hi)?;
                 match build_bottom(&all, prefix.len(), &mut buf) {
                     Some(built) => built,
                     None => {
@@ -468,8 +474,7 @@ impl<S: TrieSource> Walker<'_, S> {
                 }
             }
             // Otherwise the slot's leaves, read in one range (a few of them), make its new child.
-            let mut leaves: Vec<(B256, Vec<u8>)> = Vec::new();
-            self.source.leaves(&lo, &hi, &mut |key, value| leaves.push((*key, value.to_vec())))?;
+            let leaves = self.read_leaves(&lo, &hi)?;
             if leaves.is_empty() {
                 continue;
             }
@@ -519,22 +524,6 @@ impl<S: TrieSource> Walker<'_, S> {
     }
 }
 
-/// The child at `path` (a branch's child slot) holding `leaves` (sorted, at least one): a single
-/// leaf, a bottom branch (with its cache entry: hash and children) or another unstored subtree;
-/// `None` when its nodes are not all hashed or it holds a node alloy-trie would store.
-#[allow(clippy::type_complexity)]
-fn classify(path: &Nibbles, leaves: &[(B256, Vec<u8>)], buf: &mut Vec<u8>) -> Option<(Child, Option<(B256, Vec<Child>)>)> {
-    let depth = path.len();
-    let nibble = path.last()?;
-    match leaves {
-        [(key, value)] => leaf_hash(key, depth, value, buf).map(|hash| (Child::leaf(nibble, *key, hash), None)),
-        _ => match build_bottom(leaves, depth, buf) {
-            Some((new, entry)) => Some((Child::bottom(nibble, new), Some((new, entry)))),
-            None => other_child(nibble, leaves, depth, buf).map(|child| (child, None)),
-        },
-    }
-}
-
 impl<S: TrieSource> Walker<'_, S> {
     /// A changed stored branch node at `prefix` (hash `hash` before) with no stored node below
     /// it, not in the cache: built from all its leaves, read in one range. When it stays a lowest
@@ -544,8 +533,7 @@ impl<S: TrieSource> Walker<'_, S> {
     fn rebuild_lowest(&mut self, prefix: Nibbles, hash: B256, lo: &B256, hi: &B256) -> Result<()> {
         let Some((cache, owner)) = self.bottom else { return self.add_leaves(lo, hi) };
         self.visited.push(prefix);
-        let mut all: Vec<(B256, Vec<u8>)> = Vec::new();
-        self.source.leaves(lo, hi, &mut |key, value| all.push((*key, value.to_vec())))?;
+        let all = self.read_leaves(lo, hi)?;
         let depth = prefix.len();
         let mut buf = std::mem::take(&mut self.buf);
         let mut children = Vec::with_capacity(16);
@@ -598,17 +586,6 @@ fn stored_node(children: &[Child]) -> BranchNodeCompact {
         }
     }
     BranchNodeCompact::new(state_mask, TrieMask::default(), hash_mask, hashes, None)
-}
-
-/// A bottom branch at a path of `depth` nibbles built from all its leaves (key, leaf value):
-/// its hash and children; `None` when they do not make one.
-fn build_bottom(leaves: &[(B256, Vec<u8>)], depth: usize, buf: &mut Vec<u8>) -> Option<(B256, Vec<Child>)> {
-    if !is_bottom_branch(leaves, depth) {
-        return None;
-    }
-    let hashed: Vec<BottomLeaf> = leaves.iter().map(|(key, value)| leaf_hash(key, depth + 1, value, buf).map(|h| (*key, h))).collect::<Option<_>>()?;
-    let children = leaf_children(&hashed, depth);
-    branch_hash(&children, buf).map(|new| (new, children))
 }
 
 /// The smallest and largest 32-byte keys under a nibble prefix.

@@ -2,7 +2,7 @@
 //! blocks after the node starts get the same state-root speed as later ones.
 
 use crate::{
-    bottom::{branch_hash, is_bottom_branch, leaf_children, leaf_hash, other_child, BottomLeaf, Child, ACCOUNT_TRIE_OWNER},
+    bottom::{branch_hash, build_bottom, classify, Child, ACCOUNT_TRIE_OWNER},
     codec::decode_node,
     db::{cf, Storage},
     error::{Result, StorageError},
@@ -95,19 +95,13 @@ impl Storage {
                 let (lo, hi) = bounds(&child);
                 found.clear();
                 leaves(&owner, &lo, &hi, &mut |k, v| found.push((*k, v.to_vec())))?;
-                let depth = child.len();
                 if node.hash_mask.is_bit_set(nibble) {
                     let expected = node.hash_for_nibble(nibble);
                     if let Some(list) = children.as_mut() {
                         list.push(Child::bottom(nibble, expected));
                     }
-                    if !is_bottom_branch(&found, depth) {
-                        continue;
-                    }
-                    let hashed: Option<Vec<BottomLeaf>> = found.iter().map(|(k, v)| leaf_hash(k, depth + 1, v, &mut buf).map(|h| (*k, h))).collect();
-                    let Some(hashed) = hashed else { continue };
-                    let bottom = leaf_children(&hashed, depth);
-                    if branch_hash(&bottom, &mut buf) != Some(expected) {
+                    let Some((hash, bottom)) = build_bottom(&found, child.len(), &mut buf) else { continue };
+                    if hash != expected {
                         report.mismatches += 1;
                         continue;
                     }
@@ -115,14 +109,9 @@ impl Storage {
                     report.leaves += bottom.len() as u64;
                     self.bottom.insert(&owner, &child, None, expected, bottom);
                 } else {
-                    let leaf = match found.as_slice() {
-                        // A leaf child hangs right below the node: its path is `key[depth..]`.
-                        [(key, value)] => leaf_hash(key, depth, value, &mut buf).map(|hash| Child::leaf(nibble, *key, hash)),
-                        [] => None,
-                        _ => other_child(nibble, &found, depth, &mut buf),
-                    };
-                    match (leaf, children.as_mut()) {
-                        (Some(leaf), Some(list)) => list.push(leaf),
+                    // A single leaf, or a subtree of a few leaves that alloy-trie does not mark.
+                    match (classify(&child, &found, &mut buf), children.as_mut()) {
+                        (Some((leaf, _)), Some(list)) => list.push(leaf),
                         _ => children = None,
                     }
                 }
