@@ -194,7 +194,11 @@ pub type WriteSet = Vec<(Location, Value)>;
 /// with one slot per transaction instead of the shared map: no lock is contended and no tree
 /// grows with the block.
 pub struct MvMemory {
-    data: DashMap<Location, Versions, FxBuildHasher>,
+    /// Every written location's versions, each behind its own lock. The map's reads take no
+    /// lock and write no shared memory (a read-write lock per shard did, and the two workers'
+    /// reads kept taking each other's lock words away: docs/benchmarks.md, "Lock-free location
+    /// lookups"); only transactions touching the same location meet on its lock.
+    data: papaya::HashMap<Location, Mutex<Versions>, FxBuildHasher>,
     /// Whether any transaction wrote a [`Location::StorageWipe`]; until one does, storage reads
     /// skip looking for wipes. A reader that skipped the lookup before a wipe was recorded below
     /// it fails validation afterwards, which always looks.
@@ -220,7 +224,7 @@ impl MvMemory {
     /// beneficiary's balance waits for all lower transactions instead of reading a partial sum.
     pub fn new(block_size: usize, beneficiary: Address) -> Self {
         Self {
-            data: DashMap::with_capacity_and_hasher(2 * block_size, FxBuildHasher),
+            data: papaya::HashMap::builder().capacity(2 * block_size).hasher(FxBuildHasher).resize_mode(papaya::ResizeMode::Blocking).build(),
             any_wipes: AtomicBool::new(false),
             beneficiary: Location::Account(beneficiary),
             beneficiary_slots: (0..block_size).map(|_| Mutex::new(Some(Entry::Estimate))).collect(),
@@ -245,7 +249,7 @@ impl MvMemory {
 
     /// Whether any transaction wrote (or is expected to write) `location`.
     pub fn has_writes(&self, location: &Location) -> bool {
-        *location == self.beneficiary || self.data.contains_key(location)
+        *location == self.beneficiary || self.data.pin().contains_key(location)
     }
 
     /// Reads `location` as transaction `tx` sees it. `Err(blocking)` when an ESTIMATE of
@@ -266,7 +270,9 @@ impl MvMemory {
                     return self.read_slot_with_wipes(location, *address, tx);
                 }
             }
-            if let Some(versions) = self.data.get(location) {
+            let guard = self.data.guard();
+            if let Some(versions) = self.data.get(location, &guard) {
+                let versions = versions.lock();
                 let below = versions.partition_point(|(t, _)| *t < tx);
                 for (writer, entry) in versions[..below].iter().rev() {
                     if resolved.step(*writer, entry)? {
@@ -282,7 +288,8 @@ impl MvMemory {
 
     /// The highest entry below `tx` at `location`, with its writer.
     fn highest_below(&self, location: &Location, tx: TxIdx) -> Option<(TxIdx, Entry)> {
-        let versions = self.data.get(location)?;
+        let guard = self.data.guard();
+        let versions = self.data.get(location, &guard)?.lock();
         let below = versions.partition_point(|(t, _)| *t < tx);
         below.checked_sub(1).map(|i| versions[i].clone())
     }
@@ -293,7 +300,9 @@ impl MvMemory {
         let wipe = self.highest_below(&Location::StorageWipe(address), tx);
         let floor = wipe.as_ref().map(|(writer, _)| *writer);
         let mut resolved = Resolved::default();
-        if let Some(versions) = self.data.get(location) {
+        let guard = self.data.guard();
+        if let Some(versions) = self.data.get(location, &guard) {
+            let versions = versions.lock();
             let below = versions.partition_point(|(t, _)| *t < tx);
             // One transaction never both wipes an account and writes one of its slots.
             for (writer, entry) in versions[..below].iter().rev().take_while(|(writer, _)| floor.is_none_or(|floor| *writer > floor)) {
@@ -321,7 +330,9 @@ impl MvMemory {
         let Location::Storage(address, _) = location else { return Ok(Zeroness::Base) };
         let wipe = if self.any_wipes.load(Ordering::Acquire) { self.highest_below(&Location::StorageWipe(*address), tx) } else { None };
         let floor = wipe.as_ref().map(|(writer, _)| *writer);
-        if let Some(versions) = self.data.get(location) {
+        let guard = self.data.guard();
+        if let Some(versions) = self.data.get(location, &guard) {
+            let versions = versions.lock();
             let below = versions.partition_point(|(t, _)| *t < tx);
             for (writer, entry) in versions[..below].iter().rev().take_while(|(writer, _)| floor.is_none_or(|floor| *writer > floor)) {
                 match entry {
@@ -358,7 +369,12 @@ impl MvMemory {
                 if matches!(location, Location::StorageWipe(_)) {
                     self.any_wipes.store(true, Ordering::Release);
                 }
-                upsert(&mut self.data.entry(*location).or_default(), tx, Entry::Data(incarnation, value.clone()));
+                let guard = self.data.guard();
+                let versions = match self.data.get(location, &guard) {
+                    Some(versions) => versions,
+                    None => self.data.get_or_insert_with(*location, Mutex::default, &guard),
+                };
+                upsert(&mut versions.lock(), tx, Entry::Data(incarnation, value.clone()));
             }
         }
         if !wrote_beneficiary {
@@ -391,7 +407,9 @@ impl MvMemory {
     }
 
     fn remove_entry(&self, location: &Location, tx: TxIdx) {
-        if let Some(mut versions) = self.data.get_mut(location) {
+        let guard = self.data.guard();
+        if let Some(versions) = self.data.get(location, &guard) {
+            let mut versions = versions.lock();
             if let Ok(i) = versions.binary_search_by_key(&tx, |(t, _)| *t) {
                 versions.remove(i);
             }
@@ -403,8 +421,8 @@ impl MvMemory {
         for (location, _) in self.last_writes[tx].lock().iter() {
             if *location == self.beneficiary {
                 *self.beneficiary_slots[tx].lock() = Some(Entry::Estimate);
-            } else if let Some(mut versions) = self.data.get_mut(location) {
-                upsert(&mut versions, tx, Entry::Estimate);
+            } else if let Some(versions) = self.data.get(location, &self.data.guard()) {
+                upsert(&mut versions.lock(), tx, Entry::Estimate);
             }
         }
     }
