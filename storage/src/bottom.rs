@@ -169,29 +169,32 @@ impl BottomBranches {
     pub(crate) fn insert(&self, owner: &B256, path: &Nibbles, keep: Option<&B256>, hash: B256, children: Vec<Child>) {
         let added = entry_bytes(children.len());
         let version = Version { hash, children: children.into() };
-        if let Some(mut entry) = self.map.get_mut(&(*owner, *path)) {
-            let slots = entry.value_mut();
-            if slots.iter().flatten().any(|v| v.hash == hash) {
-                return;
+        match self.map.entry((*owner, *path)) {
+            dashmap::Entry::Occupied(mut entry) => {
+                let slots = entry.get_mut();
+                if slots.iter().flatten().any(|v| v.hash == hash) {
+                    return;
+                }
+                // Replace the version that is not the one to keep (an empty slot first).
+                let victim = match slots {
+                    [None, _] => 0,
+                    [_, None] => 1,
+                    [Some(first), _] if Some(&first.hash) == keep => 1,
+                    _ => 0,
+                };
+                if let Some(old) = slots[victim].replace(version) {
+                    self.bytes.fetch_sub(entry_bytes(old.children.len()), Ordering::Relaxed);
+                }
+                self.bytes.fetch_add(added, Ordering::Relaxed);
             }
-            // Replace the version that is not the one to keep (an empty slot first).
-            let victim = match slots {
-                [None, _] => 0,
-                [_, None] => 1,
-                [Some(first), _] if Some(&first.hash) == keep => 1,
-                _ => 0,
-            };
-            if let Some(old) = slots[victim].replace(version) {
-                self.bytes.fetch_sub(entry_bytes(old.children.len()), Ordering::Relaxed);
+            dashmap::Entry::Vacant(entry) => {
+                if self.bytes.load(Ordering::Relaxed) + added > self.limit {
+                    return;
+                }
+                self.bytes.fetch_add(added, Ordering::Relaxed);
+                entry.insert([Some(version), None]);
             }
-            self.bytes.fetch_add(added, Ordering::Relaxed);
-            return;
         }
-        if self.bytes.load(Ordering::Relaxed) + added > self.limit {
-            return;
-        }
-        self.bytes.fetch_add(added, Ordering::Relaxed);
-        self.map.insert((*owner, *path), [Some(version), None]);
     }
 
     /// Approximate bytes held.
@@ -213,11 +216,6 @@ impl BottomBranches {
     /// Whether the byte limit is reached (new paths are no longer added).
     pub(crate) fn is_full(&self) -> bool {
         self.bytes.load(Ordering::Relaxed) >= self.limit
-    }
-
-    /// The byte limit.
-    pub(crate) fn limit(&self) -> usize {
-        self.limit
     }
 }
 

@@ -78,7 +78,7 @@ impl Storage {
             let owner = if owner_len == 0 { ACCOUNT_TRIE_OWNER } else { B256::from_slice(&key[..owner_len]) };
             let path = Nibbles::from_nibbles_unchecked(&key[owner_len..]);
             let node: BranchNodeCompact = decode_node(value)?;
-            if self.bottom.bytes() >= self.bottom.limit() {
+            if self.bottom.is_full() {
                 report.full = true;
                 return Ok(report);
             }
@@ -135,21 +135,21 @@ impl Storage {
     /// state-root cache was used (the nodes stored are exactly alloy-trie's for that state).
     pub fn trie_fingerprint(&self) -> Result<B256> {
         let db = self.db();
-        let mut all = Vec::new();
+        let mut hasher = alloy_primitives::Keccak256::new();
         for table in [tables::ACCOUNT_TRIE, tables::STORAGE_TRIE] {
             let mut iter = db.raw_iterator_cf(cf(db, table)?);
             iter.seek_to_first();
             while let Some((key, value)) = iter.item() {
-                all.extend_from_slice(&(key.len() as u32).to_be_bytes());
-                all.extend_from_slice(key);
-                all.extend_from_slice(&(value.len() as u32).to_be_bytes());
-                all.extend_from_slice(value);
+                hasher.update((key.len() as u32).to_be_bytes());
+                hasher.update(key);
+                hasher.update((value.len() as u32).to_be_bytes());
+                hasher.update(value);
                 iter.next();
             }
             iter.status()?;
-            all.push(0xff);
+            hasher.update([0xff]);
         }
-        Ok(alloy_primitives::keccak256(&all))
+        Ok(hasher.finalize())
     }
 
     /// Empties the state-root cache of bottom branches (for benchmarks: the root of a node that
