@@ -13,7 +13,11 @@
 //! leaf from RocksDB and hash each leaf again, and that is most of the work of an incremental
 //! root.
 //!
-//! [`BottomBranches`] keeps, per such branch, each child's hash and, for a leaf, its key. It is
+//! [`BottomBranches`] keeps, per such branch, each child's hash and, for a leaf, its key. It
+//! keeps the stored branches above them the same way (their children are then mostly stored
+//! branches, known by the hashes their parent stores), the roots included, so that a root
+//! computation rebuilds the whole changed part of a trie from memory, reading from RocksDB only
+//! where a node is missing or the changes reshape it. It is
 //! content-addressed: an entry is found by the trie (owner) and path of the branch *and* the
 //! branch's hash, which commits to every key and value under it. So an entry is either exactly
 //! right for the state being read or not found: it never needs invalidating when blocks are
@@ -37,8 +41,9 @@ pub(crate) type BottomLeaf = (B256, B256);
 /// One child of a cached branch: its nibble, its key when it is a single leaf, and the hash of
 /// its node. A child that is not a leaf is a bottom branch, or (`other`) a subtree of a few
 /// leaves of another shape holding no node alloy-trie would store (an extension over a bottom
-/// branch, mostly), whose changes the cache does not follow. `marked`: the child is a branch
-/// node, which its parent marks in its hash mask.
+/// branch, mostly), whose changes the cache does not follow, or (`stored`) a stored branch node,
+/// which has an entry of its own. `marked`: the child is a branch node, which its parent marks in
+/// its hash mask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Child {
     pub nibble: u8,
@@ -46,17 +51,23 @@ pub(crate) struct Child {
     pub hash: B256,
     pub other: bool,
     pub marked: bool,
+    pub stored: bool,
 }
 
 impl Child {
     /// A single leaf.
     pub(crate) fn leaf(nibble: u8, key: B256, hash: B256) -> Self {
-        Self { nibble, leaf: Some(key), hash, other: false, marked: false }
+        Self { nibble, leaf: Some(key), hash, other: false, marked: false, stored: false }
     }
 
     /// A bottom branch.
     pub(crate) fn bottom(nibble: u8, hash: B256) -> Self {
-        Self { nibble, leaf: None, hash, other: false, marked: true }
+        Self { nibble, leaf: None, hash, other: false, marked: true, stored: false }
+    }
+
+    /// A stored branch node (its parent marks it in its tree mask and its hash mask).
+    pub(crate) fn stored(nibble: u8, hash: B256) -> Self {
+        Self { nibble, leaf: None, hash, other: false, marked: true, stored: true }
     }
 }
 
@@ -68,7 +79,7 @@ pub(crate) fn other_child(nibble: u8, leaves: &[(B256, Vec<u8>)], depth: usize, 
     if stored {
         return None;
     }
-    node.as_hash().map(|hash| Child { nibble, leaf: None, hash, other: true, marked: is_branch })
+    node.as_hash().map(|hash| Child { nibble, leaf: None, hash, other: true, marked: is_branch, stored: false })
 }
 
 /// The node of a subtree of `leaves` below a path of `depth` nibbles: its RLP reference, whether

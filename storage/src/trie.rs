@@ -18,10 +18,12 @@
 //! child reached through an extension), so when a deletion collapses a branch, the surviving child
 //! is a branch (extension above it is right) or leaves read again (merged into one leaf).
 //!
-//! With a cache of the lowest branches ([`crate::bottom`]), a changed lowest branch found in it is
-//! rebuilt from its cached children and the pending changes instead (`Walker::lowest_stored`,
-//! `Walker::unstored_branch`), and one not found is rebuilt from all its leaves so that it goes in
-//! (`Walker::rebuild_lowest`); either way the nodes stored are exactly the ones above.
+//! With a cache of branches ([`crate::bottom`]), a changed branch found in it is rebuilt from its
+//! cached children and the pending changes instead, and a changed stored child of it the same way,
+//! down to the leaves (`Walker::cached_stored`, `Walker::unstored_branch`); a trie's root is found
+//! by the root hash before the change ([`incremental_root_from`]). A lowest branch not found is
+//! rebuilt from all its leaves so that it goes in (`Walker::rebuild_lowest`). Either way the
+//! nodes stored are exactly the ones above.
 
 use crate::{
     bottom::{branch_hash, build_bottom, classify, is_bottom_branch, leaf_children, leaf_hash, nibble, BottomBranches, BottomLeaf, Child},
@@ -83,6 +85,23 @@ pub(crate) fn incremental_root(source: &mut impl TrieSource, changed: &[B256], b
     updated.extend(built);
     let removed = visited.into_iter().filter(|path| !updated.contains_key(path)).collect();
     Ok(RootUpdate { root, updated, removed })
+}
+
+/// [`incremental_root`] of a trie whose root hash before the change is `old_root`: with a cache,
+/// a root branch node found in it is rebuilt from it (see [`Walker::cached_stored`]) without
+/// reading the stored root node; otherwise, or when that does not work out, as
+/// [`incremental_root`].
+pub(crate) fn incremental_root_from(source: &mut impl TrieSource, changed: &[B256], bottom: Bottom<'_>, old_root: B256) -> Result<RootUpdate> {
+    if let (Some((cache, owner)), false) = (bottom, changed.is_empty()) {
+        let mut walker = Walker::new(source, changed, bottom, 0);
+        if let Some(root) = walker.cached_stored(cache, &owner, Nibbles::default(), old_root)? {
+            let visited = std::mem::take(&mut walker.visited);
+            let updated: HashMap<Nibbles, BranchNodeCompact> = std::mem::take(&mut walker.built).into_iter().collect();
+            let removed = visited.into_iter().filter(|path| !updated.contains_key(path)).collect();
+            return Ok(RootUpdate { root, updated, removed });
+        }
+    }
+    incremental_root(source, changed, bottom)
 }
 
 /// Changed keys below which [`incremental_root_parallel`] splits the work.
@@ -431,16 +450,28 @@ impl<S: TrieSource> Walker<'_, S> {
         (!inline).then_some(changes)
     }
 
-    /// A changed child at `prefix` that is a stored branch node (hash `hash`) with no stored
-    /// node below it, rebuilt from the cache without reading it or its leaves: its unchanged
-    /// children keep their cached hashes, a changed bottom branch is rebuilt from its cached
-    /// leaves, a leaf slot may see its leaf updated, deleted or (when empty) one leaf inserted.
-    /// Returns whether it was done; when not (not cached, or the changes reshape the node),
-    /// nothing was added and the caller walks the node as usual.
+    /// A changed child at `prefix` that is a stored branch node (hash `hash`), rebuilt from the
+    /// cache without reading it or its leaves (see [`Walker::cached_stored`]) and added by its
+    /// new hash. Returns whether it was done; when not, nothing was added and the caller walks
+    /// the node as usual.
     fn lowest_stored(&mut self, prefix: Nibbles, hash: B256) -> Result<bool> {
         let Some((cache, owner)) = self.bottom else { return Ok(false) };
-        let Some(entry) = self.lookup(cache, &owner, &prefix, &hash) else { return Ok(false) };
+        let Some(new) = self.cached_stored(cache, &owner, prefix, hash)? else { return Ok(false) };
+        self.hb.add_branch(prefix.slice(self.strip..), new, true);
+        Ok(true)
+    }
+
+    /// The stored branch node at `prefix` (hash `hash` before) rebuilt from its cache entry and
+    /// the pending changes: its unchanged children keep their cached hashes, a changed stored
+    /// child is rebuilt the same way (recursively), a changed bottom branch from its cached
+    /// leaves, and a leaf slot may see its leaf updated, deleted or (when empty) one leaf
+    /// inserted. Records the node (and those rebuilt under it) as built and visited, and
+    /// returns its new hash. `None` when an entry is missing or the changes reshape a node:
+    /// then nothing is recorded.
+    fn cached_stored(&mut self, cache: &BottomBranches, owner: &B256, prefix: Nibbles, hash: B256) -> Result<Option<B256>> {
+        let Some(entry) = self.lookup(cache, owner, &prefix, &hash) else { return Ok(None) };
         let depth = prefix.len();
+        let (visited, built) = (self.visited.len(), self.built.len());
         let mut buf = std::mem::take(&mut self.buf);
         let mut children: Vec<Child> = Vec::with_capacity(16);
         let mut bottoms = Vec::new();
@@ -455,12 +486,30 @@ impl<S: TrieSource> Walker<'_, S> {
                 children.extend(before);
                 continue;
             }
-            // The cheap ways: a bottom branch rebuilt from its entry, a leaf slot that keeps at
-            // most one leaf.
+            // The cheap ways: a stored child or a bottom branch rebuilt from its entry, a leaf
+            // slot that keeps at most one leaf.
             match before {
+                Some(child) if child.stored => {
+                    self.buf = buf;
+                    let rebuilt = self.cached_stored(cache, owner, path, child.hash);
+                    buf = std::mem::take(&mut self.buf);
+                    match rebuilt {
+                        Ok(Some(new)) => {
+                            children.push(Child::stored(nibble, new));
+                            continue;
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            self.buf = buf;
+                            return Err(e);
+                        }
+                    }
+                    reshaped = true;
+                    break;
+                }
                 Some(child) if child.other => {}
                 Some(Child { leaf: None, hash: old_hash, .. }) => {
-                    if let Some((new, leaves)) = self.cached_bottom(cache, &owner, &path, &old_hash, &mut buf) {
+                    if let Some((new, leaves)) = self.cached_bottom(cache, owner, &path, &old_hash, &mut buf) {
                         children.push(Child::bottom(nibble, new));
                         bottoms.push((path, Some(old_hash), new, leaves));
                         continue;
@@ -474,7 +523,13 @@ impl<S: TrieSource> Walker<'_, S> {
                 }
             }
             // Otherwise the slot's leaves, read in one range (a few of them), make its new child.
-            let leaves = self.read_leaves(&lo, &hi)?;
+            let leaves = match self.read_leaves(&lo, &hi) {
+                Ok(leaves) => leaves,
+                Err(e) => {
+                    self.buf = buf;
+                    return Err(e);
+                }
+            };
             if leaves.is_empty() {
                 continue;
             }
@@ -495,15 +550,18 @@ impl<S: TrieSource> Walker<'_, S> {
             _ => None,
         };
         self.buf = buf;
-        let Some(new) = new else { return Ok(false) };
-        self.hb.add_branch(prefix.slice(self.strip..), new, true);
+        let Some(new) = new else {
+            self.visited.truncate(visited);
+            self.built.truncate(built);
+            return Ok(None);
+        };
         self.visited.push(prefix);
-        self.built.push((prefix, stored_node(&children)));
+        self.built.push((prefix, stored_node(&children, prefix.is_empty().then_some(new))));
         for (path, keep, new_hash, leaves) in bottoms {
-            cache.insert(&owner, &path, keep.as_ref(), new_hash, leaves);
+            cache.insert(owner, &path, keep.as_ref(), new_hash, leaves);
         }
-        cache.insert(&owner, &prefix, Some(&hash), new, children);
-        Ok(true)
+        cache.insert(owner, &prefix, Some(&hash), new, children);
+        Ok(Some(new))
     }
 
     /// A leaf slot (`before`: its leaf, if any) after the pending changes in `lo..=hi`, when it
@@ -565,7 +623,7 @@ impl<S: TrieSource> Walker<'_, S> {
             return Ok(());
         };
         self.hb.add_branch(prefix.slice(self.strip..), new, true);
-        self.built.push((prefix, stored_node(&children)));
+        self.built.push((prefix, stored_node(&children, None)));
         for (path, new_hash, leaves) in bottoms {
             cache.insert(&owner, &path, None, new_hash, leaves);
         }
@@ -574,18 +632,21 @@ impl<S: TrieSource> Walker<'_, S> {
     }
 }
 
-/// The node alloy-trie stores for a lowest stored branch with these children: no child stored,
-/// the hashes of the branch children.
-fn stored_node(children: &[Child]) -> BranchNodeCompact {
-    let (mut state_mask, mut hash_mask, mut hashes) = (TrieMask::default(), TrieMask::default(), Vec::new());
+/// The node alloy-trie stores for a branch with these children: its stored children in the tree
+/// mask, the hashes of its branch children, and (`root_hash`) its own hash when it is the root.
+fn stored_node(children: &[Child], root_hash: Option<B256>) -> BranchNodeCompact {
+    let (mut state_mask, mut tree_mask, mut hash_mask, mut hashes) = (TrieMask::default(), TrieMask::default(), TrieMask::default(), Vec::new());
     for child in children {
         state_mask.set_bit(child.nibble);
+        if child.stored {
+            tree_mask.set_bit(child.nibble);
+        }
         if child.marked {
             hash_mask.set_bit(child.nibble);
             hashes.push(child.hash);
         }
     }
-    BranchNodeCompact::new(state_mask, TrieMask::default(), hash_mask, hashes, None)
+    BranchNodeCompact::new(state_mask, tree_mask, hash_mask, hashes, root_hash)
 }
 
 /// The smallest and largest 32-byte keys under a nibble prefix.
@@ -647,6 +708,18 @@ mod tests {
     }
 
     impl MemTrie {
+        /// Puts every stored node into `cache` as [`crate::Storage::warm_trie_cache`] does.
+        fn warm(&self, cache: &BottomBranches, owner: &B256) {
+            let (mut report, mut found, mut buf) = (Default::default(), Vec::new(), Vec::new());
+            for (path, node) in &self.nodes {
+                let mut leaves = |lo: &B256, hi: &B256, f: &mut dyn FnMut(&B256, &[u8])| -> Result<()> {
+                    self.leaves.range(*lo..=*hi).for_each(|(k, v)| f(k, v));
+                    Ok(())
+                };
+                crate::warm::warm_node(cache, owner, Nibbles::from_nibbles(path), node, &mut leaves, &mut report, &mut found, &mut buf).unwrap();
+            }
+        }
+
         fn apply(&mut self, update: &RootUpdate) {
             for path in &update.removed {
                 self.nodes.remove(&path.to_vec());
@@ -686,16 +759,20 @@ mod tests {
     /// cache (which must be hit).
     #[test]
     fn incremental_root_equals_full_root_under_random_updates() {
-        let (hits, _) = random_updates(false, usize::MAX);
+        let (hits, _) = random_updates(false, usize::MAX, false);
         assert_eq!(hits, 0);
-        let (hits, misses) = random_updates(true, usize::MAX);
+        let (hits, misses) = random_updates(true, usize::MAX, false);
         assert!(hits > 500 && misses > 500, "the bottom-branch cache was hit {hits} times and missed {misses} times");
         // A cache that fills up early: past its limit it only keeps what it has.
-        let (hits, _) = random_updates(true, 30_000);
+        let (hits, _) = random_updates(true, 30_000, false);
         assert!(hits > 50, "the full cache was hit {hits} times");
+        // Warmed with every stored node (upper branches and roots included), as a node warms
+        // it from its datadir: the roots and nodes are the same.
+        let (hits, _) = random_updates(true, usize::MAX, true);
+        assert!(hits > 1_000, "the warmed cache was hit {hits} times");
     }
 
-    fn random_updates(cached: bool, limit: usize) -> (usize, usize) {
+    fn random_updates(cached: bool, limit: usize, warmed: bool) -> (usize, usize) {
         let cache = BottomBranches::new(limit);
         let owner = B256::repeat_byte(7);
         let bottom = cached.then_some((&cache, owner));
@@ -711,6 +788,11 @@ mod tests {
             trie.apply(&initial);
             let mut expected_root = initial.root;
             for round in 0..8 {
+                // Warmed before every other round: the rounds between run on what the last
+                // roots put in.
+                if warmed && round % 2 == 0 {
+                    trie.warm(&cache, &owner);
+                }
                 let mut changed = Vec::new();
                 let existing: Vec<B256> = trie.leaves.keys().copied().collect();
                 for _ in 0..(rng.next() % 40) {
@@ -747,7 +829,10 @@ mod tests {
                 changed.sort();
                 changed.dedup();
                 trie.pending = changed.clone();
-                let update = incremental_root(&mut trie, &changed, bottom).unwrap();
+                let update = match warmed {
+                    true => incremental_root_from(&mut trie, &changed, bottom, expected_root).unwrap(),
+                    false => incremental_root(&mut trie, &changed, bottom).unwrap(),
+                };
                 let mut fresh = MemTrie { nodes: BTreeMap::new(), leaves: trie.leaves.clone(), pending: Vec::new() };
                 let full = full_root(&mut fresh).unwrap();
                 assert_eq!(update.root, full.root, "seed {seed} round {round}");
@@ -762,6 +847,7 @@ mod tests {
                     let ours = &trie.nodes[path];
                     assert_eq!((ours.state_mask, ours.tree_mask, ours.hash_mask), (node.state_mask, node.tree_mask, node.hash_mask), "seed {seed} round {round} path {path:?}");
                     assert_eq!(ours.hashes, node.hashes);
+                    assert_eq!(ours.root_hash, node.root_hash, "seed {seed} round {round} path {path:?}");
                 }
                 expected_root = update.root;
             }
@@ -787,6 +873,10 @@ mod tests {
             }
             let initial = full_root(&mut trie.clone()).unwrap();
             trie.apply(&initial);
+            // Seeds 3 and 4 start with every stored node in the cache (upper branches too).
+            if seed >= 3 {
+                trie.warm(&cache, &B256::repeat_byte(seed as u8));
+            }
             for round in 0..5 {
                 let existing: Vec<B256> = trie.leaves.keys().copied().collect();
                 let mut changed = Vec::new();

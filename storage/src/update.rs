@@ -8,7 +8,7 @@ use crate::{
     error::{Result, StorageError},
     sources::{account_source, StorageReaders},
     tables,
-    trie::{incremental_root, incremental_root_parallel, RootUpdate},
+    trie::{incremental_root_from, incremental_root_parallel, RootUpdate},
 };
 use alloy_primitives::{keccak256, Address, B256, U256};
 use alloy_trie::{Nibbles, EMPTY_ROOT_HASH};
@@ -410,7 +410,7 @@ fn prepare_account(
             } else {
                 let mut source = readers.source(hashed, wiped || old_root == EMPTY_ROOT_HASH, &slot_overlay);
                 let changed: Vec<B256> = slot_overlay.keys().copied().collect();
-                let update = incremental_root(&mut source, &changed, Some((&storage.bottom, hashed)))?;
+                let update = incremental_root_from(&mut source, &changed, Some((&storage.bottom, hashed)), old_root)?;
                 out.trie_nodes += push_trie_ops(ops, tables::STORAGE_TRIE, hashed.as_slice(), &update);
                 update.root
             };

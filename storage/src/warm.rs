@@ -2,7 +2,7 @@
 //! blocks after the node starts get the same state-root speed as later ones.
 
 use crate::{
-    bottom::{branch_hash, build_bottom, classify, Child, ACCOUNT_TRIE_OWNER},
+    bottom::{branch_hash, build_bottom, classify, BottomBranches, Child, ACCOUNT_TRIE_OWNER},
     codec::decode_node,
     db::{cf, Storage},
     error::{Result, StorageError},
@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 /// What [`Storage::warm_trie_cache`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WarmReport {
-    /// Branches put in the cache (bottom branches and lowest stored ones).
+    /// Branches put in the cache (bottom branches and stored ones).
     pub branches: u64,
     /// Leaves under them.
     pub leaves: u64,
@@ -31,8 +31,9 @@ pub struct WarmReport {
 impl Storage {
     /// Reads every bottom branch of the account trie and of the storage tries (the branches
     /// alloy-trie does not store, whose children are leaves) with its leaves, hashes them, checks
-    /// the result against the hash their parent stores, and keeps them in the in-memory cache
-    /// the incremental state root uses, until the cache's byte limit
+    /// the result against the hash their parent stores, and keeps them, and every stored branch
+    /// above them (see [`warm_node`]), in the in-memory cache the incremental state root uses,
+    /// until the cache's byte limit
     /// ([`crate::StorageOptions::trie_cache_bytes`]). Safe while blocks are committed: entries
     /// are found by content, so one read across a commit is only left unused. The account trie
     /// and the storage tries are read on two threads.
@@ -82,48 +83,7 @@ impl Storage {
                 report.full = true;
                 return Ok(report);
             }
-            // The node's children, while it may be a lowest stored branch (no stored child, every
-            // other child a single leaf).
-            let mut children: Option<Vec<Child>> = Some(Vec::with_capacity(16));
-            for nibble in node.state_mask.iter() {
-                if node.tree_mask.is_bit_set(nibble) {
-                    children = None;
-                    continue;
-                }
-                let mut child = path;
-                child.push(nibble);
-                let (lo, hi) = bounds(&child);
-                found.clear();
-                leaves(&owner, &lo, &hi, &mut |k, v| found.push((*k, v.to_vec())))?;
-                if node.hash_mask.is_bit_set(nibble) {
-                    let expected = node.hash_for_nibble(nibble);
-                    if let Some(list) = children.as_mut() {
-                        list.push(Child::bottom(nibble, expected));
-                    }
-                    let Some((hash, bottom)) = build_bottom(&found, child.len(), &mut buf) else { continue };
-                    if hash != expected {
-                        report.mismatches += 1;
-                        continue;
-                    }
-                    report.branches += 1;
-                    report.leaves += bottom.len() as u64;
-                    self.bottom.insert(&owner, &child, None, expected, bottom);
-                } else {
-                    // A single leaf, or a subtree of a few leaves that alloy-trie does not mark.
-                    match (classify(&child, &found, &mut buf), children.as_mut()) {
-                        (Some((leaf, _)), Some(list)) => list.push(leaf),
-                        _ => children = None,
-                    }
-                }
-            }
-            // The root of a trie has no parent to look it up by its hash.
-            if let Some(children) = children.filter(|c| !path.is_empty() && c.iter().any(|c| c.marked)) {
-                if let Some(hash) = branch_hash(&children, &mut buf) {
-                    report.branches += 1;
-                    report.leaves += children.iter().filter(|c| c.leaf.is_some()).count() as u64;
-                    self.bottom.insert(&owner, &path, None, hash, children);
-                }
-            }
+            warm_node(&self.bottom, &owner, path, &node, &mut |lo, hi, f| leaves(&owner, lo, hi, f), &mut report, &mut found, &mut buf)?;
             nodes.next();
         }
         nodes.status()?;
@@ -164,4 +124,67 @@ impl Storage {
         let (hits, misses) = self.bottom.hits_and_misses();
         (self.bottom.len(), self.bottom.bytes(), hits, misses)
     }
+}
+
+/// Puts the stored branch node `node` at `path` of `owner`'s trie into `cache`, with the bottom
+/// branches under it, reading the leaves of its children that are not stored nodes with
+/// `leaves` (lo, hi, callback). The node goes in when every child is of a shape the cache
+/// follows: a stored branch (found by the hash this node keeps for it), a bottom branch, a single
+/// leaf or a small unmarked subtree. A trie's root goes in too: it is found by the trie's root
+/// hash (the state root, or the account's storage root).
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
+pub(crate) fn warm_node(
+    cache: &BottomBranches,
+    owner: &B256,
+    path: Nibbles,
+    node: &BranchNodeCompact,
+    leaves: &mut dyn FnMut(&B256, &B256, &mut dyn FnMut(&B256, &[u8])) -> Result<()>,
+    report: &mut WarmReport,
+    found: &mut Vec<(B256, Vec<u8>)>,
+    buf: &mut Vec<u8>,
+) -> Result<()> {
+    let mut children: Option<Vec<Child>> = Some(Vec::with_capacity(16));
+    for nibble in node.state_mask.iter() {
+        if node.tree_mask.is_bit_set(nibble) {
+            // Behind an extension a stored child has no hash here: not followed.
+            match (node.hash_mask.is_bit_set(nibble), children.as_mut()) {
+                (true, Some(list)) => list.push(Child::stored(nibble, node.hash_for_nibble(nibble))),
+                _ => children = None,
+            }
+            continue;
+        }
+        let mut child = path;
+        child.push(nibble);
+        let (lo, hi) = bounds(&child);
+        found.clear();
+        leaves(&lo, &hi, &mut |k, v| found.push((*k, v.to_vec())))?;
+        if node.hash_mask.is_bit_set(nibble) {
+            let expected = node.hash_for_nibble(nibble);
+            if let Some(list) = children.as_mut() {
+                list.push(Child::bottom(nibble, expected));
+            }
+            let Some((hash, bottom)) = build_bottom(found, child.len(), buf) else { continue };
+            if hash != expected {
+                report.mismatches += 1;
+                continue;
+            }
+            report.branches += 1;
+            report.leaves += bottom.len() as u64;
+            cache.insert(owner, &child, None, expected, bottom);
+        } else {
+            // A single leaf, or a subtree of a few leaves that alloy-trie does not mark.
+            match (classify(&child, found, buf), children.as_mut()) {
+                (Some((leaf, _)), Some(list)) => list.push(leaf),
+                _ => children = None,
+            }
+        }
+    }
+    if let Some(children) = children.filter(|c| c.iter().any(|c| c.marked)) {
+        if let Some(hash) = branch_hash(&children, buf) {
+            report.branches += 1;
+            report.leaves += children.iter().filter(|c| c.leaf.is_some()).count() as u64;
+            cache.insert(owner, &path, None, hash, children);
+        }
+    }
+    Ok(())
 }
