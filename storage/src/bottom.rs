@@ -249,15 +249,13 @@ pub(crate) fn is_bottom_branch<T>(leaves: &[(B256, T)], depth: usize) -> bool {
 /// `None` when its RLP is shorter than 32 bytes.
 pub(crate) fn branch_hash(children: &[Child], buf: &mut Vec<u8>) -> Option<B256> {
     let mut mask = TrieMask::default();
-    let stack: Vec<RlpNode> = children
-        .iter()
-        .map(|child| {
-            mask.set_bit(child.nibble);
-            RlpNode::word_rlp(&child.hash)
-        })
-        .collect();
+    let mut stack: [RlpNode; 16] = Default::default();
+    for (slot, child) in stack.iter_mut().zip(children) {
+        mask.set_bit(child.nibble);
+        *slot = RlpNode::word_rlp(&child.hash);
+    }
     buf.clear();
-    BranchNodeRef::new(&stack, mask).rlp(buf).as_hash()
+    BranchNodeRef::new(&stack[..children.len().min(16)], mask).rlp(buf).as_hash()
 }
 
 /// A bottom branch at a path of `depth` nibbles built from all its leaves (key, leaf value):

@@ -94,7 +94,7 @@ pub(crate) fn incremental_root(source: &mut impl TrieSource, changed: &[B256], b
 pub(crate) fn incremental_root_from(source: &mut impl TrieSource, changed: &[B256], bottom: Bottom<'_>, old_root: B256) -> Result<RootUpdate> {
     if let (Some((cache, owner)), false) = (bottom, changed.is_empty()) {
         let mut walker = Walker::new(source, changed, bottom, 0);
-        if let Some(root) = walker.cached_stored(cache, &owner, Nibbles::default(), old_root)? {
+        if let Some(root) = walker.cached_stored(cache, &owner, Nibbles::default(), old_root, changed)? {
             let visited = std::mem::take(&mut walker.visited);
             let updated: HashMap<Nibbles, BranchNodeCompact> = std::mem::take(&mut walker.built).into_iter().collect();
             let removed = visited.into_iter().filter(|path| !updated.contains_key(path)).collect();
@@ -105,7 +105,7 @@ pub(crate) fn incremental_root_from(source: &mut impl TrieSource, changed: &[B25
 }
 
 /// Changed keys below which [`incremental_root_parallel`] splits the work.
-const PARALLEL_MIN_CHANGES: usize = 256;
+pub(crate) const PARALLEL_MIN_CHANGES: usize = 256;
 
 /// [`incremental_root`] with the root's changed children computed on up to `threads` threads.
 ///
@@ -127,13 +127,7 @@ where
         Some(node) if threads > 1 && changed.len() >= PARALLEL_MIN_CHANGES => node,
         _ => return incremental_root(&mut source, changed, bottom),
     };
-    let jobs: Vec<u8> = (0..16u8)
-        .filter(|&n| {
-            let (lo, hi) = bounds(&Nibbles::from_nibbles([n]));
-            let index = changed.partition_point(|k| k < &lo);
-            root_node.tree_mask.is_bit_set(n) && root_node.hash_mask.is_bit_set(n) && changed.get(index).is_some_and(|k| k <= &hi)
-        })
-        .collect();
+    let jobs = split_children(&root_node, changed);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let sub_results: Vec<(u8, Result<Option<RootUpdate>>)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads.min(jobs.len()))
@@ -162,12 +156,39 @@ where
         }
     }
 
-    let mut walker = Walker::new(&mut source, changed, bottom, 0);
+    let roots = subtrees.each_ref().map(|sub| sub.as_ref().map(|sub| sub.root));
+    let mut update = root_from_subtrees(&mut source, changed, &root_node, &roots, bottom)?;
+    for sub in subtrees.into_iter().flatten() {
+        update.updated.extend(sub.updated);
+        update.removed.extend(sub.removed);
+    }
+    Ok(update)
+}
+
+/// The children of the root node `root_node` that [`child_subtree`] can build on their own:
+/// stored branch nodes whose hash the root keeps, with keys of `changed` (sorted) under them.
+pub(crate) fn split_children(root_node: &BranchNodeCompact, changed: &[B256]) -> Vec<u8> {
+    (0..16u8)
+        .filter(|&n| {
+            let (lo, hi) = bounds(&Nibbles::from_nibbles([n]));
+            let index = changed.partition_point(|k| k < &lo);
+            root_node.tree_mask.is_bit_set(n) && root_node.hash_mask.is_bit_set(n) && changed.get(index).is_some_and(|k| k <= &hi)
+        })
+        .collect()
+}
+
+/// The root level of a trie whose changed children were built on their own ([`child_subtree`]:
+/// their new hashes in `subtrees`); the other children are taken from `root_node` (reading
+/// their leaves from `source` where they changed). Returns the root and the root level's node
+/// changes only.
+pub(crate) fn root_from_subtrees<S: TrieSource>(source: &mut S, changed: &[B256], root_node: &BranchNodeCompact, subtrees: &[Option<B256>; 16], bottom: Bottom<'_>) -> Result<RootUpdate> {
+    let root_path = Nibbles::default();
+    let mut walker = Walker::new(source, changed, bottom, 0);
     walker.visited.push(root_path);
     for nibble in 0..16u8 {
-        match &subtrees[nibble as usize] {
-            Some(sub) => walker.hb.add_branch(Nibbles::from_nibbles([nibble]), sub.root, true),
-            None => walker.child(root_path, &root_node, nibble)?,
+        match subtrees[nibble as usize] {
+            Some(root) => walker.hb.add_branch(Nibbles::from_nibbles([nibble]), root, true),
+            None => walker.child(root_path, root_node, nibble)?,
         }
     }
     let root = walker.hb.root();
@@ -175,17 +196,13 @@ where
     let built = std::mem::take(&mut walker.built);
     let (_, mut updated) = std::mem::take(&mut walker.hb).split();
     updated.extend(built);
-    let mut removed: Vec<Nibbles> = visited.into_iter().filter(|path| !updated.contains_key(path)).collect();
-    for sub in subtrees.into_iter().flatten() {
-        updated.extend(sub.updated);
-        removed.extend(sub.removed);
-    }
+    let removed: Vec<Nibbles> = visited.into_iter().filter(|path| !updated.contains_key(path)).collect();
     Ok(RootUpdate { root, updated, removed })
 }
 
 /// The subtree under root child `nibble`, built as a trie of its own; `None` when it is not a
 /// stored branch node any more.
-fn child_subtree<S, F>(make_source: &F, changed: &[B256], nibble: u8, bottom: Bottom<'_>) -> Result<Option<RootUpdate>>
+pub(crate) fn child_subtree<S, F>(make_source: &F, changed: &[B256], nibble: u8, bottom: Bottom<'_>) -> Result<Option<RootUpdate>>
 where
     S: TrieSource,
     F: Fn() -> Result<S>,
@@ -456,7 +473,10 @@ impl<S: TrieSource> Walker<'_, S> {
     /// the node as usual.
     fn lowest_stored(&mut self, prefix: Nibbles, hash: B256) -> Result<bool> {
         let Some((cache, owner)) = self.bottom else { return Ok(false) };
-        let Some(new) = self.cached_stored(cache, &owner, prefix, hash)? else { return Ok(false) };
+        let (lo, hi) = bounds(&prefix);
+        let changed = self.changed;
+        let under = &changed[changed.partition_point(|k| k < &lo)..changed.partition_point(|k| k <= &hi)];
+        let Some(new) = self.cached_stored(cache, &owner, prefix, hash, under)? else { return Ok(false) };
         self.hb.add_branch(prefix.slice(self.strip..), new, true);
         Ok(true)
     }
@@ -467,8 +487,8 @@ impl<S: TrieSource> Walker<'_, S> {
     /// leaves, and a leaf slot may see its leaf updated, deleted or (when empty) one leaf
     /// inserted. Records the node (and those rebuilt under it) as built and visited, and
     /// returns its new hash. `None` when an entry is missing or the changes reshape a node:
-    /// then nothing is recorded.
-    fn cached_stored(&mut self, cache: &BottomBranches, owner: &B256, prefix: Nibbles, hash: B256) -> Result<Option<B256>> {
+    /// then nothing is recorded. `under`: the changed keys under `prefix` (sorted).
+    fn cached_stored(&mut self, cache: &BottomBranches, owner: &B256, prefix: Nibbles, hash: B256, under: &[B256]) -> Result<Option<B256>> {
         let Some(entry) = self.lookup(cache, owner, &prefix, &hash) else { return Ok(None) };
         let depth = prefix.len();
         let (visited, built) = (self.visited.len(), self.built.len());
@@ -477,21 +497,26 @@ impl<S: TrieSource> Walker<'_, S> {
         let mut bottoms = Vec::new();
         let mut old = entry.iter().copied().peekable();
         let mut reshaped = false;
+        let mut rest = under;
         for nibble in 0..16u8 {
             let before = old.next_if(|child| child.nibble == nibble);
-            let mut path = prefix;
-            path.push(nibble);
-            let (lo, hi) = bounds(&path);
-            if !self.changed_in(&lo, &hi) {
+            // The changed keys under this child: the next ones in order.
+            let count = rest.iter().take_while(|key| crate::bottom::nibble(key, depth) == nibble).count();
+            let (mine, tail) = rest.split_at(count);
+            rest = tail;
+            if mine.is_empty() {
                 children.extend(before);
                 continue;
             }
+            let mut path = prefix;
+            path.push(nibble);
+            let (lo, hi) = bounds(&path);
             // The cheap ways: a stored child or a bottom branch rebuilt from its entry, a leaf
             // slot that keeps at most one leaf.
             match before {
                 Some(child) if child.stored => {
                     self.buf = buf;
-                    let rebuilt = self.cached_stored(cache, owner, path, child.hash);
+                    let rebuilt = self.cached_stored(cache, owner, path, child.hash, mine);
                     buf = std::mem::take(&mut self.buf);
                     match rebuilt {
                         Ok(Some(new)) => {

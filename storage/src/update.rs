@@ -8,7 +8,7 @@ use crate::{
     error::{Result, StorageError},
     sources::{account_source, StorageReaders},
     tables,
-    trie::{incremental_root_from, incremental_root_parallel, RootUpdate},
+    trie::{incremental_root_from, incremental_root_parallel, RootUpdate, TrieSource},
 };
 use alloy_primitives::{keccak256, Address, B256, U256};
 use alloy_trie::{Nibbles, EMPTY_ROOT_HASH};
@@ -272,15 +272,39 @@ pub(crate) fn prepare_reusing(storage: &Storage, diff: &StateDiff, history: Hist
     for (index, (address, change)) in diff.accounts.iter().enumerate() {
         let ready = if reusable { prepared.done.remove(address).filter(|(done, _)| done == change).map(|(_, result)| result) } else { None };
         if ready.is_none() {
-            accounts.push((keccak256(address), index, address, change));
+            accounts.push((B256::ZERO, index, address, change));
         }
         results.push(ready);
     }
+    let reused = diff.accounts.len() - accounts.len();
+    let threads = if accounts.len() >= PARALLEL_ACCOUNTS { std::thread::available_parallelism().map_or(1, |n| n.get()).min(16) } else { 1 };
+    hash_addresses(&mut accounts, threads);
     // In hashed-address order, each thread reads the hashed tables and the storage tries forward
     // through a key range instead of jumping around them.
     accounts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let reused = diff.accounts.len() - accounts.len();
-    let threads = if accounts.len() >= PARALLEL_ACCOUNTS { std::thread::available_parallelism().map_or(1, |n| n.get()).min(16) } else { 1 };
+
+    // Split by the first nibble of the hashed address when the account trie's root children can
+    // be built on their own: each job computes the accounts under one root child, then that
+    // child's subtree, with no wait for the other jobs in between (see `prepare_split`).
+    let changed: Vec<B256> = {
+        let mut keys: Vec<B256> = accounts.iter().map(|a| a.0).chain(results.iter().flatten().map(|r| r.hashed)).collect();
+        keys.sort_unstable();
+        keys
+    };
+    let root_node = match threads > 1 {
+        true => account_source(db, &BTreeMap::new())?.node(&Nibbles::default())?,
+        false => None,
+    };
+    let split = root_node.as_ref().map(|node| (node, crate::trie::split_children(node, &changed)));
+    if let Some((root_node, nibbles)) = split.filter(|(_, nibbles)| splittable(nibbles, &changed)) {
+        let split = Split { parent, history, changed: &changed, root_node, nibbles: &nibbles, threads, started, reused };
+        if let Some(update) = prepare_split(storage, &split, &accounts, &mut results)? {
+            return Ok(update);
+        }
+        // Not split after all: the accounts' results stand, the account trie is built whole.
+        accounts.retain(|a| results[a.1].is_none());
+    }
+
     let parts: Vec<_> = accounts.chunks(accounts.len().div_ceil(threads).max(1)).collect();
     let computed = pseq_executor::map_on_threads(
         parts,
@@ -298,38 +322,203 @@ pub(crate) fn prepare_reusing(storage: &Storage, diff: &StateDiff, history: Hist
         results[index] = Some(result);
     }
     let results: Vec<AccountResult> = results.into_iter().collect::<Option<_>>().ok_or_else(|| StorageError::corrupt("an account of the update was not prepared"))?;
-
-    let mut ops = Vec::with_capacity(results.iter().map(|r| r.ops.len()).sum::<usize>() + 64);
-    let mut changes = ChangeSet::default();
-    let mut cache = CacheChanges::default();
+    let mut merged = Merged::new(&results);
     let mut account_overlay: BTreeMap<B256, Option<Vec<u8>>> = BTreeMap::new();
-    let mut trie_nodes_changed = 0;
     for result in results {
-        ops.extend(result.ops);
-        changes.accounts.extend(result.changes.accounts);
-        changes.slots.extend(result.changes.slots);
-        cache.accounts.extend(result.cache.accounts);
-        cache.slots.extend(result.cache.slots);
-        cache.wiped.extend(result.cache.wiped);
-        trie_nodes_changed += result.trie_nodes;
-        account_overlay.insert(result.hashed, result.leaf);
+        account_overlay.insert(result.hashed, result.leaf.clone());
+        merged.add(result);
     }
 
     let accounts_done = started.elapsed();
-    let changed: Vec<B256> = account_overlay.keys().copied().collect();
     let parallelism = std::thread::available_parallelism().map_or(1, |n| n.get()).min(16);
     let bottom = Some((&storage.bottom, crate::bottom::ACCOUNT_TRIE_OWNER));
     let update = incremental_root_parallel(&|| account_source(db, &account_overlay), &changed, parallelism, bottom)?;
-    trie_nodes_changed += push_trie_ops(&mut ops, tables::ACCOUNT_TRIE, &[], &update);
-    let account_trie_time = started.elapsed() - accounts_done;
-    tracing::debug!(
-        accounts = diff.accounts.len(),
-        reused,
-        accounts_ms = accounts_done.as_secs_f64() * 1e3,
-        account_trie_ms = account_trie_time.as_secs_f64() * 1e3,
-        "state root prepared"
-    );
-    Ok(StateUpdate { parent, state_root: update.root, ops, changes, cache, trie_nodes_changed, accounts_time: accounts_done, account_trie_time })
+    merged.trie_nodes_changed += push_trie_ops(&mut merged.ops, tables::ACCOUNT_TRIE, &[], &update);
+    Ok(merged.finish(parent, update.root, accounts_done, started, reused))
+}
+
+/// Computes the hashed address of each of `accounts` (on up to `threads` threads).
+fn hash_addresses(accounts: &mut [(B256, usize, &Address, &pseq_executor::AccountDiff)], threads: usize) {
+    if threads <= 1 {
+        accounts.iter_mut().for_each(|a| a.0 = keccak256(a.2));
+        return;
+    }
+    let chunk = accounts.len().div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|scope| {
+        for part in accounts.chunks_mut(chunk) {
+            scope.spawn(move || part.iter_mut().for_each(|a| a.0 = keccak256(a.2)));
+        }
+    });
+}
+
+/// Whether the account trie can be built by root child ([`prepare_split`]): enough changes, and
+/// every root child with changes under it (`changed`, sorted) is one of `nibbles`, the children
+/// [`crate::trie::split_children`] found buildable on their own.
+fn splittable(nibbles: &[u8], changed: &[B256]) -> bool {
+    let mut touched = [false; 16];
+    for key in changed {
+        touched[usize::from(key[0] >> 4)] = true;
+    }
+    changed.len() >= crate::trie::PARALLEL_MIN_CHANGES && nibbles.len() == touched.iter().filter(|t| **t).count() && nibbles.len() > 1
+}
+
+/// The per-account results of an update gathered into its writes, change set and cache changes.
+struct Merged {
+    accounts: usize,
+    ops: Vec<Op>,
+    changes: ChangeSet,
+    cache: CacheChanges,
+    trie_nodes_changed: usize,
+}
+
+impl Merged {
+    fn new(results: &[AccountResult]) -> Self {
+        Self {
+            accounts: results.len(),
+            ops: Vec::with_capacity(results.iter().map(|r| r.ops.len()).sum::<usize>() + 64),
+            changes: ChangeSet::default(),
+            cache: CacheChanges::default(),
+            trie_nodes_changed: 0,
+        }
+    }
+
+    fn add(&mut self, result: AccountResult) {
+        self.ops.extend(result.ops);
+        self.changes.accounts.extend(result.changes.accounts);
+        self.changes.slots.extend(result.changes.slots);
+        self.cache.accounts.extend(result.cache.accounts);
+        self.cache.slots.extend(result.cache.slots);
+        self.cache.wiped.extend(result.cache.wiped);
+        self.trie_nodes_changed += result.trie_nodes;
+    }
+
+    fn finish(self, parent: (u64, B256), state_root: B256, accounts_done: std::time::Duration, started: std::time::Instant, reused: usize) -> StateUpdate {
+        let account_trie_time = started.elapsed().saturating_sub(accounts_done);
+        tracing::debug!(
+            accounts = self.accounts,
+            reused,
+            accounts_ms = accounts_done.as_secs_f64() * 1e3,
+            account_trie_ms = account_trie_time.as_secs_f64() * 1e3,
+            "state root prepared"
+        );
+        StateUpdate {
+            parent,
+            state_root,
+            ops: self.ops,
+            changes: self.changes,
+            cache: self.cache,
+            trie_nodes_changed: self.trie_nodes_changed,
+            accounts_time: accounts_done,
+            account_trie_time,
+        }
+    }
+}
+
+/// What one job of [`prepare_split`] produced: its accounts' results and its root child's
+/// subtree (its new hash, and its node writes already in `ops`), `None` when the child did not
+/// stay a stored branch node.
+struct SplitJob {
+    computed: Vec<(usize, AccountResult)>,
+    ops: Vec<Op>,
+    trie_nodes: usize,
+    subtree: Option<(u8, B256)>,
+}
+
+/// What [`prepare_split`] works from.
+struct Split<'a> {
+    parent: (u64, B256),
+    history: History,
+    /// Every changed account's hashed address, sorted.
+    changed: &'a [B256],
+    /// The account trie's root node.
+    root_node: &'a alloy_trie::BranchNodeCompact,
+    /// The root children to build on their own.
+    nibbles: &'a [u8],
+    threads: usize,
+    started: std::time::Instant,
+    reused: usize,
+}
+
+/// [`prepare_reusing`] with the account trie built by root child: one job per root child with
+/// changes (the accounts under it, then its subtree, see [`crate::trie::child_subtree`]), run on
+/// `threads` threads, then the root level. Gives exactly the root and writes of the unsplit
+/// computation. When a child does not stay a stored branch node it returns `None`, with every
+/// account's result in `results`: the caller then builds the account trie whole.
+fn prepare_split(
+    storage: &Storage,
+    split: &Split<'_>,
+    accounts: &[(B256, usize, &Address, &pseq_executor::AccountDiff)],
+    results: &mut [Option<AccountResult>],
+) -> Result<Option<StateUpdate>> {
+    let Split { parent, history, changed, root_node, nibbles, threads, started, reused } = *split;
+    let db = storage.db();
+    let bottom = Some((&storage.bottom, crate::bottom::ACCOUNT_TRIE_OWNER));
+    // The leaves of the accounts prepared ahead, by hashed address.
+    let ready: BTreeMap<B256, Option<Vec<u8>>> = results.iter().flatten().map(|r| (r.hashed, r.leaf.clone())).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let workers: Vec<usize> = (0..threads.min(nibbles.len())).collect();
+    let jobs = pseq_executor::map_on_threads(
+        workers,
+        |_| {
+            let mut done = Vec::new();
+            let mut readers = StorageReaders::new(db)?;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&nibble) = nibbles.get(i) else { break };
+                let path = Nibbles::from_nibbles([nibble]);
+                let (lo, hi) = crate::trie::bounds(&path);
+                let mine = &accounts[accounts.partition_point(|a| a.0 < lo)..accounts.partition_point(|a| a.0 <= hi)];
+                let before = read_before(storage, mine.iter().map(|(hashed, _, address, change)| (hashed, *address, *change)), history)?;
+                let mut job = SplitJob { computed: Vec::with_capacity(mine.len()), ops: Vec::new(), trie_nodes: 0, subtree: None };
+                let mut overlay: BTreeMap<B256, Option<Vec<u8>>> = ready.range(lo..=hi).map(|(k, v)| (*k, v.clone())).collect();
+                for ((hashed, index, address, change), before) in mine.iter().zip(before) {
+                    let result = prepare_account(storage, &mut readers, address, *hashed, change, history, before)?;
+                    overlay.insert(*hashed, result.leaf.clone());
+                    job.computed.push((*index, result));
+                }
+                let keys: Vec<B256> = overlay.keys().copied().collect();
+                if let Some(sub) = crate::trie::child_subtree(&|| account_source(db, &overlay), &keys, nibble, bottom)? {
+                    job.trie_nodes += push_trie_ops(&mut job.ops, tables::ACCOUNT_TRIE, &[], &sub);
+                    job.subtree = Some((nibble, sub.root));
+                }
+                done.push(job);
+            }
+            Ok(done)
+        },
+        || StorageError::corrupt("state root worker panicked"),
+    )?;
+    let jobs: Vec<SplitJob> = jobs.into_iter().flatten().collect();
+    let mut roots = [None; 16];
+    let mut whole = jobs.len() == nibbles.len();
+    for job in &jobs {
+        match job.subtree {
+            Some((nibble, root)) => roots[nibble as usize] = Some(root),
+            None => whole = false,
+        }
+    }
+    // The accounts' results hold whether or not the split worked out.
+    let mut trie_ops = Vec::new();
+    let mut trie_nodes = 0;
+    for job in jobs {
+        for (index, result) in job.computed {
+            results[index] = Some(result);
+        }
+        trie_ops.extend(job.ops);
+        trie_nodes += job.trie_nodes;
+    }
+    if !whole {
+        return Ok(None);
+    }
+    let accounts_done = started.elapsed();
+    let results: Vec<AccountResult> = results.iter_mut().map(Option::take).collect::<Option<_>>().ok_or_else(|| StorageError::corrupt("an account of the update was not prepared"))?;
+    let mut merged = Merged::new(&results);
+    for result in results {
+        merged.add(result);
+    }
+    let root = crate::trie::root_from_subtrees(&mut account_source(db, &BTreeMap::new())?, changed, root_node, &roots, bottom)?;
+    merged.ops.extend(trie_ops);
+    merged.trie_nodes_changed += trie_nodes + push_trie_ops(&mut merged.ops, tables::ACCOUNT_TRIE, &[], &root);
+    Ok(Some(merged.finish(parent, root.root, accounts_done, started, reused)))
 }
 
 /// One account (`hashed`: its hashed address): its plain and hashed writes, history, storage trie
