@@ -298,11 +298,7 @@ pub(crate) fn prepare_reusing(storage: &Storage, diff: &StateDiff, history: Hist
     let split = root_node.as_ref().map(|node| (node, crate::trie::split_children(node, &changed)));
     if let Some((root_node, nibbles)) = split.filter(|(_, nibbles)| splittable(nibbles, &changed)) {
         let split = Split { parent, history, changed: &changed, root_node, nibbles: &nibbles, threads, started, reused };
-        if let Some(update) = prepare_split(storage, &split, &accounts, &mut results)? {
-            return Ok(update);
-        }
-        // Not split after all: the accounts' results stand, the account trie is built whole.
-        accounts.retain(|a| results[a.1].is_none());
+        return prepare_split(storage, &split, &accounts, results);
     }
 
     let parts: Vec<_> = accounts.chunks(accounts.len().div_ceil(threads).max(1)).collect();
@@ -322,7 +318,7 @@ pub(crate) fn prepare_reusing(storage: &Storage, diff: &StateDiff, history: Hist
         results[index] = Some(result);
     }
     let results: Vec<AccountResult> = results.into_iter().collect::<Option<_>>().ok_or_else(|| StorageError::corrupt("an account of the update was not prepared"))?;
-    let mut merged = Merged::new(&results);
+    let mut merged = Merged::with_capacity(results.iter().map(|r| r.ops.len()).sum::<usize>() + 64);
     let mut account_overlay: BTreeMap<B256, Option<Vec<u8>>> = BTreeMap::new();
     for result in results {
         account_overlay.insert(result.hashed, result.leaf.clone());
@@ -372,17 +368,24 @@ struct Merged {
 }
 
 impl Merged {
-    fn new(results: &[AccountResult]) -> Self {
-        Self {
-            accounts: results.len(),
-            ops: Vec::with_capacity(results.iter().map(|r| r.ops.len()).sum::<usize>() + 64),
-            changes: ChangeSet::default(),
-            cache: CacheChanges::default(),
-            trie_nodes_changed: 0,
-        }
+    fn with_capacity(ops: usize) -> Self {
+        Self { accounts: 0, ops: Vec::with_capacity(ops), changes: ChangeSet::default(), cache: CacheChanges::default(), trie_nodes_changed: 0 }
+    }
+
+    /// Adds another part's writes and changes.
+    fn absorb(&mut self, mut other: Merged) {
+        self.accounts += other.accounts;
+        self.ops.append(&mut other.ops);
+        self.changes.accounts.append(&mut other.changes.accounts);
+        self.changes.slots.append(&mut other.changes.slots);
+        self.cache.accounts.append(&mut other.cache.accounts);
+        self.cache.slots.append(&mut other.cache.slots);
+        self.cache.wiped.append(&mut other.cache.wiped);
+        self.trie_nodes_changed += other.trie_nodes_changed;
     }
 
     fn add(&mut self, result: AccountResult) {
+        self.accounts += 1;
         self.ops.extend(result.ops);
         self.changes.accounts.extend(result.changes.accounts);
         self.changes.slots.extend(result.changes.slots);
@@ -414,12 +417,13 @@ impl Merged {
     }
 }
 
-/// What one job of [`prepare_split`] produced: its accounts' results and its root child's
-/// subtree (its new hash, and its node writes already in `ops`), `None` when the child did not
-/// stay a stored branch node.
+/// What one job of [`prepare_split`] produced: its accounts' writes and changes, their leaves,
+/// and its root child's subtree (its new hash, its node writes in `trie_ops`), `None` when the
+/// child did not stay a stored branch node.
 struct SplitJob {
-    computed: Vec<(usize, AccountResult)>,
-    ops: Vec<Op>,
+    merged: Merged,
+    leaves: BTreeMap<B256, Option<Vec<u8>>>,
+    trie_ops: Vec<Op>,
     trie_nodes: usize,
     subtree: Option<(u8, B256)>,
 }
@@ -440,21 +444,17 @@ struct Split<'a> {
 }
 
 /// [`prepare_reusing`] with the account trie built by root child: one job per root child with
-/// changes (the accounts under it, then its subtree, see [`crate::trie::child_subtree`]), run on
-/// `threads` threads, then the root level. Gives exactly the root and writes of the unsplit
-/// computation. When a child does not stay a stored branch node it returns `None`, with every
-/// account's result in `results`: the caller then builds the account trie whole.
-fn prepare_split(
-    storage: &Storage,
-    split: &Split<'_>,
-    accounts: &[(B256, usize, &Address, &pseq_executor::AccountDiff)],
-    results: &mut [Option<AccountResult>],
-) -> Result<Option<StateUpdate>> {
+/// changes (the accounts under it, merged into writes, then its subtree, see
+/// [`crate::trie::child_subtree`]), run on `threads` threads, then the root level. Gives exactly
+/// the root and writes of the unsplit computation; when a child does not stay a stored branch
+/// node, the account trie is built whole ([`incremental_root_parallel`]) from the jobs' leaves.
+fn prepare_split(storage: &Storage, split: &Split<'_>, accounts: &[(B256, usize, &Address, &pseq_executor::AccountDiff)], results: Vec<Option<AccountResult>>) -> Result<StateUpdate> {
     let Split { parent, history, changed, root_node, nibbles, threads, started, reused } = *split;
     let db = storage.db();
     let bottom = Some((&storage.bottom, crate::bottom::ACCOUNT_TRIE_OWNER));
-    // The leaves of the accounts prepared ahead, by hashed address.
-    let ready: BTreeMap<B256, Option<Vec<u8>>> = results.iter().flatten().map(|r| (r.hashed, r.leaf.clone())).collect();
+    // The accounts prepared ahead: merged here, their leaves go to their root child's job.
+    let ready: Vec<AccountResult> = results.into_iter().flatten().collect();
+    let ready_leaves: BTreeMap<B256, Option<Vec<u8>>> = ready.iter().map(|r| (r.hashed, r.leaf.clone())).collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let workers: Vec<usize> = (0..threads.min(nibbles.len())).collect();
     let jobs = pseq_executor::map_on_threads(
@@ -465,20 +465,20 @@ fn prepare_split(
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(&nibble) = nibbles.get(i) else { break };
-                let path = Nibbles::from_nibbles([nibble]);
-                let (lo, hi) = crate::trie::bounds(&path);
+                let (lo, hi) = crate::trie::bounds(&Nibbles::from_nibbles([nibble]));
                 let mine = &accounts[accounts.partition_point(|a| a.0 < lo)..accounts.partition_point(|a| a.0 <= hi)];
                 let before = read_before(storage, mine.iter().map(|(hashed, _, address, change)| (hashed, *address, *change)), history)?;
-                let mut job = SplitJob { computed: Vec::with_capacity(mine.len()), ops: Vec::new(), trie_nodes: 0, subtree: None };
-                let mut overlay: BTreeMap<B256, Option<Vec<u8>>> = ready.range(lo..=hi).map(|(k, v)| (*k, v.clone())).collect();
-                for ((hashed, index, address, change), before) in mine.iter().zip(before) {
-                    let result = prepare_account(storage, &mut readers, address, *hashed, change, history, before)?;
-                    overlay.insert(*hashed, result.leaf.clone());
-                    job.computed.push((*index, result));
+                let mut leaves: BTreeMap<B256, Option<Vec<u8>>> = ready_leaves.range(lo..=hi).map(|(k, v)| (*k, v.clone())).collect();
+                let mut merged = Merged::with_capacity(mine.len() * 4);
+                for ((hashed, _, address, change), before) in mine.iter().zip(before) {
+                    let mut result = prepare_account(storage, &mut readers, address, *hashed, change, history, before)?;
+                    leaves.insert(*hashed, result.leaf.take());
+                    merged.add(result);
                 }
-                let keys: Vec<B256> = overlay.keys().copied().collect();
-                if let Some(sub) = crate::trie::child_subtree(&|| account_source(db, &overlay), &keys, nibble, bottom)? {
-                    job.trie_nodes += push_trie_ops(&mut job.ops, tables::ACCOUNT_TRIE, &[], &sub);
+                let keys: Vec<B256> = leaves.keys().copied().collect();
+                let mut job = SplitJob { merged, leaves, trie_ops: Vec::new(), trie_nodes: 0, subtree: None };
+                if let Some(sub) = crate::trie::child_subtree(&|| account_source(db, &job.leaves), &keys, nibble, bottom)? {
+                    job.trie_nodes = push_trie_ops(&mut job.trie_ops, tables::ACCOUNT_TRIE, &[], &sub);
                     job.subtree = Some((nibble, sub.root));
                 }
                 done.push(job);
@@ -488,37 +488,39 @@ fn prepare_split(
         || StorageError::corrupt("state root worker panicked"),
     )?;
     let jobs: Vec<SplitJob> = jobs.into_iter().flatten().collect();
-    let mut roots = [None; 16];
-    let mut whole = jobs.len() == nibbles.len();
-    for job in &jobs {
-        match job.subtree {
-            Some((nibble, root)) => roots[nibble as usize] = Some(root),
-            None => whole = false,
-        }
-    }
-    // The accounts' results hold whether or not the split worked out.
-    let mut trie_ops = Vec::new();
-    let mut trie_nodes = 0;
-    for job in jobs {
-        for (index, result) in job.computed {
-            results[index] = Some(result);
-        }
-        trie_ops.extend(job.ops);
-        trie_nodes += job.trie_nodes;
-    }
-    if !whole {
-        return Ok(None);
+    if jobs.len() != nibbles.len() {
+        return Err(StorageError::corrupt("a state root job was not run"));
     }
     let accounts_done = started.elapsed();
-    let results: Vec<AccountResult> = results.iter_mut().map(Option::take).collect::<Option<_>>().ok_or_else(|| StorageError::corrupt("an account of the update was not prepared"))?;
-    let mut merged = Merged::new(&results);
-    for result in results {
+    let mut merged = Merged::with_capacity(jobs.iter().map(|j| j.merged.ops.len() + j.trie_ops.len()).sum::<usize>() + ready.iter().map(|r| r.ops.len()).sum::<usize>() + 64);
+    for result in ready {
         merged.add(result);
     }
-    let root = crate::trie::root_from_subtrees(&mut account_source(db, &BTreeMap::new())?, changed, root_node, &roots, bottom)?;
-    merged.ops.extend(trie_ops);
-    merged.trie_nodes_changed += trie_nodes + push_trie_ops(&mut merged.ops, tables::ACCOUNT_TRIE, &[], &root);
-    Ok(Some(merged.finish(parent, root.root, accounts_done, started, reused)))
+    let mut roots = [None; 16];
+    let whole = jobs.iter().all(|job| job.subtree.is_some());
+    let mut overlay = BTreeMap::new();
+    let mut trie_ops = Vec::new();
+    for mut job in jobs {
+        merged.absorb(job.merged);
+        if let Some((nibble, root)) = job.subtree {
+            roots[usize::from(nibble)] = Some(root);
+        }
+        match whole {
+            true => {
+                trie_ops.append(&mut job.trie_ops);
+                merged.trie_nodes_changed += job.trie_nodes;
+            }
+            false => overlay.append(&mut job.leaves),
+        }
+    }
+    let update = match whole {
+        true => crate::trie::root_from_subtrees(&mut account_source(db, &BTreeMap::new())?, changed, root_node, &roots, bottom)?,
+        // A root child collapsed: the subtrees built are dropped, the account trie built whole.
+        false => incremental_root_parallel(&|| account_source(db, &overlay), changed, threads, bottom)?,
+    };
+    merged.ops.append(&mut trie_ops);
+    merged.trie_nodes_changed += push_trie_ops(&mut merged.ops, tables::ACCOUNT_TRIE, &[], &update);
+    Ok(merged.finish(parent, update.root, accounts_done, started, reused))
 }
 
 /// One account (`hashed`: its hashed address): its plain and hashed writes, history, storage trie

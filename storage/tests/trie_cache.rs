@@ -120,3 +120,54 @@ fn roots_with_the_trie_cache_warm_filled_or_off_equal_the_reference() {
     assert!(warm_hits > 1_000 && filled_hits > 1_000, "hits: warm {warm_hits}, filled {filled_hits}");
     assert_eq!((branches, bytes, off_hits), (0, 0, 0), "a cache of 0 bytes holds nothing");
 }
+
+/// A block that empties one root child of the account trie, or leaves it one account, while
+/// hundreds of other accounts change: the root computation built by root child finds that child
+/// no longer a stored branch and builds the account trie whole. The roots equal the reference's
+/// and the stored nodes a from-scratch check's, with the cache warm and off.
+#[test]
+fn a_root_child_emptied_or_collapsed_in_a_large_block_gives_the_reference_root() {
+    let mut rng = Rng(0xc011_a95e);
+    let (alloc, genesis_state, genesis_header) = common::genesis(&mut rng);
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let storages: Vec<Storage> = [64 << 20, 0]
+        .iter()
+        .zip(&dirs)
+        .map(|(bytes, dir)| Storage::open_or_init(dir.path(), &StorageOptions { trie_cache_bytes: *bytes, ..Default::default() }, 1337, &genesis_header, &alloc).unwrap())
+        .collect();
+    let mut state: InMemoryState = genesis_state;
+    let mut initial = StateDiff::default();
+    for i in 0..3_000 {
+        initial.accounts.insert(account(i), AccountDiff { info: info(1 + i, 1), storage_cleared: false, storage: BTreeMap::new() });
+    }
+    state.apply_diff(&initial);
+    for storage in &storages {
+        commit(storage, &initial, 1);
+        storage.warm_trie_cache().unwrap();
+    }
+    // The accounts under root child `nibble` of the account trie.
+    let under = |nibble: u8| (0..3_000).filter(move |i| alloy_primitives::keccak256(account(*i))[0] >> 4 == nibble).collect::<Vec<_>>();
+    for (n, (nibble, keep)) in [(0u8, 0usize), (5, 1)].into_iter().enumerate() {
+        let block = n as u64 + 2;
+        let mut diff = StateDiff::default();
+        let doomed = under(nibble);
+        assert!(doomed.len() > 100, "{} accounts under root child {nibble}", doomed.len());
+        for i in doomed.into_iter().skip(keep) {
+            diff.accounts.insert(account(i), AccountDiff { info: None, storage_cleared: true, storage: BTreeMap::new() });
+        }
+        // (Not under root child 0 either, emptied by the first block: a new child of the root
+        // is built whole anyway.)
+        for i in (0..3_000).filter(|i| ![0, nibble].contains(&(alloy_primitives::keccak256(account(*i))[0] >> 4))).step_by(7) {
+            diff.accounts.insert(account(i), AccountDiff { info: info(7 + i, block), storage_cleared: false, storage: BTreeMap::new() });
+        }
+        assert!(diff.accounts.len() > 500);
+        state.apply_diff(&diff);
+        let expected = state.state_root();
+        for (storage, name) in storages.iter().zip(["warm", "off"]) {
+            commit(storage, &diff, block);
+            assert_eq!(storage.header_by_number(block).unwrap().unwrap().state_root, expected, "block {block}, cache {name}");
+            assert!(storage.verify(&mut |_| {}).unwrap().ok(), "block {block}, cache {name}");
+        }
+        assert_eq!(storages[0].trie_fingerprint().unwrap(), storages[1].trie_fingerprint().unwrap(), "block {block}");
+    }
+}
