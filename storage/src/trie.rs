@@ -516,21 +516,16 @@ impl<S: TrieSource> Walker<'_, S> {
             match before {
                 Some(child) if child.stored => {
                     self.buf = buf;
-                    let rebuilt = self.cached_stored(cache, owner, path, child.hash, mine);
+                    let rebuilt = self.cached_stored(cache, owner, path, child.hash, mine)?;
                     buf = std::mem::take(&mut self.buf);
                     match rebuilt {
-                        Ok(Some(new)) => {
-                            children.push(Child::stored(nibble, new));
-                            continue;
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            self.buf = buf;
-                            return Err(e);
+                        Some(new) => children.push(Child::stored(nibble, new)),
+                        None => {
+                            reshaped = true;
+                            break;
                         }
                     }
-                    reshaped = true;
-                    break;
+                    continue;
                 }
                 Some(child) if child.other => {}
                 Some(Child { leaf: None, hash: old_hash, .. }) => {
@@ -548,13 +543,7 @@ impl<S: TrieSource> Walker<'_, S> {
                 }
             }
             // Otherwise the slot's leaves, read in one range (a few of them), make its new child.
-            let leaves = match self.read_leaves(&lo, &hi) {
-                Ok(leaves) => leaves,
-                Err(e) => {
-                    self.buf = buf;
-                    return Err(e);
-                }
-            };
+            let leaves = self.read_leaves(&lo, &hi)?;
             if leaves.is_empty() {
                 continue;
             }

@@ -283,15 +283,15 @@ pub(crate) fn prepare_reusing(storage: &Storage, diff: &StateDiff, history: Hist
     // through a key range instead of jumping around them.
     accounts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
 
-    // Split by the first nibble of the hashed address when the account trie's root children can
-    // be built on their own: each job computes the accounts under one root child, then that
+    // Split by the first nibble of the hashed address when there are enough changes and the
+    // account trie's root children can be built on their own: each job computes the accounts under one root child, then that
     // child's subtree, with no wait for the other jobs in between (see `prepare_split`).
     let changed: Vec<B256> = {
         let mut keys: Vec<B256> = accounts.iter().map(|a| a.0).chain(results.iter().flatten().map(|r| r.hashed)).collect();
         keys.sort_unstable();
         keys
     };
-    let root_node = match threads > 1 {
+    let root_node = match threads > 1 && changed.len() >= crate::trie::PARALLEL_MIN_CHANGES {
         true => account_source(db, &BTreeMap::new())?.node(&Nibbles::default())?,
         false => None,
     };
@@ -320,8 +320,8 @@ pub(crate) fn prepare_reusing(storage: &Storage, diff: &StateDiff, history: Hist
     let results: Vec<AccountResult> = results.into_iter().collect::<Option<_>>().ok_or_else(|| StorageError::corrupt("an account of the update was not prepared"))?;
     let mut merged = Merged::with_capacity(results.iter().map(|r| r.ops.len()).sum::<usize>() + 64);
     let mut account_overlay: BTreeMap<B256, Option<Vec<u8>>> = BTreeMap::new();
-    for result in results {
-        account_overlay.insert(result.hashed, result.leaf.clone());
+    for mut result in results {
+        account_overlay.insert(result.hashed, result.leaf.take());
         merged.add(result);
     }
 
@@ -339,7 +339,7 @@ fn hash_addresses(accounts: &mut [(B256, usize, &Address, &pseq_executor::Accoun
         accounts.iter_mut().for_each(|a| a.0 = keccak256(a.2));
         return;
     }
-    let chunk = accounts.len().div_ceil(threads.max(1)).max(1);
+    let chunk = accounts.len().div_ceil(threads).max(1);
     std::thread::scope(|scope| {
         for part in accounts.chunks_mut(chunk) {
             scope.spawn(move || part.iter_mut().for_each(|a| a.0 = keccak256(a.2)));
@@ -347,15 +347,15 @@ fn hash_addresses(accounts: &mut [(B256, usize, &Address, &pseq_executor::Accoun
     });
 }
 
-/// Whether the account trie can be built by root child ([`prepare_split`]): enough changes, and
-/// every root child with changes under it (`changed`, sorted) is one of `nibbles`, the children
-/// [`crate::trie::split_children`] found buildable on their own.
+/// Whether the account trie can be built by root child ([`prepare_split`]): every root child with
+/// changes under it (`changed`) is one of `nibbles`, the children
+/// [`crate::trie::split_children`] found buildable on their own, and there are two or more.
 fn splittable(nibbles: &[u8], changed: &[B256]) -> bool {
     let mut touched = [false; 16];
     for key in changed {
         touched[usize::from(key[0] >> 4)] = true;
     }
-    changed.len() >= crate::trie::PARALLEL_MIN_CHANGES && nibbles.len() == touched.iter().filter(|t| **t).count() && nibbles.len() > 1
+    nibbles.len() == touched.iter().filter(|t| **t).count() && nibbles.len() > 1
 }
 
 /// The per-account results of an update gathered into its writes, change set and cache changes.
