@@ -193,12 +193,14 @@ pub fn state_root(params: StateRootParams, work_dir: &Path) -> Result<StateRootR
     let warmed = storage.warm_trie_cache().map_err(|e| e.to_string())?;
     let warm_up_ms = started.elapsed().as_secs_f64() * 1e3;
     let (branches, cache_bytes, hits_before, misses_before) = storage.trie_cache_stats();
+    let by_path_before = storage.trie_cache_path_lookups();
     tracing::info!(?warmed, warm_up_ms, "bottom-branch cache warmed");
     // Warm: as on a node that has run a while (or warmed up after starting).
     let warm = time_root(&storage, &diff, params.runs, false)?;
     let (_, _, hits, misses) = storage.trie_cache_stats();
     let runs = params.runs.max(1);
-    tracing::info!(hits = (hits - hits_before) / runs, misses = (misses - misses_before) / runs, "bottom-branch cache lookups per warm run");
+    let by_path = (storage.trie_cache_path_lookups() - by_path_before) / runs;
+    tracing::info!(hits = (hits - hits_before) / runs, misses = (misses - misses_before) / runs, by_path, "bottom-branch cache lookups per warm run");
     if warm.root != cold.root {
         return Err(format!("root with the bottom-branch cache {} != root without {}", warm.root, cold.root));
     }

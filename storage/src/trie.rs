@@ -94,7 +94,7 @@ pub(crate) fn incremental_root(source: &mut impl TrieSource, changed: &[B256], b
 pub(crate) fn incremental_root_from(source: &mut impl TrieSource, changed: &[B256], bottom: Bottom<'_>, old_root: B256) -> Result<RootUpdate> {
     if let (Some((cache, owner)), false) = (bottom, changed.is_empty()) {
         let mut walker = Walker::new(source, changed, bottom, 0);
-        if let Some(root) = walker.cached_stored(cache, &owner, Nibbles::default(), old_root, changed)? {
+        if let Some((root, _)) = walker.cached_stored(cache, &owner, Nibbles::default(), old_root, None, changed)? {
             let visited = std::mem::take(&mut walker.visited);
             let updated: HashMap<Nibbles, BranchNodeCompact> = std::mem::take(&mut walker.built).into_iter().collect();
             let removed = visited.into_iter().filter(|path| !updated.contains_key(path)).collect();
@@ -137,7 +137,7 @@ where
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let Some(&nibble) = jobs.get(i) else { break };
-                        done.push((nibble, child_subtree(make_source, changed, nibble, bottom)));
+                        done.push((nibble, child_subtree(make_source, changed, nibble, root_node.hash_for_nibble(nibble), bottom)));
                     }
                     done
                 })
@@ -200,15 +200,27 @@ pub(crate) fn root_from_subtrees<S: TrieSource>(source: &mut S, changed: &[B256]
     Ok(RootUpdate { root, updated, removed })
 }
 
-/// The subtree under root child `nibble`, built as a trie of its own; `None` when it is not a
-/// stored branch node any more.
-pub(crate) fn child_subtree<S, F>(make_source: &F, changed: &[B256], nibble: u8, bottom: Bottom<'_>) -> Result<Option<RootUpdate>>
+/// The subtree under root child `nibble` (hash `hash` before), built as a trie of its own;
+/// `None` when it is not a stored branch node any more. With a cache, rebuilt from it when it
+/// can be (see [`Walker::cached_stored`]), otherwise walked from its stored node.
+pub(crate) fn child_subtree<S, F>(make_source: &F, changed: &[B256], nibble: u8, hash: B256, bottom: Bottom<'_>) -> Result<Option<RootUpdate>>
 where
     S: TrieSource,
     F: Fn() -> Result<S>,
 {
     let mut source = make_source()?;
     let path = Nibbles::from_nibbles([nibble]);
+    if let Some((cache, owner)) = bottom {
+        let (lo, hi) = bounds(&path);
+        let under = &changed[changed.partition_point(|k| k < &lo)..changed.partition_point(|k| k <= &hi)];
+        let mut walker = Walker::new(&mut source, changed, bottom, 1);
+        if let Some((root, _)) = walker.cached_stored(cache, &owner, path, hash, None, under)? {
+            let visited = std::mem::take(&mut walker.visited);
+            let updated: HashMap<Nibbles, BranchNodeCompact> = std::mem::take(&mut walker.built).into_iter().collect();
+            let removed = visited.into_iter().filter(|p| !updated.contains_key(p)).collect();
+            return Ok(Some(RootUpdate { root, updated, removed }));
+        }
+    }
     let Some(node) = source.node(&path)? else { return Ok(None) };
     let mut walker = Walker::new(&mut source, changed, bottom, 1);
     walker.walk(path, &node)?;
@@ -259,27 +271,35 @@ struct Walker<'a, S> {
     /// Stored nodes rebuilt from the cache ([`Walker::lowest_stored`]), by absolute path: the
     /// builder saw them as hashes.
     built: Vec<(Nibbles, BranchNodeCompact)>,
-    /// Cache lookups that found their branch, and that did not.
+    /// Cache lookups that found their branch, and that did not; lookups that searched the map.
     hits: usize,
     misses: usize,
+    by_path: usize,
 }
 
 impl<S> Drop for Walker<'_, S> {
     fn drop(&mut self) {
         if let Some((cache, _)) = self.bottom {
-            cache.count(self.hits, self.misses);
+            cache.count(self.hits, self.misses, self.by_path);
         }
     }
 }
 
 impl<'a, S: TrieSource> Walker<'a, S> {
     fn new(source: &'a mut S, changed: &'a [B256], bottom: Bottom<'a>, strip: usize) -> Self {
-        Self { source, changed, hb: HashBuilder::default().with_updates(true), visited: Vec::new(), strip, bottom, buf: Vec::new(), built: Vec::new(), hits: 0, misses: 0 }
+        Self { source, changed, hb: HashBuilder::default().with_updates(true), visited: Vec::new(), strip, bottom, buf: Vec::new(), built: Vec::new(), hits: 0, misses: 0, by_path: 0 }
     }
 
-    /// The cached children of the branch at `path` of hash `hash`, counted as a hit or a miss.
-    fn lookup(&mut self, cache: &BottomBranches, owner: &B256, path: &Nibbles, hash: &B256) -> Option<std::sync::Arc<[Child]>> {
-        let found = cache.get(owner, path, hash);
+    /// The cached children of the branch at `path` of hash `hash`, and its slot, counted as a hit
+    /// or a miss: found at `slot` when its parent knows it, by path otherwise.
+    fn lookup(&mut self, cache: &BottomBranches, owner: &B256, path: &Nibbles, hash: &B256, slot: Option<u32>) -> Option<(std::sync::Arc<[Child]>, u32)> {
+        let found = match slot {
+            Some(slot) => cache.get_at(slot, hash).map(|children| (children, slot)),
+            None => {
+                self.by_path += 1;
+                cache.get(owner, path, hash)
+            }
+        };
         match found.is_some() {
             true => self.hits += 1,
             false => self.misses += 1,
@@ -388,8 +408,8 @@ impl<S: TrieSource> Walker<'_, S> {
     fn unstored_branch(&mut self, prefix: Nibbles, hash: B256, lo: &B256, hi: &B256) -> Result<()> {
         let Some((cache, owner)) = self.bottom else { return self.add_leaves(lo, hi) };
         let mut buf = std::mem::take(&mut self.buf);
-        let built = match self.cached_bottom(cache, &owner, &prefix, &hash, &mut buf) {
-            Some(built) => built,
+        let built = match self.cached_bottom(cache, &owner, &prefix, &hash, None, &mut buf) {
+            Some((new, children, _)) => (new, children),
             None if cache.is_full() => {
                 self.buf = buf;
                 return self.add_leaves(lo, hi);
@@ -416,10 +436,10 @@ impl<S: TrieSource> Walker<'_, S> {
     }
 
     /// The bottom branch at `prefix` (hash `hash` before) rebuilt from its cached leaves and the
-    /// pending changes: its new hash and children. `None` when it is not cached or does not stay
-    /// a bottom branch.
-    fn cached_bottom(&mut self, cache: &BottomBranches, owner: &B256, prefix: &Nibbles, hash: &B256, buf: &mut Vec<u8>) -> Option<(B256, Vec<Child>)> {
-        let old = self.lookup(cache, owner, prefix, hash)?;
+    /// pending changes: its new hash and children, and its slot. `None` when it is not cached or
+    /// does not stay a bottom branch. `slot`: where its parent says it is kept, if known.
+    fn cached_bottom(&mut self, cache: &BottomBranches, owner: &B256, prefix: &Nibbles, hash: &B256, slot: Option<u32>, buf: &mut Vec<u8>) -> Option<(B256, Vec<Child>, u32)> {
+        let (old, slot) = self.lookup(cache, owner, prefix, hash, slot)?;
         let (lo, hi) = bounds(prefix);
         let depth = prefix.len();
         let merged = self.merge_pending(&old, depth, &lo, &hi, buf)?;
@@ -427,7 +447,7 @@ impl<S: TrieSource> Walker<'_, S> {
             return None;
         }
         let children = leaf_children(&merged, depth);
-        branch_hash(&children, buf).map(|new| (new, children))
+        branch_hash(&children, buf).map(|new| (new, children, slot))
     }
 
     /// The leaves of the cached bottom branch `old` with the pending changes in `lo..=hi`
@@ -476,7 +496,7 @@ impl<S: TrieSource> Walker<'_, S> {
         let (lo, hi) = bounds(&prefix);
         let changed = self.changed;
         let under = &changed[changed.partition_point(|k| k < &lo)..changed.partition_point(|k| k <= &hi)];
-        let Some(new) = self.cached_stored(cache, &owner, prefix, hash, under)? else { return Ok(false) };
+        let Some((new, _)) = self.cached_stored(cache, &owner, prefix, hash, None, under)? else { return Ok(false) };
         self.hb.add_branch(prefix.slice(self.strip..), new, true);
         Ok(true)
     }
@@ -486,24 +506,33 @@ impl<S: TrieSource> Walker<'_, S> {
     /// child is rebuilt the same way (recursively), a changed bottom branch from its cached
     /// leaves, and a leaf slot may see its leaf updated, deleted or (when empty) one leaf
     /// inserted. Records the node (and those rebuilt under it) as built and visited, and
-    /// returns its new hash. `None` when an entry is missing or the changes reshape a node:
-    /// then nothing is recorded. `under`: the changed keys under `prefix` (sorted).
-    fn cached_stored(&mut self, cache: &BottomBranches, owner: &B256, prefix: Nibbles, hash: B256, under: &[B256]) -> Result<Option<B256>> {
-        let Some(entry) = self.lookup(cache, owner, &prefix, &hash) else { return Ok(None) };
+    /// returns its new hash and its slot. `None` when an entry is missing or the changes reshape a
+    /// node: then nothing is recorded. `under`: the changed keys under `prefix` (sorted). `slot`:
+    /// where its parent says it is kept, if known.
+    fn cached_stored(&mut self, cache: &BottomBranches, owner: &B256, prefix: Nibbles, hash: B256, slot: Option<u32>, under: &[B256]) -> Result<Option<(B256, u32)>> {
+        let Some((entry, slot)) = self.lookup(cache, owner, &prefix, &hash, slot) else { return Ok(None) };
         let depth = prefix.len();
         let (visited, built) = (self.visited.len(), self.built.len());
         let mut buf = std::mem::take(&mut self.buf);
         let mut children: Vec<Child> = Vec::with_capacity(16);
         let mut bottoms = Vec::new();
+        // The changed keys under each child: the next ones in order.
+        let mut ranges = [0usize; 17];
+        for nibble in 0..16u8 {
+            let start = ranges[usize::from(nibble)];
+            ranges[usize::from(nibble) + 1] = start + under[start..].iter().take_while(|key| crate::bottom::nibble(key, depth) == nibble).count();
+        }
+        // The entries of the changed children the walk goes down into, loaded in parallel.
+        let linked = || entry.iter().filter(|c| c.slot().is_some() && ranges[usize::from(c.nibble)] < ranges[usize::from(c.nibble) + 1]);
+        if linked().nth(1).is_some() {
+            linked().for_each(|c| cache.prefetch_slot(c.slot));
+            linked().for_each(|c| cache.prefetch_children(c.slot, &c.hash));
+        }
         let mut old = entry.iter().copied().peekable();
         let mut reshaped = false;
-        let mut rest = under;
         for nibble in 0..16u8 {
             let before = old.next_if(|child| child.nibble == nibble);
-            // The changed keys under this child: the next ones in order.
-            let count = rest.iter().take_while(|key| crate::bottom::nibble(key, depth) == nibble).count();
-            let (mine, tail) = rest.split_at(count);
-            rest = tail;
+            let mine = &under[ranges[usize::from(nibble)]..ranges[usize::from(nibble) + 1]];
             if mine.is_empty() {
                 children.extend(before);
                 continue;
@@ -516,10 +545,14 @@ impl<S: TrieSource> Walker<'_, S> {
             match before {
                 Some(child) if child.stored => {
                     self.buf = buf;
-                    let rebuilt = self.cached_stored(cache, owner, path, child.hash, mine)?;
+                    let rebuilt = match self.cached_stored(cache, owner, path, child.hash, child.slot(), mine)? {
+                        Some((new, slot)) => Some(Child::stored(nibble, new).at(Some(slot))),
+                        // Not in the cache, or reshaped below: walked from its stored node.
+                        None => self.walked_stored(path)?.map(|new| Child::stored(nibble, new)),
+                    };
                     buf = std::mem::take(&mut self.buf);
                     match rebuilt {
-                        Some(new) => children.push(Child::stored(nibble, new)),
+                        Some(child) => children.push(child),
                         None => {
                             reshaped = true;
                             break;
@@ -528,10 +561,10 @@ impl<S: TrieSource> Walker<'_, S> {
                     continue;
                 }
                 Some(child) if child.other => {}
-                Some(Child { leaf: None, hash: old_hash, .. }) => {
-                    if let Some((new, leaves)) = self.cached_bottom(cache, owner, &path, &old_hash, &mut buf) {
-                        children.push(Child::bottom(nibble, new));
-                        bottoms.push((path, Some(old_hash), new, leaves));
+                Some(child @ Child { leaf: None, .. }) => {
+                    if let Some((new, leaves, slot)) = self.cached_bottom(cache, owner, &path, &child.hash, child.slot(), &mut buf) {
+                        children.push(Child::bottom(nibble, new).at(Some(slot)));
+                        bottoms.push((path, Some(slot), Some(child.hash), new, leaves));
                         continue;
                     }
                 }
@@ -550,7 +583,7 @@ impl<S: TrieSource> Walker<'_, S> {
             match classify(&path, &leaves, &mut buf) {
                 Some((child, bottom)) => {
                     children.push(child);
-                    bottoms.extend(bottom.map(|(new, entry)| (path, None, new, entry)));
+                    bottoms.extend(bottom.map(|(new, entry)| (path, None, None, new, entry)));
                 }
                 None => {
                     reshaped = true;
@@ -571,11 +604,48 @@ impl<S: TrieSource> Walker<'_, S> {
         };
         self.visited.push(prefix);
         self.built.push((prefix, stored_node(&children, prefix.is_empty().then_some(new))));
-        for (path, keep, new_hash, leaves) in bottoms {
-            cache.insert(owner, &path, keep.as_ref(), new_hash, leaves);
+        for (path, slot, keep, new_hash, leaves) in bottoms {
+            match slot {
+                Some(slot) => cache.insert_at(slot, keep.as_ref(), new_hash, leaves),
+                None => {
+                    let slot = cache.insert(owner, &path, keep.as_ref(), new_hash, leaves);
+                    link(&mut children, path.last().unwrap_or_default(), slot);
+                }
+            }
         }
-        cache.insert(owner, &prefix, Some(&hash), new, children);
-        Ok(Some(new))
+        cache.insert_at(slot, Some(&hash), new, children);
+        Ok(Some((new, slot)))
+    }
+
+    /// The stored branch node at `prefix` after the changes, walked from its stored node as a
+    /// trie of its own (as [`child_subtree`] does a root child): its new hash, with the nodes
+    /// walked recorded as visited and those built as built; `None` (nothing recorded) when it
+    /// does not stay a stored branch node.
+    fn walked_stored(&mut self, prefix: Nibbles) -> Result<Option<B256>> {
+        let Some(node) = self.source.node(&prefix)? else { return Ok(None) };
+        let mut walker = Walker::new(&mut *self.source, self.changed, self.bottom, prefix.len());
+        walker.walk(prefix, &node)?;
+        let root = walker.hb.root();
+        let visited = std::mem::take(&mut walker.visited);
+        let mut nodes = std::mem::take(&mut walker.built);
+        let (_, relative) = std::mem::take(&mut walker.hb).split();
+        drop(walker);
+        let mut top_stored = false;
+        for (relative_path, mut node) in relative {
+            if relative_path.is_empty() {
+                top_stored = true;
+                node.root_hash = None;
+            }
+            let mut absolute = prefix;
+            absolute.extend(&relative_path);
+            nodes.push((absolute, node));
+        }
+        if !top_stored {
+            return Ok(None);
+        }
+        self.visited.extend(visited);
+        self.built.extend(nodes);
+        Ok(Some(root))
     }
 
     /// A leaf slot (`before`: its leaf, if any) after the pending changes in `lo..=hi`, when it
@@ -639,17 +709,26 @@ impl<S: TrieSource> Walker<'_, S> {
         self.hb.add_branch(prefix.slice(self.strip..), new, true);
         self.built.push((prefix, stored_node(&children, None)));
         for (path, new_hash, leaves) in bottoms {
-            cache.insert(&owner, &path, None, new_hash, leaves);
+            let slot = cache.insert(&owner, &path, None, new_hash, leaves);
+            link(&mut children, path.last().unwrap_or_default(), slot);
         }
         cache.insert(&owner, &prefix, Some(&hash), new, children);
         Ok(())
     }
 }
 
+/// Records in `children` that the child at `nibble` is kept at `slot`.
+pub(crate) fn link(children: &mut [Child], nibble: u8, slot: Option<u32>) {
+    if let Some(child) = children.iter_mut().find(|c| c.nibble == nibble) {
+        child.slot = slot.unwrap_or(crate::bottom::NO_SLOT);
+    }
+}
+
 /// The node alloy-trie stores for a branch with these children: its stored children in the tree
 /// mask, the hashes of its branch children, and (`root_hash`) its own hash when it is the root.
 fn stored_node(children: &[Child], root_hash: Option<B256>) -> BranchNodeCompact {
-    let (mut state_mask, mut tree_mask, mut hash_mask, mut hashes) = (TrieMask::default(), TrieMask::default(), TrieMask::default(), Vec::new());
+    let (mut state_mask, mut tree_mask, mut hash_mask) = (TrieMask::default(), TrieMask::default(), TrieMask::default());
+    let mut hashes = Vec::with_capacity(children.iter().filter(|c| c.marked).count());
     for child in children {
         state_mask.set_bit(child.nibble);
         if child.stored {

@@ -477,7 +477,7 @@ fn prepare_split(storage: &Storage, split: &Split<'_>, accounts: &[(B256, usize,
                 }
                 let keys: Vec<B256> = leaves.keys().copied().collect();
                 let mut job = SplitJob { merged, leaves, trie_ops: Vec::new(), trie_nodes: 0, subtree: None };
-                if let Some(sub) = crate::trie::child_subtree(&|| account_source(db, &job.leaves), &keys, nibble, bottom)? {
+                if let Some(sub) = crate::trie::child_subtree(&|| account_source(db, &job.leaves), &keys, nibble, root_node.hash_for_nibble(nibble), bottom)? {
                     job.trie_nodes = push_trie_ops(&mut job.trie_ops, tables::ACCOUNT_TRIE, &[], &sub);
                     job.subtree = Some((nibble, sub.root));
                 }

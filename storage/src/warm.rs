@@ -118,6 +118,12 @@ impl Storage {
         self.bottom.clear();
     }
 
+    /// Lookups in the state-root cache that searched its map by path (a trie's root, or a branch
+    /// whose parent did not know where it is kept) since the datadir was opened.
+    pub fn trie_cache_path_lookups(&self) -> usize {
+        self.bottom.path_lookups()
+    }
+
     /// Bottom branches in the state-root cache, its approximate size in bytes, and its hits and
     /// misses since the datadir was opened.
     pub fn trie_cache_stats(&self) -> (usize, usize, usize, usize) {
@@ -148,7 +154,13 @@ pub(crate) fn warm_node(
         if node.tree_mask.is_bit_set(nibble) {
             // Behind an extension a stored child has no hash here: not followed.
             match (node.hash_mask.is_bit_set(nibble), children.as_mut()) {
-                (true, Some(list)) => list.push(Child::stored(nibble, node.hash_for_nibble(nibble))),
+                (true, Some(list)) => {
+                    // Its entry comes later (the table is read parents first): the slot it will
+                    // go in is given now.
+                    let mut child = path;
+                    child.push(nibble);
+                    list.push(Child::stored(nibble, node.hash_for_nibble(nibble)).at(cache.slot_or_new(owner, &child)));
+                }
                 _ => children = None,
             }
             continue;
@@ -170,7 +182,10 @@ pub(crate) fn warm_node(
             }
             report.branches += 1;
             report.leaves += bottom.len() as u64;
-            cache.insert(owner, &child, None, expected, bottom);
+            let slot = cache.insert(owner, &child, None, expected, bottom);
+            if let Some(list) = children.as_mut() {
+                crate::trie::link(list, nibble, slot);
+            }
         } else {
             // A single leaf, or a subtree of a few leaves that alloy-trie does not mark.
             match (classify(&child, found, buf), children.as_mut()) {

@@ -58,6 +58,20 @@ fn block(rng: &mut Rng, n: u64) -> StateDiff {
     diff
 }
 
+/// A block that only changes values: balances of existing accounts and existing slots of six
+/// contracts to new non-zero values.
+fn in_place(rng: &mut Rng, n: u64) -> StateDiff {
+    let mut diff = StateDiff::default();
+    for _ in 0..400 {
+        diff.accounts.insert(account(rng.below(ACCOUNTS)), AccountDiff { info: info(1 + rng.below(1 << 40), n), storage_cleared: false, storage: BTreeMap::new() });
+    }
+    for _ in 0..6 {
+        let storage = (0..40).map(|_| (U256::from(rng.below(SLOTS)), U256::from(1 + rng.below(1 << 40)))).collect();
+        diff.accounts.insert(contract(rng.below(CONTRACTS)), AccountDiff { info: info(0, 1), storage_cleared: false, storage });
+    }
+    diff
+}
+
 #[test]
 fn roots_with_the_trie_cache_warm_filled_or_off_equal_the_reference() {
     let mut rng = Rng(0x5eed_cafe);
@@ -93,14 +107,26 @@ fn roots_with_the_trie_cache_warm_filled_or_off_equal_the_reference() {
     assert!(report.branches > 500 && !report.full, "{report:?}");
 
     for n in 2..=12 {
-        let diff = block(&mut rng, n);
+        let diff = if n == 2 { in_place(&mut rng, n) } else { block(&mut rng, n) };
         state.apply_diff(&diff);
         let expected = state.state_root();
         let hits_before = [warm.trie_cache_stats().2, filled.trie_cache_stats().2];
+        let (_, _, warm_hits_before, warm_misses_before) = warm.trie_cache_stats();
+        let by_path_before = warm.trie_cache_path_lookups();
         for (name, storage) in [("warm", &warm), ("filled", &filled), ("off", &off)] {
             commit(storage, &diff, n);
             let root = storage.header_by_number(n).unwrap().unwrap().state_root;
             assert_eq!(root, expected, "block {n}, cache {name}");
+        }
+        if n == 2 {
+            // Values changed in place (nothing inserted or deleted): the warmed cache is walked
+            // from branch to child by slot, and its map searched only for the account trie's root
+            // and root children, for each contract's storage root, and for what it misses (a
+            // branch it does not follow, then walked from its stored node).
+            let (_, _, warm_hits, warm_misses) = warm.trie_cache_stats();
+            let (hits, misses) = (warm_hits - warm_hits_before, warm_misses - warm_misses_before);
+            let by_path = warm.trie_cache_path_lookups() - by_path_before;
+            assert!(by_path <= 1 + 16 + 6 + misses && hits > 20 * by_path, "block {n}: {hits} hits, {misses} misses, {by_path} by path");
         }
         if n == 2 {
             // The warm-up covers every lowest branch; the blocks before filled most of them.
