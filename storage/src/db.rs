@@ -21,7 +21,9 @@ use std::path::{Path, PathBuf};
 pub type BlockRef = (u64, B256);
 
 /// Version of the on-disk layout; a datadir with another one is refused.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version 2: the plain accounts table holds the storage root too (as the hashed one does), so
+/// that the state cache's accounts have it.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The column family `name`; a missing one means the datadir is not ours.
 pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a ColumnFamily> {
@@ -330,9 +332,14 @@ impl Storage {
             batch.put_cf(cf(&self.db, tables::META)?, tables::senders_key(&hash), encoded);
         }
         let bytes = batch.size_in_bytes();
-        self.db.write_opt(batch, &self.write_options)?;
-        self.cache.apply(&update.cache);
-        *self.head.write() = (header.number, hash);
+        self.cache.begin_change();
+        let written = self.db.write_opt(batch, &self.write_options);
+        if written.is_ok() {
+            self.cache.apply(&update.cache);
+            *self.head.write() = (header.number, hash);
+        }
+        self.cache.end_change();
+        written?;
         Ok(Committed { hash, bytes })
     }
 

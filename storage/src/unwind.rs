@@ -78,9 +78,13 @@ impl Storage {
             state_batch.delete_cf(storage_history, tables::storage_history_key(address, slot, number));
         }
         state_batch.put_cf(cf(db, tables::META)?, tables::META_HEAD, crate::codec::encode_block_ref(number - 1, &header.parent_hash));
-        self.write(state_batch)?;
+        self.cache.begin_change();
+        let written = self.write(state_batch);
         self.cache.clear();
-        self.set_head((number - 1, header.parent_hash));
-        Ok(())
+        if written.is_ok() {
+            self.set_head((number - 1, header.parent_hash));
+        }
+        self.cache.end_change();
+        written
     }
 }

@@ -222,10 +222,11 @@ impl Before {
     }
 }
 
-/// Reads what `accounts` (in hashed-address order) held before the update, with two batched
-/// RocksDB MultiGets (accounts by hashed address, then slots by plain key, each in key order)
-/// instead of one point read per account and slot: the batch shares filter, index and block
-/// lookups between the keys.
+/// Reads what `accounts` (in hashed-address order) held before the update: from the state cache
+/// where it has them (the executor read them while executing the block), the others with two
+/// batched RocksDB MultiGets (accounts by hashed address, then slots by plain key, each in key
+/// order) instead of one point read per account and slot: the batch shares filter, index and
+/// block lookups between the keys.
 fn read_before<'a>(
     storage: &Storage,
     accounts: impl Iterator<Item = (&'a B256, &'a Address, &'a pseq_executor::AccountDiff)>,
@@ -234,24 +235,41 @@ fn read_before<'a>(
     let accounts: Vec<_> = accounts.collect();
     debug_assert!(accounts.windows(2).all(|w| w[0].0 < w[1].0), "accounts must be in hashed-address order");
     let db = storage.db();
-    let stored = db.batched_multi_get_cf(cf(db, tables::HASHED_ACCOUNTS)?, accounts.iter().map(|(hashed, _, _)| hashed.as_slice()), true);
-    let mut out = Vec::with_capacity(accounts.len());
-    for value in stored {
-        let account = value?.map(|v| StoredAccount::decode(&v)).transpose()?;
-        out.push(Before { account, slots: Vec::new() });
+    let cache = &storage.cache;
+    let mut out: Vec<Before> = Vec::with_capacity(accounts.len());
+    let mut missing = Vec::new();
+    for (index, (_, address, _)) in accounts.iter().enumerate() {
+        let cached = cache.accounts.get(*address).map(|entry| *entry);
+        if cached.is_none() {
+            missing.push(index);
+        }
+        out.push(Before { account: cached.flatten(), slots: Vec::new() });
+    }
+    if !missing.is_empty() {
+        let stored = db.batched_multi_get_cf(cf(db, tables::HASHED_ACCOUNTS)?, missing.iter().map(|&index| accounts[index].0.as_slice()), true);
+        for (&index, value) in missing.iter().zip(stored) {
+            out[index].account = value?.map(|v| StoredAccount::decode(&v)).transpose()?;
+        }
     }
     if matches!(history, History::Record(_)) {
         let mut keys: Vec<([u8; 52], usize, U256)> = Vec::new();
         for (index, (_, address, change)) in accounts.iter().enumerate() {
-            keys.extend(change.storage.keys().map(|slot| (tables::storage_key(address, slot), index, *slot)));
+            for slot in change.storage.keys() {
+                match cache.slots.get(&(**address, *slot)) {
+                    Some(value) => out[index].slots.push((*slot, *value)),
+                    None => keys.push((tables::storage_key(address, slot), index, *slot)),
+                }
+            }
         }
-        // In plain-key order (address, then slot big-endian), each account's slots come out
-        // sorted, as `Before::slot` needs them.
         keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let values = db.batched_multi_get_cf(cf(db, tables::STORAGE)?, keys.iter().map(|(key, _, _)| key.as_slice()), true);
         for ((_, index, slot), value) in keys.iter().zip(values) {
             let value = value?.map(|v| decode_value(&v)).transpose()?.unwrap_or_default();
             out[*index].slots.push((*slot, value));
+        }
+        // `Before::slot` searches each account's slots by slot.
+        for before in &mut out {
+            before.slots.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         }
     }
     Ok(out)
@@ -611,7 +629,7 @@ fn prepare_account(
                 }
             }
             let stored = StoredAccount { nonce: info.nonce, balance: info.balance, code_hash: info.code_hash, storage_root };
-            ops.push(Op::Put(tables::ACCOUNTS, address.to_vec(), stored.encode_plain().to_vec()));
+            ops.push(Op::Put(tables::ACCOUNTS, address.to_vec(), stored.encode_full().to_vec()));
             ops.push(Op::Put(tables::HASHED_ACCOUNTS, hashed.to_vec(), stored.encode_full().to_vec()));
             out.cache.accounts.push((*address, Some(stored)));
             out.leaf = Some(stored.leaf_rlp());

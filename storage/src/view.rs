@@ -51,11 +51,12 @@ impl StateView<'_> {
     }
 
     fn head_account(&self, address: &Address) -> Result<Option<StoredAccount>> {
+        let read_at = self.storage.cache.generation();
         if let Some(cached) = self.storage.cache.accounts.get(address) {
             return Ok(*cached);
         }
         let account = self.storage.plain_account(address)?;
-        self.storage.cache.put_account(*address, account);
+        self.storage.cache.put_account(*address, account, read_at);
         Ok(account)
     }
 
@@ -85,11 +86,12 @@ impl StateView<'_> {
             }
             iter.status()?;
         }
+        let read_at = self.storage.cache.generation();
         if let Some(cached) = self.storage.cache.slots.get(&(*address, *slot)) {
             return Ok(*cached);
         }
         let value = self.storage.plain_slot(address, slot)?;
-        self.storage.cache.put_slot(*address, *slot, value);
+        self.storage.cache.put_slot(*address, *slot, value, read_at);
         Ok(value)
     }
 

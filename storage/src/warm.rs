@@ -118,6 +118,15 @@ impl Storage {
         self.bottom.clear();
     }
 
+    /// Empties the state cache of accounts, slots and code (for benchmarks: the state root of an
+    /// update whose old values the executor did not read).
+    pub fn clear_state_cache(&self) {
+        self.cache.begin_change();
+        self.cache.clear();
+        self.cache.code.clear();
+        self.cache.end_change();
+    }
+
     /// Lookups in the state-root cache that searched its map by path (a trie's root, or a branch
     /// whose parent did not know where it is kept) since the datadir was opened.
     pub fn trie_cache_path_lookups(&self) -> usize {
