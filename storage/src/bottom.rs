@@ -278,9 +278,12 @@ impl BottomBranches {
     /// The slot of the branch at `path` of `owner`'s trie, given one (empty) when it has none and
     /// the cache is not full.
     pub(crate) fn slot_or_new(&self, owner: &B256, path: &Nibbles) -> Option<u32> {
-        if let Some(slot) = self.slot(owner, path) {
-            return Some(slot);
-        }
+        self.slot(owner, path).or_else(|| self.path_slot(owner, path))
+    }
+
+    /// The slot of the branch at `path`, given one when it has none and the cache is not full,
+    /// taking the map's entry (write lock) at once.
+    fn path_slot(&self, owner: &B256, path: &Nibbles) -> Option<u32> {
         match path.is_empty() {
             true => self.new_slot(self.roots.entry(*owner)),
             false => self.new_slot(self.map.entry((*owner, *path))),
@@ -360,7 +363,7 @@ impl BottomBranches {
         let slot = match self.slot(owner, path) {
             Some(slot) => slot,
             None if self.bytes.load(Ordering::Relaxed) + entry_bytes(children.len()) > self.limit => return None,
-            None => self.slot_or_new(owner, path)?,
+            None => self.path_slot(owner, path)?,
         };
         self.insert_at(slot, keep, hash, children);
         Some(slot)

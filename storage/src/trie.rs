@@ -210,38 +210,22 @@ where
 {
     let mut source = make_source()?;
     let path = Nibbles::from_nibbles([nibble]);
+    let mut walker = Walker::new(&mut source, changed, bottom, 1);
+    let mut root = None;
     if let Some((cache, owner)) = bottom {
         let (lo, hi) = bounds(&path);
         let under = &changed[changed.partition_point(|k| k < &lo)..changed.partition_point(|k| k <= &hi)];
-        let mut walker = Walker::new(&mut source, changed, bottom, 1);
-        if let Some((root, _)) = walker.cached_stored(cache, &owner, path, hash, None, under)? {
-            let visited = std::mem::take(&mut walker.visited);
-            let updated: HashMap<Nibbles, BranchNodeCompact> = std::mem::take(&mut walker.built).into_iter().collect();
-            let removed = visited.into_iter().filter(|p| !updated.contains_key(p)).collect();
-            return Ok(Some(RootUpdate { root, updated, removed }));
-        }
+        root = walker.cached_stored(cache, &owner, path, hash, None, under)?.map(|(root, _)| root);
     }
-    let Some(node) = source.node(&path)? else { return Ok(None) };
-    let mut walker = Walker::new(&mut source, changed, bottom, 1);
-    walker.walk(path, &node)?;
-    let root = walker.hb.root();
+    let root = match root {
+        Some(root) => root,
+        None => match walker.walked_stored(path)? {
+            Some(root) => root,
+            None => return Ok(None),
+        },
+    };
     let visited = std::mem::take(&mut walker.visited);
-    let built = std::mem::take(&mut walker.built);
-    let (_, relative) = std::mem::take(&mut walker.hb).split();
-    let mut updated: HashMap<Nibbles, BranchNodeCompact> = built.into_iter().collect();
-    let mut top_stored = false;
-    for (relative_path, mut node) in relative {
-        if relative_path.is_empty() {
-            top_stored = true;
-            node.root_hash = None;
-        }
-        let mut absolute = path;
-        absolute.extend(&relative_path);
-        updated.insert(absolute, node);
-    }
-    if !top_stored {
-        return Ok(None);
-    }
+    let updated: HashMap<Nibbles, BranchNodeCompact> = std::mem::take(&mut walker.built).into_iter().collect();
     let removed = visited.into_iter().filter(|p| !updated.contains_key(p)).collect();
     Ok(Some(RootUpdate { root, updated, removed }))
 }

@@ -269,7 +269,7 @@ fn read_before<'a>(
         }
         // `Before::slot` searches each account's slots by slot.
         for before in &mut out {
-            before.slots.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            before.slots.sort_unstable_by_key(|(slot, _)| *slot);
         }
     }
     Ok(out)
