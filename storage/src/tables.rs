@@ -2,7 +2,7 @@
 //!
 //! | column family | key | value |
 //! |---|---|---|
-//! | `accounts` | address | [`crate::codec::StoredAccount`] without storage root |
+//! | `accounts` | address | [`crate::codec::StoredAccount`] with storage root (schema 2) |
 //! | `storage` | address ‖ slot | value, big-endian without leading zeros |
 //! | `code` | code hash | bytecode |
 //! | `hashed_accounts` | keccak(address) | [`crate::codec::StoredAccount`] with storage root |
