@@ -70,9 +70,10 @@ pub struct PayloadJob {
 }
 
 /// Rebuilds `job` while the pool changes, keeping a block that pays the fee recipient more.
-fn improve(ctx: Arc<RpcContext>, job: Arc<PayloadJob>, request: pseq_builder::PayloadAttributes, parent: B256) {
+/// `seen`: the pool's status taken before the job's first build, so that a transaction arriving
+/// between that build and this thread's start still makes it rebuild.
+fn improve(ctx: Arc<RpcContext>, job: Arc<PayloadJob>, request: pseq_builder::PayloadAttributes, parent: B256, mut seen: pseq_mempool::PoolStatus) {
     let started = Instant::now();
-    let mut seen = ctx.sequencer.pool().lock().status();
     let mut rebuilds = 0u32;
     while started.elapsed() < IMPROVE_FOR {
         std::thread::sleep(IMPROVE_EVERY);
@@ -229,6 +230,7 @@ fn decode_forced(raws: &[Bytes]) -> std::result::Result<Vec<std::sync::Arc<pseq_
 
 fn build_payload(ctx: &Arc<RpcContext>, attributes: &Value) -> Result<alloy_primitives::B64> {
     let request = parse_attributes(attributes)?;
+    let seen = ctx.sequencer.pool().lock().status();
     let assembled = ctx.sequencer.build_payload(&request).map_err(|e| engine_error(-38003, &format!("Invalid payload attributes: {e}")))?;
     let hash = assembled.block.header.hash_slow();
     let parent = assembled.block.header.parent_hash;
@@ -246,7 +248,7 @@ fn build_payload(ctx: &Arc<RpcContext>, attributes: &Value) -> Result<alloy_prim
     // Payloads that may take pool transactions keep improving until fetched.
     if !request.no_tx_pool {
         let ctx = ctx.clone();
-        let spawned = std::thread::Builder::new().name("payload-improve".into()).spawn(move || improve(ctx, job, request, parent));
+        let spawned = std::thread::Builder::new().name("payload-improve".into()).spawn(move || improve(ctx, job, request, parent, seen));
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "payload improvement not started");
         }
