@@ -79,12 +79,7 @@ pub(crate) fn incremental_root(source: &mut impl TrieSource, changed: &[B256], b
         None => walker.subtree(root_path, None, true)?,
     }
     let root = walker.hb.root();
-    let visited = std::mem::take(&mut walker.visited);
-    let built = std::mem::take(&mut walker.built);
-    let (_, mut updated) = std::mem::take(&mut walker.hb).split();
-    updated.extend(built);
-    let removed = visited.into_iter().filter(|path| !updated.contains_key(path)).collect();
-    Ok(RootUpdate { root, updated, removed })
+    Ok(walker.into_update(root))
 }
 
 /// [`incremental_root`] of a trie whose root hash before the change is `old_root`: with a cache,
@@ -95,10 +90,7 @@ pub(crate) fn incremental_root_from(source: &mut impl TrieSource, changed: &[B25
     if let (Some((cache, owner)), false) = (bottom, changed.is_empty()) {
         let mut walker = Walker::new(source, changed, bottom, 0);
         if let Some((root, _)) = walker.cached_stored(cache, &owner, Nibbles::default(), old_root, None, changed)? {
-            let visited = std::mem::take(&mut walker.visited);
-            let updated: HashMap<Nibbles, BranchNodeCompact> = std::mem::take(&mut walker.built).into_iter().collect();
-            let removed = visited.into_iter().filter(|path| !updated.contains_key(path)).collect();
-            return Ok(RootUpdate { root, updated, removed });
+            return Ok(walker.into_update(root));
         }
     }
     incremental_root(source, changed, bottom)
@@ -192,12 +184,7 @@ pub(crate) fn root_from_subtrees<S: TrieSource>(source: &mut S, changed: &[B256]
         }
     }
     let root = walker.hb.root();
-    let visited = std::mem::take(&mut walker.visited);
-    let built = std::mem::take(&mut walker.built);
-    let (_, mut updated) = std::mem::take(&mut walker.hb).split();
-    updated.extend(built);
-    let removed: Vec<Nibbles> = visited.into_iter().filter(|path| !updated.contains_key(path)).collect();
-    Ok(RootUpdate { root, updated, removed })
+    Ok(walker.into_update(root))
 }
 
 /// The subtree under root child `nibble` (hash `hash` before), built as a trie of its own;
@@ -224,10 +211,7 @@ where
             None => return Ok(None),
         },
     };
-    let visited = std::mem::take(&mut walker.visited);
-    let updated: HashMap<Nibbles, BranchNodeCompact> = std::mem::take(&mut walker.built).into_iter().collect();
-    let removed = visited.into_iter().filter(|p| !updated.contains_key(p)).collect();
-    Ok(Some(RootUpdate { root, updated, removed }))
+    Ok(Some(walker.into_update(root)))
 }
 
 /// Computes a root from scratch over every leaf `source` has (ignoring stored nodes), with the
@@ -272,6 +256,17 @@ impl<S> Drop for Walker<'_, S> {
 impl<'a, S: TrieSource> Walker<'a, S> {
     fn new(source: &'a mut S, changed: &'a [B256], bottom: Bottom<'a>, strip: usize) -> Self {
         Self { source, changed, hb: HashBuilder::default().with_updates(true), visited: Vec::new(), strip, bottom, buf: Vec::new(), built: Vec::new(), hits: 0, misses: 0, by_path: 0 }
+    }
+
+    /// What the walk changed, with the new `root`: the nodes the builder built and those rebuilt
+    /// from the cache, and the stored nodes it visited and did not rebuild, to delete.
+    fn into_update(&mut self, root: B256) -> RootUpdate {
+        let visited = std::mem::take(&mut self.visited);
+        let built = std::mem::take(&mut self.built);
+        let (_, mut updated) = std::mem::take(&mut self.hb).split();
+        updated.extend(built);
+        let removed = visited.into_iter().filter(|path| !updated.contains_key(path)).collect();
+        RootUpdate { root, updated, removed }
     }
 
     /// The cached children of the branch at `path` of hash `hash`, and its slot, counted as a hit
