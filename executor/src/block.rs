@@ -106,6 +106,14 @@ pub enum ExecutionMode {
         /// ([`parallel::FallbackReason::Contention`]).
         force: bool,
     },
+    /// The partitioned path ([`crate::partition`]) whenever its plan finds two groups, whatever
+    /// the block's size and balance; Block-STM, forced, where it does not or its check fails.
+    /// For tests and for measuring the path itself; the default path
+    /// ([`ExecutionMode::Parallel`] without `force`) tries it only where it should pay off.
+    Partitioned {
+        /// Worker threads.
+        threads: NonZeroUsize,
+    },
 }
 
 /// What to do with a transaction that is invalid against the state it runs on.
@@ -149,6 +157,12 @@ impl ExecutionOptions {
         options
     }
 
+    /// [`ExecutionMode::Partitioned`] on `threads` threads, rejecting invalid transactions.
+    pub fn partitioned(threads: usize) -> Self {
+        let threads = NonZeroUsize::new(threads).unwrap_or(NonZeroUsize::MIN);
+        Self { mode: ExecutionMode::Partitioned { threads }, invalid_tx: InvalidTxPolicy::Reject }
+    }
+
     /// The same options with another invalid-transaction policy.
     pub fn with_invalid_tx(mut self, policy: InvalidTxPolicy) -> Self {
         self.invalid_tx = policy;
@@ -168,6 +182,9 @@ pub enum ExecutedPath {
     SenderChainFallback,
     /// Block-STM produced the result.
     Parallel,
+    /// The partitioned path produced the result: independent groups, each run sequentially on
+    /// its own thread ([`crate::partition`]).
+    Partitioned,
     /// Block-STM gave up (see [`parallel::FallbackReason`]) and the sequential path ran.
     ParallelFallback(parallel::FallbackReason),
 }
@@ -300,6 +317,12 @@ impl ChunkStart {
 }
 
 impl TxPhase {
+    /// Makes room for `txs` more transactions.
+    pub(crate) fn reserve(&mut self, txs: usize) {
+        self.receipts.reserve(txs);
+        self.included.reserve(txs);
+    }
+
     /// Appends an executed transaction: its receipt and its gas.
     pub(crate) fn include(&mut self, index: usize, tx: &TxEnv, result: revm::context::result::ExecutionResult) {
         let gas_used = result.tx_gas_used();

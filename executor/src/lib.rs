@@ -24,6 +24,7 @@ pub mod error;
 pub mod evm;
 pub mod overlay;
 pub mod parallel;
+pub mod partition;
 pub mod receipt;
 pub mod rules;
 pub mod sequential;

@@ -24,6 +24,7 @@ pub(crate) fn execute_transactions<S: StateSource>(
     start: ChunkStart,
 ) -> Result<TxPhase, BlockError> {
     let mut phase = start.phase();
+    phase.reserve(txs.len());
     overlay.reserve(txs.len() * 2);
     let mut evm = build_evm(&mut *overlay, input.cfg.clone(), input.block.clone());
     for (local, tx) in txs.iter().enumerate() {

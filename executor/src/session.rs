@@ -13,6 +13,7 @@ use crate::{
     error::BlockError,
     overlay::BlockOverlay,
     parallel::{self, ParallelOutcome, ParallelStats},
+    partition,
     rules, sequential,
     state::StateSource,
 };
@@ -121,15 +122,31 @@ impl<'a, S: StateSource> BlockSession<'a, S> {
             return Ok(AppendOutcome { closed: self.closed, ..Default::default() });
         }
         let policy = self.options.invalid_tx;
-        let (run, path) = match self.options.mode {
-            ExecutionMode::Sequential => (sequential::execute_transactions(&mut self.overlay, self.input, txs, policy, start)?, ExecutedPath::Sequential),
-            ExecutionMode::Parallel { threads, force } if !force && !parallel_pays_off(txs, threads.get()) => {
+        let attempt = match self.options.mode {
+            ExecutionMode::Parallel { threads, force: false } => partition::execute_transactions(&mut self.overlay, self.input, txs, threads, policy, start, partition::Rule::Measured)?,
+            ExecutionMode::Partitioned { threads } => partition::execute_transactions(&mut self.overlay, self.input, txs, threads, policy, start, partition::Rule::Always)?,
+            _ => partition::Attempt::NotPlanned,
+        };
+        if let partition::Attempt::Rejected(reason) = &attempt {
+            tracing::debug!(?reason, "partitioned run rejected; Block-STM runs the transactions");
+        }
+        // Where the partitioned attempt did not produce the result, the test mode goes on as
+        // forced Block-STM.
+        let parallel = match self.options.mode {
+            ExecutionMode::Sequential => None,
+            ExecutionMode::Parallel { threads, force } => Some((threads, force)),
+            ExecutionMode::Partitioned { threads } => Some((threads, true)),
+        };
+        let (run, path) = match (attempt, parallel) {
+            (partition::Attempt::Done(phase), _) => (phase, ExecutedPath::Partitioned),
+            (_, None) => (sequential::execute_transactions(&mut self.overlay, self.input, txs, policy, start)?, ExecutedPath::Sequential),
+            (_, Some((threads, force))) if !force && !parallel_pays_off(txs, threads.get()) => {
                 (sequential::execute_transactions(&mut self.overlay, self.input, txs, policy, start)?, ExecutedPath::SmallBlockFallback)
             }
-            ExecutionMode::Parallel { force: false, .. } if one_sender_majority(txs) => {
+            (_, Some((_, false))) if one_sender_majority(txs) => {
                 (sequential::execute_transactions(&mut self.overlay, self.input, txs, policy, start)?, ExecutedPath::SenderChainFallback)
             }
-            ExecutionMode::Parallel { threads, force } => match parallel::execute_transactions(&mut self.overlay, self.input, txs, threads, policy, start, !force)? {
+            (_, Some((threads, force))) => match parallel::execute_transactions(&mut self.overlay, self.input, txs, threads, policy, start, !force)? {
                 ParallelOutcome::Done(result) => {
                     self.stats = Some(result.stats);
                     (result.phase, ExecutedPath::Parallel)
@@ -188,7 +205,7 @@ impl<'a, S: StateSource> BlockSession<'a, S> {
         // The parallel path also normalises the diff on its threads.
         let threads = match self.options.mode {
             ExecutionMode::Sequential => 1,
-            ExecutionMode::Parallel { threads, .. } => threads.get(),
+            ExecutionMode::Parallel { threads, .. } | ExecutionMode::Partitioned { threads } => threads.get(),
         };
         let state = self.overlay.into_diff_on(threads)?;
         Ok(BlockOutput {
@@ -201,7 +218,7 @@ impl<'a, S: StateSource> BlockSession<'a, S> {
             state,
             path: self.path.unwrap_or(match self.options.mode {
                 ExecutionMode::Sequential => ExecutedPath::Sequential,
-                ExecutionMode::Parallel { .. } => ExecutedPath::SmallBlockFallback,
+                ExecutionMode::Parallel { .. } | ExecutionMode::Partitioned { .. } => ExecutedPath::SmallBlockFallback,
             }),
             stats: self.stats,
         })

@@ -70,8 +70,12 @@ fn a_dependent_chain_falls_back_to_sequential_execution() {
 #[test]
 fn independent_calls_and_forced_runs_stay_parallel() {
     for _ in 0..5 {
+        // The default path takes these independent calls to the partitioned path; Block-STM
+        // must not give up on them either.
         let (_, parallel) = run(TXS, ExecutionOptions::parallel(4));
-        assert_eq!(parallel.path, ExecutedPath::Parallel, "independent calls left Block-STM");
+        assert_eq!(parallel.path, ExecutedPath::Partitioned, "independent calls were not partitioned");
+        let (_, block_stm) = run(TXS, ExecutionOptions::force_parallel(4));
+        assert_eq!(block_stm.path, ExecutedPath::Parallel, "independent calls left Block-STM");
         let (_, forced) = run(1, ExecutionOptions::force_parallel(4));
         assert_eq!(forced.path, ExecutedPath::Parallel, "a forced run gave up");
     }

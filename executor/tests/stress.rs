@@ -313,8 +313,24 @@ fn check_world(seed: u64, world: World) {
                 world.input.cfg.spec, world.txs
             );
         }
+        // The partitioned path, tried on every block whatever its size: its independence check
+        // must catch every plan these conflicting blocks prove wrong.
+        for options in [ExecutionOptions::partitioned(2), ExecutionOptions::partitioned(3), ExecutionOptions::parallel(2)] {
+            let options = options.with_invalid_tx(policy);
+            let partitioned = execute_block(&world.state, &world.input, &world.txs, &options);
+            let same = match (&sequential, &partitioned) {
+                (Ok(s), Ok(p)) => s.same_result(p),
+                (Err(s), Err(p)) => s == p,
+                _ => false,
+            };
+            assert!(
+                same,
+                "seed {seed} {policy:?} {options:?}: partitioned differs from sequential\nspec {:?}\ntxs {:#?}\nsequential {sequential:#?}\npartitioned {partitioned:#?}",
+                world.input.cfg.spec, world.txs
+            );
+        }
         let mut rng = Rng::new(seed ^ 0x5eed);
-        for options in [ExecutionOptions::sequential(), ExecutionOptions::force_parallel(2), ExecutionOptions::force_parallel(4)] {
+        for options in [ExecutionOptions::sequential(), ExecutionOptions::force_parallel(2), ExecutionOptions::force_parallel(4), ExecutionOptions::partitioned(2)] {
             let options = options.with_invalid_tx(policy);
             let chunked = execute_in_runs(&world, options, &mut rng);
             let same = match (&sequential, &chunked) {
@@ -395,6 +411,21 @@ fn generated_blocks_cover_invalid_and_skipped_transactions() {
         }
     }
     assert!(parallel_runs > 90, "only {parallel_runs} of 200 blocks ran through Block-STM to the end");
+    // The partitioned path both succeeds and is caught wrong on these blocks.
+    let (mut partitioned, mut rejected_plans) = (0, 0);
+    for seed in 0..200 {
+        let world = generate(seed);
+        let options = ExecutionOptions::partitioned(2).with_invalid_tx(InvalidTxPolicy::Skip);
+        let output = execute_block(&world.state, &world.input, &world.txs, &options).expect("skip policy never rejects a generated block");
+        match output.path {
+            ExecutedPath::Partitioned => partitioned += 1,
+            _ if world.txs.len() >= 8 => rejected_plans += 1,
+            _ => {}
+        }
+    }
+    eprintln!("partitioned {partitioned}, not partitioned (8 transactions or more) {rejected_plans}");
+    assert!(partitioned > 8, "only {partitioned} of 200 blocks ran on the partitioned path");
+    assert!(rejected_plans > 20, "only {rejected_plans} blocks of 8 transactions or more left the partitioned path");
     // The lazy-check fallback is exercised on purpose, and so are pre-Cancun SELFDESTRUCTs of
     // accounts that existed before (their storage wipe runs through Block-STM to the end); the
     // main test compares both against sequential execution.

@@ -257,10 +257,41 @@ pub fn alternate_medians(runs: usize, mut first: impl FnMut(), mut second: impl 
     (median(first_times), median(second_times))
 }
 
+/// Which parallel path a benchmark times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParallelPath {
+    /// The default path: the partitioned path, Block-STM or sequential, by the block.
+    Default,
+    /// Block-STM, without the small-block fallback (`--force-parallel`).
+    ForcedBlockStm,
+    /// The partitioned path wherever its plan splits the block (`--partitioned`).
+    Partitioned,
+}
+
+impl ParallelPath {
+    /// The path the command-line flags ask for.
+    pub fn from_flags(force_parallel: bool, partitioned: bool) -> Self {
+        match (force_parallel, partitioned) {
+            (true, _) => Self::ForcedBlockStm,
+            (false, true) => Self::Partitioned,
+            (false, false) => Self::Default,
+        }
+    }
+
+    /// The execution options of this path on `threads` threads.
+    pub fn options(self, threads: usize) -> ExecutionOptions {
+        match self {
+            Self::Default => ExecutionOptions::parallel(threads),
+            Self::ForcedBlockStm => ExecutionOptions::force_parallel(threads),
+            Self::Partitioned => ExecutionOptions::partitioned(threads),
+        }
+    }
+}
+
 /// Runs the workload: checks parallel == sequential once, then `runs` alternating timed runs.
-pub fn run(workload: &Workload, threads: usize, runs: usize, force_parallel: bool) -> Result<BenchResult, String> {
+pub fn run(workload: &Workload, threads: usize, runs: usize, path: ParallelPath) -> Result<BenchResult, String> {
     let sequential = ExecutionOptions::sequential();
-    let parallel = if force_parallel { ExecutionOptions::force_parallel(threads) } else { ExecutionOptions::parallel(threads) };
+    let parallel = path.options(threads);
     let reference = execute_block(&workload.state, &workload.input, &workload.txs, &sequential).map_err(|e| e.to_string())?;
     let checked = execute_block(&workload.state, &workload.input, &workload.txs, &parallel).map_err(|e| e.to_string())?;
     let failed: Vec<usize> = reference.receipts.iter().zip(&reference.included).filter(|(r, _)| !r.success).map(|(_, i)| *i).collect();

@@ -91,17 +91,13 @@ pub struct CorpusOptions {
     pub threads: usize,
     /// Timed runs per path and block.
     pub runs: usize,
-    /// Time the parallel path without its small-block fallback.
-    pub force_parallel: bool,
+    /// Which parallel path is timed.
+    pub path: crate::bench::ParallelPath,
 }
 
 impl CorpusOptions {
     fn parallel(&self) -> ExecutionOptions {
-        if self.force_parallel {
-            ExecutionOptions::force_parallel(self.threads)
-        } else {
-            ExecutionOptions::parallel(self.threads)
-        }
+        self.path.options(self.threads)
     }
 }
 

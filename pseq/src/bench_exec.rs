@@ -24,8 +24,8 @@ pub struct ExecBench {
     pub txs: Option<usize>,
     /// Timed runs per path (per block for the corpus workloads).
     pub runs: usize,
-    /// Time the parallel path without its small-block fallback.
-    pub force_parallel: bool,
+    /// Which parallel path is timed.
+    pub path: bench::ParallelPath,
     /// One JSON object per workload instead of a text line.
     pub json: bool,
 }
@@ -95,7 +95,7 @@ pub fn run(request: &ExecBench, chart_dir: Option<&Path>) -> Result<(), String> 
     for name in &request.workloads {
         if CORPUS_WORKLOADS.contains(&name.as_str()) {
             eprintln!("[bench] {name}: {} runs per path and block", request.runs);
-            let options = CorpusOptions { threads: request.threads, runs: request.runs, force_parallel: request.force_parallel };
+            let options = CorpusOptions { threads: request.threads, runs: request.runs, path: request.path };
             let result = run_corpus(name, &options)?;
             print_corpus(&result, request.json);
             bars.push(Bar { label: format!("{name} (total)"), value: result.speedup });
@@ -107,7 +107,7 @@ pub fn run(request: &ExecBench, chart_dir: Option<&Path>) -> Result<(), String> 
         }
         let workload = bench::build(name, request.txs, &contracts)?;
         eprintln!("[bench] {name}: {} transactions, {} runs per path", workload.txs.len(), request.runs);
-        let r = bench::run(&workload, request.threads, request.runs, request.force_parallel)?;
+        let r = bench::run(&workload, request.threads, request.runs, request.path)?;
         if request.json {
             println!("{}", serde_json::to_string(&r).unwrap_or_default());
         } else {

@@ -268,6 +268,10 @@ enum BenchCommand {
         /// Time the parallel path without its small-block fallback.
         #[arg(long)]
         force_parallel: bool,
+        /// Time the partitioned path wherever its plan splits the block (Block-STM, forced,
+        /// where it does not), whatever the block's size and transactions.
+        #[arg(long, conflicts_with = "force_parallel")]
+        partitioned: bool,
         /// One JSON object per workload.
         #[arg(long)]
         json: bool,
@@ -428,8 +432,9 @@ fn main() -> ExitCode {
             let options = statetest::StateTestOptions { exec: exec.options(), compare: exec.compare, forks };
             finish(statetest::run(&paths, &options))
         }
-        Command::Bench { what: BenchCommand::Exec { workload, threads, txs, runs, force_parallel, json, chart } } => {
-            let request = pseq::bench_exec::ExecBench { workloads: workload, threads: threads.unwrap_or_else(default_threads), txs, runs, force_parallel, json };
+        Command::Bench { what: BenchCommand::Exec { workload, threads, txs, runs, force_parallel, partitioned, json, chart } } => {
+            let path = pseq::bench::ParallelPath::from_flags(force_parallel, partitioned);
+            let request = pseq::bench_exec::ExecBench { workloads: workload, threads: threads.unwrap_or_else(default_threads), txs, runs, path, json };
             if let Some(dir) = &chart {
                 if let Err(e) = std::fs::create_dir_all(dir) {
                     eprintln!("error: {}: {e}", dir.display());

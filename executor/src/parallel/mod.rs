@@ -37,6 +37,7 @@ use revm::{
 };
 use std::num::NonZeroUsize;
 use worker::{Halt, Shared};
+pub(crate) use worker::fee_reward;
 
 /// Index of a transaction in the block.
 pub type TxIdx = usize;
@@ -255,6 +256,7 @@ pub(crate) fn execute_transactions<S: StateSource>(
     // it have been checked, since a failing lazy check means sequential execution would have
     // stopped earlier.
     let mut phase: TxPhase = start.phase();
+    phase.reserve(txs.len());
     let mut cut = txs.len();
     let mut rejection: Option<BlockError> = None;
     let mut cleared: Vec<Vec<Address>> = vec![Vec::new(); txs.len()];

@@ -360,7 +360,7 @@ fn execute_with<S: StateSource>(
 }
 
 /// The fee the beneficiary receives for a transaction, as revm's mainnet handler computes it.
-fn fee_reward(input: &BlockInput, tx: &TxEnv, gas_used: u64) -> U256 {
+pub(crate) fn fee_reward(input: &BlockInput, tx: &TxEnv, gas_used: u64) -> U256 {
     let basefee = input.block.basefee as u128;
     let effective = tx.effective_gas_price(basefee);
     let price = if input.cfg.spec.is_enabled_in(SpecId::LONDON) { effective.saturating_sub(basefee) } else { effective };

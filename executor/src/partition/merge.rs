@@ -1,0 +1,260 @@
+//! The merge of a partitioned run: check that the groups really were independent, put the
+//! transactions back in block order, fold the deferred balances, and write the groups' state
+//! into the block overlay. Every check comes before the first write: a run that fails one
+//! leaves the overlay as it was.
+//!
+//! Why the result is exact. Within a group, transactions run in block order on the state the
+//! earlier ones of the group left. If no account or slot that one group wrote was read or written
+//! by another, then no transaction saw anything another group did, which is what it would have
+//! seen in block order: every transaction of another group that precedes it touched nothing it
+//! touched. The beneficiary and the lazy recipients are the exception, allowed because no
+//! transaction reads them: their credits commute, and are applied in block order with the checks
+//! sequential execution makes ([`crate::parallel::lazy::apply_delta`]).
+
+use super::group::{GroupAccount, GroupResult};
+use crate::{
+    block::{check_block_limits, BlockInput, ChunkStart, InvalidTxPolicy, TxPhase},
+    error::{BlockError, StateError},
+    overlay::{shard_of, BlockOverlay, OVERLAY_SHARDS},
+    parallel::{
+        lazy::apply_delta,
+        mv_memory::{AccountValue, Value},
+        TxOutcome,
+    },
+    state::StateSource,
+};
+use alloy_primitives::{Address, U256};
+use revm::{context::TxEnv, primitives::KECCAK_EMPTY, state::AccountInfo};
+
+/// Why a partitioned run's result was not used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejected {
+    /// Two groups touched the same account or slot, one of them writing it.
+    Conflict,
+    /// A transaction read the beneficiary or a lazy recipient, or paid one otherwise than the
+    /// plan assumed.
+    DeferredRead,
+    /// A transaction is invalid under [`InvalidTxPolicy::Reject`], or does not fit the block's
+    /// gas: the other paths report or stop there.
+    InvalidOrFull,
+    /// A deferred credit fails its check in block order (overflow, code).
+    CreditCheck,
+}
+
+/// The first account in `shard` that one group wrote (or whose slot it wrote) and another
+/// touched.
+fn shard_conflict(groups: &[GroupResult], shard: usize) -> Option<Address> {
+    for (g, group) in groups.iter().enumerate() {
+        for (address, account) in &group.shards[shard] {
+            for other in &groups[g + 1..] {
+                if let Some(theirs) = other.shards[shard].get(address) {
+                    if accounts_conflict(account, theirs) {
+                        return Some(*address);
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
+fn accounts_conflict(ours: &GroupAccount, theirs: &GroupAccount) -> bool {
+    if ours.written || theirs.written || ours.cleared || theirs.cleared {
+        return true;
+    }
+    // Both only read the account's fields: their slots may still meet.
+    let (small, large) = if ours.storage.len() <= theirs.storage.len() { (ours, theirs) } else { (theirs, ours) };
+    small.storage.iter().any(|(slot, mine)| large.storage.get(slot).is_some_and(|other| mine.written || other.written))
+}
+
+/// Which overlay shards each of `threads` threads takes.
+fn shards_of_threads(threads: usize) -> Vec<Vec<usize>> {
+    let threads = threads.clamp(1, OVERLAY_SHARDS);
+    (0..threads).map(|t| (t..OVERLAY_SHARDS).step_by(threads).collect()).collect()
+}
+
+/// Whether the groups so far are independent: `None`, or why not. Touched and written sets only
+/// grow, so a group that fails this after part of its run fails it at the end too.
+pub(crate) fn independence(groups: &[GroupResult], lazy_recipients: &[Address], beneficiary: Address, threads: usize) -> Result<Option<Rejected>, BlockError> {
+    for group in groups {
+        if group.lazy_misused {
+            return Ok(Some(Rejected::DeferredRead));
+        }
+        for address in lazy_recipients.iter().chain(std::iter::once(&beneficiary)) {
+            if group.shards[shard_of(address)].contains_key(address) {
+                return Ok(Some(Rejected::DeferredRead));
+            }
+        }
+    }
+    let conflicts = crate::threads::map_on_threads(
+        shards_of_threads(threads),
+        |owned| Ok::<Option<Address>, BlockError>(owned.into_iter().find_map(|shard| shard_conflict(groups, shard))),
+        || BlockError::Evm("a conflict-checking thread panicked".into()),
+    )?;
+    if let Some(address) = conflicts.into_iter().flatten().next() {
+        tracing::trace!(address = ?address, "two groups touched one account, one of them writing");
+        return Ok(Some(Rejected::Conflict));
+    }
+    Ok(None)
+}
+
+/// The account as a value the lazy deltas apply to.
+fn value_of(info: &Option<AccountInfo>) -> Option<AccountValue> {
+    info.as_ref().map(|i| AccountValue { balance: i.balance, nonce: i.nonce, code_hash: i.code_hash })
+}
+
+/// An account's value after its deferred credits, and whether it stopped existing on the way
+/// (a touch deleted it as empty: its storage from before is gone).
+type Folded = (Option<AccountInfo>, bool);
+
+/// Folds credits, in block order, over the account as the block so far left it.
+fn fold_credits<S: StateSource>(
+    overlay: &BlockOverlay<'_, S>,
+    address: Address,
+    credits: impl Iterator<Item = (U256, bool)>,
+    spec: revm::primitives::hardfork::SpecId,
+) -> Result<Result<Folded, Rejected>, StateError> {
+    use revm::database::DatabaseRef;
+    let before = overlay.basic_ref(address)?;
+    let code = before.as_ref().and_then(|info| info.code.clone());
+    let mut value = value_of(&before);
+    let mut vanished = false;
+    for (amount, no_code) in credits {
+        let existed = value.is_some();
+        value = match apply_delta(value, &Value::Credit { amount, no_code }, spec) {
+            Ok(value) => value,
+            Err(_) => return Ok(Err(Rejected::CreditCheck)),
+        };
+        vanished |= existed && value.is_none();
+    }
+    Ok(Ok((value.map(|v| crate::state::account_info(v.balance, v.nonce, v.code_hash, code.clone())), vanished)))
+}
+
+/// Checks the groups' results and writes them into `overlay`; `Ok(Err(_))`: not used, and the
+/// overlay untouched.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn merge<S: StateSource>(
+    overlay: &mut BlockOverlay<'_, S>,
+    input: &BlockInput,
+    txs: &[TxEnv],
+    groups: Vec<GroupResult>,
+    lazy_recipients: &[Address],
+    policy: InvalidTxPolicy,
+    start: ChunkStart,
+    threads: usize,
+) -> Result<Result<TxPhase, Rejected>, BlockError> {
+    let started = std::time::Instant::now();
+    let beneficiary = input.block.beneficiary;
+    let shards = shards_of_threads(threads);
+    if let Some(rejected) = independence(&groups, lazy_recipients, beneficiary, threads)? {
+        return Ok(Err(rejected));
+    }
+    let checked = started.elapsed();
+    // Block order: limits, invalid transactions, receipts, and the deferred credits.
+    let mut group_states = Vec::with_capacity(groups.len());
+    let mut cursors = Vec::with_capacity(groups.len());
+    for group in groups {
+        cursors.push(group.txs.into_iter().peekable());
+        group_states.push((group.shards, group.codes));
+    }
+    let mut phase = start.phase();
+    phase.reserve(txs.len());
+    let mut fees = Vec::with_capacity(txs.len());
+    let mut credits: Vec<(Address, U256)> = Vec::new();
+    for (local, tx) in txs.iter().enumerate() {
+        let index = start.first_index + local;
+        if check_block_limits(input, index, tx, phase.gas_used, phase.blob_gas_used).is_err() {
+            return Ok(Err(Rejected::InvalidOrFull));
+        }
+        // Each group's results are in block order: the next one is at the front of one of them.
+        let done = cursors.iter_mut().find_map(|cursor| cursor.next_if(|done| done.index as usize == local));
+        let Some(done) = done else { return Err(BlockError::Evm(format!("transaction {index} has no result after the partitioned run"))) };
+        match done.outcome {
+            TxOutcome::Executed { result, .. } => {
+                fees.push(done.fee);
+                credits.extend(done.credit);
+                phase.include(index, tx, result);
+            }
+            TxOutcome::Invalid(reason) => match policy {
+                InvalidTxPolicy::Reject => return Ok(Err(Rejected::InvalidOrFull)),
+                InvalidTxPolicy::Skip => phase.skipped.push((index, reason.to_string())),
+            },
+        }
+    }
+    let spec = input.cfg.spec;
+    let mut deferred = Vec::with_capacity(lazy_recipients.len() + 1);
+    match fold_credits(overlay, beneficiary, fees.into_iter().map(|fee| (fee, false)), spec)? {
+        Ok(info) => deferred.push((beneficiary, info)),
+        Err(rejected) => return Ok(Err(rejected)),
+    }
+    for recipient in lazy_recipients {
+        let paid = credits.iter().filter(|(to, _)| to == recipient).map(|(_, amount)| (*amount, true));
+        match fold_credits(overlay, *recipient, paid, spec)? {
+            Ok(info) => deferred.push((*recipient, info)),
+            Err(rejected) => return Ok(Err(rejected)),
+        }
+    }
+
+    let ordered_at = started.elapsed();
+    // Write: the code deployed, each shard on the thread that owns it, then the deferred ones.
+    for (_, codes) in &group_states {
+        for (hash, code) in codes {
+            overlay.add_code(*hash, code.clone());
+        }
+    }
+    let accounts: usize = group_states.iter().map(|(shards, _)| shards.iter().map(|shard| shard.len()).sum::<usize>()).sum();
+    overlay.reserve(accounts);
+    let (writers, _) = overlay.shard_writers(shards.len());
+    let states = &group_states;
+    crate::threads::map_on_threads(
+        writers,
+        |mut writer| {
+            for (shards, _) in states {
+                for shard in shards {
+                    for (address, account) in shard {
+                        // All of a shard's accounts have one owner.
+                        if !writer.owns(address) {
+                            break;
+                        }
+                        if account.cleared {
+                            writer.clear_storage(*address)?;
+                        }
+                        if account.written {
+                            // An account without code gets this thread's empty code: cloning the
+                            // group thread's would make both merge threads count references on
+                            // the same two counters.
+                            let info = account.info.as_ref().map(|i| {
+                                let code = if i.code_hash == KECCAK_EMPTY { None } else { i.code.clone() };
+                                crate::state::account_info(i.balance, i.nonce, i.code_hash, code)
+                            });
+                            writer.set_info(*address, info)?;
+                        }
+                        for (slot, value) in &account.storage {
+                            if value.written {
+                                writer.set_storage(*address, *slot, value.value)?;
+                            }
+                        }
+                    }
+                }
+            }
+            Ok::<(), BlockError>(())
+        },
+        || BlockError::Evm("a merge thread panicked".into()),
+    )?;
+    for (address, (info, vanished)) in deferred {
+        if vanished {
+            overlay.set_info(address, None)?;
+        }
+        overlay.set_info(address, info)?;
+    }
+    let written = started.elapsed();
+    drop(group_states);
+    tracing::trace!(
+        check_us = checked.as_micros() as u64,
+        order_us = (ordered_at - checked).as_micros() as u64,
+        write_us = (written - ordered_at).as_micros() as u64,
+        drop_us = (started.elapsed() - written).as_micros() as u64,
+        "partitioned merge"
+    );
+    Ok(Ok(phase))
+}

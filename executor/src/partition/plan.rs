@@ -1,0 +1,309 @@
+//! The plan of a partitioned run: which transactions go to which group, from what each
+//! transaction says about itself (its sender, its recipient, the holder a recognised ERC-20
+//! `transfer` pays), before anything executes.
+//!
+//! The plan is only a guess: a transaction may touch anything once it runs. Execution records
+//! what each group really touched, and the merge checks it ([`super::merge`]). A wrong guess
+//! costs a wasted run, never a wrong result.
+
+use crate::{error::StateError, parallel::tokens, state::StateSource};
+use alloy_primitives::{map::HashMap, Address, TxKind, U256};
+use rustc_hash::FxHashMap;
+use revm::{context::TxEnv, primitives::KECCAK_EMPTY};
+
+/// A recipient of at least this many plain transfers is credited lazily (its balance is not
+/// read, so the transfers to it do not tie their senders together).
+const HOT_RECIPIENT_TRANSFERS: u32 = 8;
+
+/// How the transactions split into groups.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Each group's transactions (indexes into the run), in block order.
+    pub groups: Vec<Vec<u32>>,
+    /// Accounts without code that receive plain transfers from several groups: their balances
+    /// are credited as deltas, folded in block order at the merge.
+    pub lazy_recipients: Vec<Address>,
+    /// The sum of the transactions' gas limits in the heaviest group, over the ideal share.
+    pub imbalance: f64,
+}
+
+/// Union-find over keys (an account, or a token holder's balance), each interned once as a
+/// node. Keys are 64-bit hashes: two keys that hash alike (about one chance in 2^64 / n^2) only
+/// join transactions that did not need joining.
+struct Components {
+    nodes: FxHashMap<u64, u32>,
+    parent: Vec<u32>,
+}
+
+impl Components {
+    fn with_capacity(keys: usize) -> Self {
+        Self { nodes: FxHashMap::with_capacity_and_hasher(keys, Default::default()), parent: Vec::with_capacity(keys) }
+    }
+
+    /// The node of `account` (with `holder`: that holder's balance in the token `account`).
+    fn node(&mut self, account: &Address, holder: Option<&Address>) -> u32 {
+        let key = match holder {
+            None => hash_address(account, 0),
+            Some(holder) => hash_address(holder, hash_address(account, 1)),
+        };
+        let next = self.parent.len() as u32;
+        let node = *self.nodes.entry(key).or_insert(next);
+        if node == next {
+            self.parent.push(next);
+        }
+        node
+    }
+
+    fn find(&mut self, mut node: u32) -> u32 {
+        while self.parent[node as usize] != node {
+            let grand = self.parent[self.parent[node as usize] as usize];
+            self.parent[node as usize] = grand;
+            node = grand;
+        }
+        node
+    }
+
+    fn union(&mut self, a: u32, b: u32) {
+        let (a, b) = (self.find(a), self.find(b));
+        if a != b {
+            let (low, high) = if a < b { (a, b) } else { (b, a) };
+            self.parent[high as usize] = low;
+        }
+    }
+}
+
+/// A 64-bit hash of an address, seeded (keys of another kind get another seed).
+fn hash_address(address: &Address, seed: u64) -> u64 {
+    let bytes = &address.0 .0;
+    let mut words = [0u64; 3];
+    for (word, chunk) in words.iter_mut().zip(bytes.chunks(8)) {
+        let mut padded = [0u8; 8];
+        padded[..chunk.len()].copy_from_slice(chunk);
+        *word = u64::from_le_bytes(padded);
+    }
+    let mut h = seed ^ 0x243F_6A88_85A3_08D3;
+    for word in words {
+        // MurmurHash3's finaliser after each word: every input bit reaches every output bit.
+        h ^= word;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^= h >> 33;
+    }
+    h
+}
+
+/// Whether `address` is a precompile or a system address (it runs something when called).
+fn is_special(address: &Address) -> bool {
+    address.0[..18].iter().all(|b| *b == 0)
+}
+
+/// Whether `tx` could pay `to` as a plain transfer (whether `to` has code is checked later).
+fn plain_transfer_to(tx: &TxEnv, to: &Address) -> bool {
+    tx.value > U256::ZERO && *to != tx.caller && tx.authorization_list.is_empty() && !is_special(to)
+}
+
+/// No recipient node.
+const NONE: u32 = u32::MAX;
+
+/// What the plan needs of one transaction.
+struct Record {
+    sender: u32,
+    /// `NONE` for a creation.
+    recipient: u32,
+    /// A recognised token's `transfer`: the sender's and the recipient's balances.
+    balances: Option<(u32, u32)>,
+    /// Whether it could be a plain transfer to its recipient.
+    plain: bool,
+    gas: u64,
+}
+
+/// Splits `txs` into up to `groups` groups of transactions that, by their fields, touch
+/// nothing in common, balanced by gas limit. `None` when the transactions do not split well
+/// enough: the heaviest group would carry more than `max_imbalance` times its ideal share, or a
+/// transaction's sender or recipient is the block's beneficiary (its balance takes every fee).
+pub fn plan<S: StateSource>(base: &S, txs: &[TxEnv], beneficiary: Address, groups: usize, max_imbalance: f64) -> Result<Option<Plan>, StateError> {
+    if groups < 2 || txs.len() < 2 {
+        return Ok(None);
+    }
+    // One pass over the transactions: the nodes of each one's sender, recipient and (for a
+    // recognised token's `transfer`) the two balances, plain transfers per recipient, and which
+    // nodes send. The passes after it read only these records.
+    let mut components = Components::with_capacity(txs.len() * 2);
+    let mut records: Vec<Record> = Vec::with_capacity(txs.len());
+    let mut transfers: Vec<u32> = Vec::with_capacity(txs.len() * 2);
+    let mut sends: Vec<bool> = Vec::with_capacity(txs.len() * 2);
+    let mut token_kinds: HashMap<Address, bool> = HashMap::default();
+    let mut impure_tokens: Vec<u32> = Vec::new();
+    for tx in txs {
+        if tx.caller == beneficiary {
+            tracing::trace!(sender = %tx.caller, "the beneficiary sends");
+            return Ok(None);
+        }
+        let sender = components.node(&tx.caller, None);
+        let mut record = Record { sender, recipient: NONE, balances: None, plain: false, gas: tx.gas_limit.max(1) };
+        if let TxKind::Call(to) = tx.kind {
+            if to == beneficiary {
+                tracing::trace!(sender = %tx.caller, "a transaction pays the beneficiary");
+                return Ok(None);
+            }
+            record.recipient = components.node(&to, None);
+            record.plain = plain_transfer_to(tx, &to);
+            let transfer = tokens::decode_transfer(&tx.data);
+            if transfer.is_none() {
+                // Any other call to a token (a deposit, an approval) may write more than two
+                // balances: its transfers are joined by the token's own account after all.
+                impure_tokens.push(record.recipient);
+            }
+            if let Some((holder, _)) = transfer {
+                let known = match token_kinds.get(&to) {
+                    Some(known) => *known,
+                    None => {
+                        let code_hash = base.basic_ref(to)?.map(|info| info.code_hash);
+                        let known = code_hash.and_then(|hash| tokens::known_token(&hash)).is_some();
+                        token_kinds.insert(to, known);
+                        known
+                    }
+                };
+                if known {
+                    record.balances = Some((components.node(&to, Some(&tx.caller)), components.node(&to, Some(&holder))));
+                }
+            }
+        }
+        transfers.resize(components.parent.len(), 0);
+        sends.resize(components.parent.len(), false);
+        sends[sender as usize] = true;
+        if record.plain {
+            transfers[record.recipient as usize] = transfers[record.recipient as usize].saturating_add(1);
+        }
+        records.push(record);
+    }
+    // Join each transaction's keys, except a hot recipient's (many plain transfers, not a
+    // sender, no code before the block) and a recognised token's own account.
+    const UNKNOWN: u8 = 0;
+    const LAZY: u8 = 1;
+    const NOT_LAZY: u8 = 2;
+    let mut hot = vec![UNKNOWN; components.parent.len()];
+    let mut impure = vec![false; components.parent.len()];
+    for node in impure_tokens {
+        impure[node as usize] = true;
+    }
+    let mut lazy_recipients = Vec::new();
+    for (index, record) in records.iter().enumerate() {
+        if record.recipient == NONE {
+            continue;
+        }
+        let recipient = record.recipient as usize;
+        if record.plain && transfers[recipient] >= HOT_RECIPIENT_TRANSFERS && !sends[recipient] {
+            if hot[recipient] == UNKNOWN {
+                let TxKind::Call(to) = txs[index].kind else { continue };
+                let lazy = base.basic_ref(to)?.is_none_or(|info| info.code_hash == KECCAK_EMPTY);
+                hot[recipient] = if lazy { LAZY } else { NOT_LAZY };
+                if lazy {
+                    lazy_recipients.push(to);
+                }
+            }
+            if hot[recipient] == LAZY {
+                continue;
+            }
+        }
+        match record.balances {
+            Some((from, to)) => {
+                components.union(record.sender, from);
+                components.union(record.sender, to);
+                if impure[recipient] {
+                    components.union(record.sender, record.recipient);
+                }
+            }
+            None => components.union(record.sender, record.recipient),
+        }
+    }
+    // Component weights (gas limits), then groups: the heaviest components first onto the
+    // lightest group, then the rest in any order onto the lightest group.
+    let mut weight = vec![0u64; components.parent.len()];
+    let mut roots = Vec::with_capacity(txs.len());
+    for record in &records {
+        let root = components.find(record.sender);
+        weight[root as usize] = weight[root as usize].saturating_add(record.gas);
+        roots.push(root);
+    }
+    let total: u64 = weight.iter().sum();
+    let ideal = (total / groups as u64).max(1);
+    let mut heavy: Vec<u32> = Vec::new();
+    let mut light: Vec<u32> = Vec::new();
+    for (root, w) in weight.iter().enumerate() {
+        if *w > ideal / 8 {
+            heavy.push(root as u32);
+        } else if *w > 0 {
+            light.push(root as u32);
+        }
+    }
+    heavy.sort_by_key(|root| std::cmp::Reverse(weight[*root as usize]));
+    let mut load = vec![0u64; groups];
+    let mut group_of = vec![u8::MAX; components.parent.len()];
+    for root in heavy.into_iter().chain(light) {
+        let (lightest, _) = load.iter().enumerate().min_by_key(|(_, l)| **l).unwrap_or((0, &0));
+        load[lightest] += weight[root as usize];
+        group_of[root as usize] = lightest as u8;
+    }
+    let heaviest = load.iter().copied().max().unwrap_or(0);
+    let imbalance = heaviest as f64 / (total as f64 / groups as f64);
+    if imbalance > max_imbalance || load.iter().filter(|l| **l > 0).count() < 2 {
+        tracing::trace!(imbalance, heaviest_component = weight.iter().max().copied().unwrap_or(0), total, "transactions do not split evenly");
+        return Ok(None);
+    }
+    let mut planned: Vec<Vec<u32>> = load.iter().map(|l| Vec::with_capacity((txs.len() as u64 * l / total.max(1)) as usize + 1)).collect();
+    for (index, root) in roots.iter().enumerate() {
+        planned[group_of[*root as usize] as usize].push(index as u32);
+    }
+    Ok(Some(Plan { groups: planned, lazy_recipients, imbalance }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::InMemoryState;
+
+    fn address(n: u64) -> Address {
+        let mut bytes = [0u8; 20];
+        bytes[0] = 0xaa;
+        bytes[12..20].copy_from_slice(&n.to_be_bytes());
+        Address::from(bytes)
+    }
+
+    fn call(from: u64, to: u64, value: u64) -> TxEnv {
+        TxEnv { caller: address(from), kind: TxKind::Call(address(to)), value: U256::from(value), gas_limit: 100_000, ..Default::default() }
+    }
+
+    #[test]
+    fn calls_to_separate_contracts_split_by_contract() {
+        let state = InMemoryState::new();
+        // 640 distinct senders calling 64 contracts in rotation: 64 components.
+        let txs: Vec<TxEnv> = (0..640).map(|i| call(1_000 + i, i % 64, 0)).collect();
+        let plan = plan(&state, &txs, address(999_999), 2, 1.5).unwrap().expect("splits");
+        assert_eq!(plan.groups.len(), 2);
+        assert_eq!(plan.groups.iter().map(Vec::len).sum::<usize>(), 640);
+        for group in &plan.groups {
+            // A contract's callers all land in one group.
+            let contracts: std::collections::HashSet<u64> = group.iter().map(|i| *i as u64 % 64).collect();
+            assert_eq!(contracts.len() * 10, group.len());
+        }
+        assert!(plan.imbalance < 1.1, "{}", plan.imbalance);
+    }
+
+    #[test]
+    fn a_chain_of_senders_is_one_component_and_a_hot_recipient_is_lazy() {
+        let state = InMemoryState::new();
+        // Each transaction pays the next sender: one chain, nothing to split.
+        let chain: Vec<TxEnv> = (0..100).map(|i| call(i, i + 1, 1)).collect();
+        assert_eq!(plan(&state, &chain, address(999_999), 2, 2.0).unwrap(), None);
+        // Distinct senders all paying one account without code: it is credited lazily.
+        let hot: Vec<TxEnv> = (0..100).map(|i| call(1_000 + i, 7, 1)).collect();
+        let plan = plan(&state, &hot, address(999_999), 2, 1.5).unwrap().expect("splits");
+        assert_eq!(plan.lazy_recipients, vec![address(7)]);
+        // Paying the beneficiary ties every fee to the transfer: no plan.
+        let to_beneficiary: Vec<TxEnv> = (0..100).map(|i| call(1_000 + i, 7, 1)).collect();
+        assert_eq!(super::plan(&state, &to_beneficiary, address(7), 2, 1.5).unwrap(), None);
+    }
+}

@@ -1,0 +1,153 @@
+//! The partitioned path: blocks whose transactions split into independent groups run group by
+//! group on their own threads; a plan that execution proves wrong (two groups meeting on state
+//! their transactions' fields did not show) is thrown away. Either way the result is exactly the
+//! sequential one.
+
+mod common;
+
+use alloy_primitives::{Address, Bytes, TxKind, U256};
+use common::{addr, cancun_block_input};
+use pseq_executor::{
+    block::ExecutedPath,
+    execute_block,
+    revm::{bytecode::Bytecode, context::TxEnv},
+    state::InMemoryAccount,
+    BlockInput, BlockOutput, ExecutionOptions, InMemoryState,
+};
+
+const ETHER: u128 = 1_000_000_000_000_000_000;
+
+/// `SSTORE(0, SLOAD(0) + 1)`.
+const COUNTER: &[u8] = &[0x60, 0, 0x54, 0x60, 1, 0x01, 0x60, 0, 0x55, 0x00];
+/// `SSTORE(0, BALANCE(COINBASE))`.
+const COINBASE_READER: &[u8] = &[0x41, 0x31, 0x60, 0, 0x55, 0x00];
+
+/// Code that calls `target` with no value and all gas, then stops.
+fn caller_of(target: Address) -> Bytes {
+    let mut code = vec![0x60, 0, 0x60, 0, 0x60, 0, 0x60, 0, 0x60, 0, 0x73];
+    code.extend_from_slice(target.as_slice());
+    code.extend_from_slice(&[0x5a, 0xf1, 0x00]);
+    Bytes::from(code)
+}
+
+fn contract(state: &mut InMemoryState, address: Address, code: Bytes) {
+    state.insert_account(address, InMemoryAccount { nonce: 1, code: Some(Bytecode::new_raw(code)), ..Default::default() });
+}
+
+fn tx(sender: Address, to: Address, value: u128, nonce: u64) -> TxEnv {
+    TxEnv { caller: sender, gas_limit: 100_000, gas_price: 2, kind: TxKind::Call(to), value: U256::from(value), nonce, chain_id: Some(1), ..Default::default() }
+}
+
+/// Runs the block sequentially and with `options`; asserts the same result; returns the second.
+fn same_as_sequential(state: &InMemoryState, input: &BlockInput, txs: &[TxEnv], options: ExecutionOptions) -> BlockOutput {
+    let sequential = execute_block(state, input, txs, &ExecutionOptions::sequential()).expect("sequential");
+    let other = execute_block(state, input, txs, &options).expect("other path");
+    assert!(other.same_result(&sequential), "{options:?} ({:?}) differs from sequential", other.path);
+    other
+}
+
+/// `count` funded senders, each sending one transaction built by `make(i, sender)`.
+fn senders(state: &mut InMemoryState, count: u64, mut make: impl FnMut(u64, Address) -> TxEnv) -> Vec<TxEnv> {
+    (0..count)
+        .map(|i| {
+            let sender = addr(0x5e, i);
+            state.insert_account(sender, InMemoryAccount { balance: U256::from(10 * ETHER), ..Default::default() });
+            make(i, sender)
+        })
+        .collect()
+}
+
+#[test]
+fn independent_transfers_and_a_hot_recipient_run_partitioned() {
+    let mut state = InMemoryState::new();
+    let hot = addr(0x70, 0);
+    // One transfer in five pays one exchange-like account (credited lazily); the others pay
+    // accounts of their own, a few of them new.
+    let txs = senders(&mut state, 2_000, |i, sender| {
+        let to = if i % 5 == 0 { hot } else { addr(0x7e, i) };
+        tx(sender, to, ETHER / 100 + i as u128, 0)
+    });
+    for i in (0..2_000).step_by(3) {
+        state.insert_account(addr(0x7e, i), InMemoryAccount { balance: U256::from(1), ..Default::default() });
+    }
+    let input = cancun_block_input();
+    for threads in [2, 3, 4] {
+        let output = same_as_sequential(&state, &input, &txs, ExecutionOptions::parallel(threads));
+        assert_eq!(output.path, ExecutedPath::Partitioned, "{threads} threads");
+    }
+    // The hot account received exactly its transfers.
+    let paid: u128 = (0..2_000u128).step_by(5).map(|i| ETHER / 100 + i).sum();
+    let output = execute_block(&state, &input, &txs, &ExecutionOptions::parallel(2)).expect("runs");
+    let hot_after = output.state.accounts[&hot].info.as_ref().expect("exists").balance;
+    assert_eq!(hot_after, U256::from(paid));
+}
+
+#[test]
+fn a_plan_that_execution_proves_wrong_is_thrown_away() {
+    // Senders call one of two front contracts; both fronts call one counter. The plan sees two
+    // independent groups (by front); execution shows both writing the counter's slot.
+    let mut state = InMemoryState::new();
+    let counter = addr(0xc0, 0);
+    contract(&mut state, counter, Bytes::from_static(COUNTER));
+    let fronts = [addr(0xf0, 0), addr(0xf0, 1)];
+    for front in fronts {
+        contract(&mut state, front, caller_of(counter));
+    }
+    let txs = senders(&mut state, 200, |i, sender| tx(sender, fronts[i as usize % 2], 0, 0));
+    let input = cancun_block_input();
+    let output = same_as_sequential(&state, &input, &txs, ExecutionOptions::partitioned(2));
+    assert_eq!(output.path, ExecutedPath::Parallel, "a conflicting plan was kept");
+    assert_eq!(output.state.accounts[&counter].storage[&U256::ZERO], U256::from(200));
+
+    // Fronts calling counters of their own are independent: the same shape of block is kept.
+    let mut state = InMemoryState::new();
+    for (i, front) in fronts.iter().enumerate() {
+        let own = addr(0xc0, i as u64);
+        contract(&mut state, own, Bytes::from_static(COUNTER));
+        contract(&mut state, *front, caller_of(own));
+    }
+    let txs = senders(&mut state, 200, |i, sender| tx(sender, fronts[i as usize % 2], 0, 0));
+    let output = same_as_sequential(&state, &input, &txs, ExecutionOptions::partitioned(2));
+    assert_eq!(output.path, ExecutedPath::Partitioned);
+}
+
+#[test]
+fn reading_the_beneficiary_is_not_partitioned() {
+    // Every group's fees go to the beneficiary as deltas: a transaction that reads its balance
+    // needs every fee before it, so such a plan is thrown away.
+    let mut state = InMemoryState::new();
+    let readers: Vec<Address> = (0..8).map(|i| addr(0xbd, i)).collect();
+    for reader in &readers {
+        contract(&mut state, *reader, Bytes::from_static(COINBASE_READER));
+    }
+    let mut txs = senders(&mut state, 400, |i, sender| tx(sender, addr(0x7e, i), ETHER / 10, 0));
+    // Each reader is called once, by a sender of its own, late in the block.
+    for (j, reader) in readers.iter().enumerate() {
+        let sender = addr(0x5f, j as u64);
+        state.insert_account(sender, InMemoryAccount { balance: U256::from(ETHER), ..Default::default() });
+        txs.insert(300 + j * 10, tx(sender, *reader, 0, 0));
+    }
+    let input = cancun_block_input();
+    for options in [ExecutionOptions::partitioned(2), ExecutionOptions::parallel(2)] {
+        let output = same_as_sequential(&state, &input, &txs, options);
+        assert_ne!(output.path, ExecutedPath::Partitioned, "{options:?}");
+    }
+}
+
+#[test]
+fn blocks_split_across_runs_of_a_session_stay_exact() {
+    // A sequencer gives a block's transactions run by run: each run is planned on the block so
+    // far, including the writes of the runs before it.
+    let mut state = InMemoryState::new();
+    let hot = addr(0x70, 0);
+    let txs = senders(&mut state, 600, |i, sender| tx(sender, if i % 2 == 0 { hot } else { addr(0x7e, i % 50) }, ETHER / 1000, 0));
+    let input = cancun_block_input();
+    let sequential = execute_block(&state, &input, &txs, &ExecutionOptions::sequential()).expect("sequential");
+    let mut session = pseq_executor::BlockSession::new(&state, &input, ExecutionOptions::partitioned(2)).expect("session");
+    for run in txs.chunks(150) {
+        session.append(run).expect("run");
+    }
+    let output = session.finish().expect("finish");
+    assert!(output.same_result(&sequential), "run by run differs from sequential");
+    assert_eq!(output.path, ExecutedPath::Partitioned);
+}
