@@ -30,6 +30,19 @@ fn caller_of(target: Address) -> Bytes {
     Bytes::from(code)
 }
 
+/// Code that stores `token.balanceOf(holder)` in its slot 0.
+fn balance_reader(token: Address, holder: Address) -> Bytes {
+    // mem[0..4] = balanceOf's selector, mem[4..36] = the holder's word.
+    let mut code = vec![0x63, 0x70, 0xa0, 0x82, 0x31, 0x60, 0xe0, 0x1b, 0x60, 0, 0x52, 0x73];
+    code.extend_from_slice(holder.as_slice());
+    code.extend_from_slice(&[0x60, 4, 0x52]);
+    // STATICCALL(gas, token, 0, 36, 0, 32); SSTORE(0, mem[0..32]).
+    code.extend_from_slice(&[0x60, 32, 0x60, 0, 0x60, 36, 0x60, 0, 0x73]);
+    code.extend_from_slice(token.as_slice());
+    code.extend_from_slice(&[0x5a, 0xfa, 0x50, 0x60, 0, 0x51, 0x60, 0, 0x55, 0x00]);
+    Bytes::from(code)
+}
+
 fn contract(state: &mut InMemoryState, address: Address, code: Bytes) {
     state.insert_account(address, InMemoryAccount { nonce: 1, code: Some(Bytecode::new_raw(code)), ..Default::default() });
 }
@@ -150,4 +163,45 @@ fn blocks_split_across_runs_of_a_session_stay_exact() {
     let output = session.finish().expect("finish");
     assert!(output.same_result(&sequential), "run by run differs from sequential");
     assert_eq!(output.path, ExecutedPath::Partitioned);
+}
+
+#[test]
+fn token_transfers_to_one_holder_are_credited_in_block_order() {
+    use common::corpus_code;
+    use pseq_executor::parallel::tokens;
+    let token = addr(0x70, 1);
+    let hot = addr(0x70, 2);
+    for (hot_balance, read_midway) in [(0u64, false), (7, false), (0, true)] {
+        let mut state = InMemoryState::new();
+        let mut storage = alloy_primitives::map::HashMap::default();
+        for i in 0..400 {
+            storage.insert(tokens::balance_slot(addr(0x5e, i), 0), U256::from(1_000 + i));
+        }
+        storage.insert(tokens::balance_slot(hot, 0), U256::from(hot_balance));
+        state.insert_account(token, InMemoryAccount { nonce: 1, code: Some(Bytecode::new_raw(corpus_code("ERC20Token"))), storage, ..Default::default() });
+        // Most transfers pay the hot holder (its balance starts at zero in some blocks: the first
+        // credit pays for a new slot); the others pay holders of their own.
+        let mut txs = senders(&mut state, 400, |i, sender| {
+            let to = if i % 4 == 3 { addr(0x7e, i) } else { hot };
+            TxEnv { data: tokens::transfer_calldata(to, U256::from(1 + i % 3)), ..tx(sender, token, 0, 0) }
+        });
+        if read_midway {
+            // A contract reads the holder's balance: the plan does not see it (the call goes to
+            // the contract), execution does.
+            let reader = addr(0x5f, 0);
+            let contract_address = addr(0xc1, 0);
+            contract(&mut state, contract_address, balance_reader(token, hot));
+            state.insert_account(reader, InMemoryAccount { balance: U256::from(ETHER), ..Default::default() });
+            txs.insert(200, tx(reader, contract_address, 0, 0));
+        }
+        let input = cancun_block_input();
+        for options in [ExecutionOptions::parallel(2), ExecutionOptions::partitioned(3)] {
+            let output = same_as_sequential(&state, &input, &txs, options);
+            if read_midway {
+                assert_ne!(output.path, ExecutedPath::Partitioned, "a balance read between credits was kept");
+            } else {
+                assert_eq!(output.path, ExecutedPath::Partitioned, "{options:?}");
+            }
+        }
+    }
 }

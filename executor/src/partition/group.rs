@@ -12,8 +12,10 @@ use crate::{
     evm::{build_evm, DeferredFeeHandler, PseqEvm},
     overlay::{shard_of, OVERLAY_SHARDS},
     parallel::{fee_reward, TxOutcome},
+    parallel::tokens,
     state::StateSource,
 };
+use super::plan::LazySlot;
 use alloy_primitives::{
     map::{HashMap, IndexEntry, IndexMap},
     Address, TxKind, B256, U256,
@@ -61,6 +63,9 @@ pub struct GroupTx {
     pub fee: U256,
     /// What it added to a lazy recipient's balance.
     pub credit: Option<(Address, U256)>,
+    /// What it added to a lazy token balance: the slot's position in the plan's list, the
+    /// amount, and whether it was given a non-zero value.
+    pub token_credit: Option<(u32, U256, bool)>,
 }
 
 /// The state one group executes on, and everything it touched.
@@ -71,9 +76,23 @@ pub struct GroupState<'a, S> {
     /// Code the group deployed.
     pub codes: HashMap<B256, Bytecode>,
     lazy: &'a [Address],
+    lazy_slots: &'a [LazySlot],
+    /// The transaction running (index in the run).
+    current: u32,
+    /// The lazy slot the running transaction read, and the value it was given.
+    slot_given: Option<(usize, U256)>,
+    /// A lazy slot was read where its token's storage is not the pre-run one.
+    slot_misused: bool,
 }
 
 impl<'a, S: StateSource> GroupState<'a, S> {
+
+    fn lazy_slot(&self, address: &Address, slot: &U256) -> Option<usize> {
+        if self.lazy_slots.is_empty() {
+            return None;
+        }
+        self.lazy_slots.iter().position(|lazy| lazy.token == *address && lazy.slot == *slot)
+    }
 
     fn is_lazy(&self, address: &Address) -> bool {
         !self.lazy.is_empty() && self.lazy.contains(address)
@@ -113,6 +132,22 @@ impl<S: StateSource> Database for GroupState<'_, S> {
 
     fn storage(&mut self, address: Address, index: U256) -> Result<U256, StateError> {
         let base = self.base;
+        if let Some(position) = self.lazy_slot(&address, &index) {
+            let token = self.account(address)?;
+            if token.cleared || token.info.is_none() {
+                self.slot_misused = true;
+            }
+            let before = base.storage_ref(address, index)?;
+            let given = if !before.is_zero() {
+                before
+            } else if self.current == self.lazy_slots[position].first {
+                U256::ZERO
+            } else {
+                U256::from(1)
+            };
+            self.slot_given = Some((position, given));
+            return Ok(given);
+        }
         let account = self.account(address)?;
         if let Some(slot) = account.storage.get(&index) {
             return Ok(slot.value);
@@ -154,6 +189,11 @@ impl GroupResult {
     }
 }
 
+/// The position of `(address, slot)` among the lazy slots.
+fn lazy_slot_of(lazy_slots: &[LazySlot], address: &Address, slot: &U256) -> Option<usize> {
+    lazy_slots.iter().position(|lazy| lazy.token == *address && lazy.slot == *slot)
+}
+
 /// Runs one group's transactions, stage after stage, on one thread, over one EVM.
 pub struct GroupRunner<'a, S: StateSource> {
     evm: PseqEvm<GroupState<'a, S>>,
@@ -165,9 +205,9 @@ pub struct GroupRunner<'a, S: StateSource> {
 
 impl<'a, S: StateSource> GroupRunner<'a, S> {
     /// A group over `base` that has run nothing yet, expecting about `expected` transactions.
-    pub fn new(base: &'a S, input: &'a BlockInput, txs: &'a [TxEnv], lazy: &'a [Address], expected: usize) -> Self {
+    pub fn new(base: &'a S, input: &'a BlockInput, txs: &'a [TxEnv], lazy: &'a [Address], lazy_slots: &'a [LazySlot], expected: usize) -> Self {
         let GroupResult { shards, codes, txs: results, lazy_misused } = GroupResult::new(expected);
-        let state = GroupState { base, shards, codes, lazy };
+        let state = GroupState { base, shards, codes, lazy, lazy_slots, current: 0, slot_given: None, slot_misused: false };
         Self { evm: build_evm(state, input.cfg.clone(), input.block.clone()), input, txs, results, lazy_misused }
     }
 
@@ -178,12 +218,15 @@ impl<'a, S: StateSource> GroupRunner<'a, S> {
         for &index in indexes {
             let tx = &self.txs[index as usize];
             self.evm.ctx.set_tx(tx.clone());
+            self.evm.ctx.journaled_state.database.current = index;
+            self.evm.ctx.journaled_state.database.slot_given = None;
             let outcome = DeferredFeeHandler::<_, EVMError<StateError>>::default().run(&mut self.evm);
             let touched = self.evm.ctx.journal_mut().finalize();
             let result = match outcome {
                 Ok(result) => result,
                 Err(EVMError::Transaction(reason)) => {
-                    self.results.push(GroupTx { index, outcome: TxOutcome::Invalid(reason), fee: U256::ZERO, credit: None });
+                    self.lazy_misused |= self.evm.ctx.journaled_state.database.slot_given.is_some();
+                    self.results.push(GroupTx { index, outcome: TxOutcome::Invalid(reason), fee: U256::ZERO, credit: None, token_credit: None });
                     continue;
                 }
                 Err(EVMError::Database(error)) => return Err(BlockError::State(error)),
@@ -192,6 +235,9 @@ impl<'a, S: StateSource> GroupRunner<'a, S> {
             let fee = fee_reward(self.input, tx, result.tx_gas_used());
             let state = &mut self.evm.ctx.journaled_state.database;
             let mut credit = None;
+            let mut token_credit = None;
+            let slot_given = state.slot_given;
+            let lazy_slots = state.lazy_slots;
             let mut cleared = Vec::new();
             for (address, account) in touched {
                 if state.is_lazy(&address) {
@@ -230,6 +276,19 @@ impl<'a, S: StateSource> GroupRunner<'a, S> {
                 let same = entry.info.as_ref().is_some_and(|info| info.balance == account.info.balance && info.nonce == account.info.nonce && info.code_hash == account.info.code_hash);
                 entry.written |= !same;
                 for (slot, value) in account.changed_storage_slots() {
+                    if let Some(position) = lazy_slot_of(lazy_slots, &address, slot) {
+                        // A `transfer` to the holder: the slot became the given value plus the
+                        // amount. Anything else is not the credit the plan assumed.
+                        let lazy = lazy_slots[position];
+                        let paid = tokens::decode_transfer(&tx.data).filter(|(holder, _)| *holder == lazy.holder && tx.kind == TxKind::Call(address));
+                        match (paid, slot_given) {
+                            (Some((_, amount)), Some((read, given))) if read == position && given.checked_add(amount) == Some(value.present_value) => {
+                                token_credit = Some((position as u32, amount, !given.is_zero()));
+                            }
+                            _ => self.lazy_misused = true,
+                        }
+                        continue;
+                    }
                     entry.storage.insert(*slot, GroupSlot { value: value.present_value, written: true });
                 }
                 let mut info = account.info;
@@ -240,7 +299,12 @@ impl<'a, S: StateSource> GroupRunner<'a, S> {
                     state.codes.entry(hash).or_insert(code);
                 }
             }
-            self.results.push(GroupTx { index, outcome: TxOutcome::Executed { result, cleared }, fee, credit });
+            // A lazy slot read without being credited: the transaction used the balance itself.
+            if slot_given.is_some() && token_credit.is_none() {
+                self.lazy_misused = true;
+            }
+            self.lazy_misused |= self.evm.ctx.journaled_state.database.slot_misused;
+            self.results.push(GroupTx { index, outcome: TxOutcome::Executed { result, cleared }, fee, credit, token_credit });
         }
         Ok(())
     }

@@ -17,7 +17,7 @@ use crate::{
     error::{BlockError, StateError},
     overlay::{shard_of, BlockOverlay, OVERLAY_SHARDS},
     parallel::{
-        lazy::apply_delta,
+        lazy::{apply_delta, apply_storage_add},
         mv_memory::{AccountValue, Value},
         TxOutcome,
     },
@@ -138,13 +138,14 @@ pub(crate) fn merge<S: StateSource>(
     input: &BlockInput,
     txs: &[TxEnv],
     groups: Vec<GroupResult>,
-    lazy_recipients: &[Address],
+    plan: &super::plan::Plan,
     policy: InvalidTxPolicy,
     start: ChunkStart,
     threads: usize,
 ) -> Result<Result<TxPhase, Rejected>, BlockError> {
     let started = std::time::Instant::now();
     let beneficiary = input.block.beneficiary;
+    let lazy_recipients = &plan.lazy_recipients;
     let shards = shards_of_threads(threads);
     if let Some(rejected) = independence(&groups, lazy_recipients, beneficiary, threads)? {
         return Ok(Err(rejected));
@@ -161,6 +162,7 @@ pub(crate) fn merge<S: StateSource>(
     phase.reserve(txs.len());
     let mut fees = Vec::with_capacity(txs.len());
     let mut credits: Vec<(Address, U256)> = Vec::new();
+    let mut token_credits: Vec<Vec<(U256, bool)>> = vec![Vec::new(); plan.lazy_slots.len()];
     for (local, tx) in txs.iter().enumerate() {
         let index = start.first_index + local;
         if check_block_limits(input, index, tx, phase.gas_used, phase.blob_gas_used).is_err() {
@@ -173,6 +175,9 @@ pub(crate) fn merge<S: StateSource>(
             TxOutcome::Executed { result, .. } => {
                 fees.push(done.fee);
                 credits.extend(done.credit);
+                if let Some((position, amount, was_nonzero)) = done.token_credit {
+                    token_credits[position as usize].push((amount, was_nonzero));
+                }
                 phase.include(index, tx, result);
             }
             TxOutcome::Invalid(reason) => match policy {
@@ -196,6 +201,20 @@ pub(crate) fn merge<S: StateSource>(
     }
 
     let ordered_at = started.elapsed();
+    let mut slot_values = Vec::with_capacity(plan.lazy_slots.len());
+    for (lazy, credits) in plan.lazy_slots.iter().zip(&token_credits) {
+        if credits.is_empty() {
+            continue;
+        }
+        let mut value = revm::database::DatabaseRef::storage_ref(&*overlay, lazy.token, lazy.slot)?;
+        for (amount, was_nonzero) in credits {
+            value = match apply_storage_add(value, *amount, *was_nonzero) {
+                Ok(value) => value,
+                Err(_) => return Ok(Err(Rejected::CreditCheck)),
+            };
+        }
+        slot_values.push((lazy.token, lazy.slot, value));
+    }
     // Write: the code deployed, each shard on the thread that owns it, then the deferred ones.
     for (_, codes) in &group_states {
         for (hash, code) in codes {
@@ -241,6 +260,9 @@ pub(crate) fn merge<S: StateSource>(
         },
         || BlockError::Evm("a merge thread panicked".into()),
     )?;
+    for (token, slot, value) in slot_values {
+        overlay.set_storage(token, slot, value)?;
+    }
     for (address, (info, vanished)) in deferred {
         if vanished {
             overlay.set_info(address, None)?;

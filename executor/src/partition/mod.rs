@@ -136,7 +136,7 @@ pub(crate) fn execute_transactions<S: StateSource>(
         let beneficiary = input.block.beneficiary;
         let run_group = |g: usize| -> Result<(), BlockError> {
             let indexes = &plan.groups[g];
-            let mut runner = group::GroupRunner::new(base, input, txs, lazy, indexes.len());
+            let mut runner = group::GroupRunner::new(base, input, txs, lazy, &plan.lazy_slots, indexes.len());
             let bounds = stage_bounds(txs, indexes);
             let mut from = 0;
             for (stage, to) in bounds.into_iter().enumerate() {
@@ -200,7 +200,7 @@ pub(crate) fn execute_transactions<S: StateSource>(
         return Err(BlockError::Evm("a group's result went missing".into()));
     }
     let ran = started.elapsed();
-    let merged = merge::merge(overlay, input, txs, groups, &plan.lazy_recipients, policy, start, threads)?;
+    let merged = merge::merge(overlay, input, txs, groups, &plan, policy, start, threads)?;
     tracing::trace!(
         txs = txs.len(),
         groups = plan.groups.len(),

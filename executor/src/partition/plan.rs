@@ -23,8 +23,29 @@ pub struct Plan {
     /// Accounts without code that receive plain transfers from several groups: their balances
     /// are credited as deltas, folded in block order at the merge.
     pub lazy_recipients: Vec<Address>,
+    /// Balances of recognised tokens that receive `transfer`s from several groups: credited as
+    /// deltas ([`LazySlot`]).
+    pub lazy_slots: Vec<LazySlot>,
     /// The sum of the transactions' gas limits in the heaviest group, over the ideal share.
     pub imbalance: f64,
+}
+
+/// A recognised token's balance slot that `transfer`s credit as deltas: the token uses the
+/// recipient's balance only to add to it (and check the sum), and revm's gas for it depends only
+/// on whether it is zero ([`crate::parallel::tokens`]). A transaction is given a value of the
+/// right kind (zero or not) and its write becomes a credit, folded in block order at the merge,
+/// where every kind given is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LazySlot {
+    /// The token.
+    pub token: Address,
+    /// The recipient's balance slot.
+    pub slot: U256,
+    /// The recipient.
+    pub holder: Address,
+    /// The first transaction (index in the run) that credits it: where the slot is zero before
+    /// the run, that one is given zero and the others a non-zero value.
+    pub first: u32,
 }
 
 /// Union-find over keys (an account, or a token holder's balance), each interned once as a
@@ -134,7 +155,9 @@ pub fn plan<S: StateSource>(base: &S, txs: &[TxEnv], beneficiary: Address, group
     let mut records: Vec<Record> = Vec::with_capacity(txs.len());
     let mut transfers: Vec<u32> = Vec::with_capacity(txs.len() * 2);
     let mut sends: Vec<bool> = Vec::with_capacity(txs.len() * 2);
-    let mut token_kinds: HashMap<Address, bool> = HashMap::default();
+    let mut token_kinds: HashMap<Address, Option<u64>> = HashMap::default();
+    let mut token_paid: Vec<u32> = Vec::with_capacity(txs.len() * 2);
+    let mut token_sends: Vec<bool> = Vec::with_capacity(txs.len() * 2);
     let mut impure_tokens: Vec<u32> = Vec::new();
     for tx in txs {
         if tx.caller == beneficiary {
@@ -161,18 +184,26 @@ pub fn plan<S: StateSource>(base: &S, txs: &[TxEnv], beneficiary: Address, group
                     Some(known) => *known,
                     None => {
                         let code_hash = base.basic_ref(to)?.map(|info| info.code_hash);
-                        let known = code_hash.and_then(|hash| tokens::known_token(&hash)).is_some();
+                        let known = code_hash.and_then(|hash| tokens::known_token(&hash)).map(|token| token.balances_slot);
                         token_kinds.insert(to, known);
                         known
                     }
                 };
-                if known {
+                if known.is_some() && holder != tx.caller {
                     record.balances = Some((components.node(&to, Some(&tx.caller)), components.node(&to, Some(&holder))));
+                } else if known.is_some() {
+                    impure_tokens.push(record.recipient);
                 }
             }
         }
         transfers.resize(components.parent.len(), 0);
         sends.resize(components.parent.len(), false);
+        token_paid.resize(components.parent.len(), 0);
+        token_sends.resize(components.parent.len(), false);
+        if let Some((from, to)) = record.balances {
+            token_sends[from as usize] = true;
+            token_paid[to as usize] = token_paid[to as usize].saturating_add(1);
+        }
         sends[sender as usize] = true;
         if record.plain {
             transfers[record.recipient as usize] = transfers[record.recipient as usize].saturating_add(1);
@@ -186,6 +217,8 @@ pub fn plan<S: StateSource>(base: &S, txs: &[TxEnv], beneficiary: Address, group
     const NOT_LAZY: u8 = 2;
     let mut hot = vec![UNKNOWN; components.parent.len()];
     let mut impure = vec![false; components.parent.len()];
+    let mut lazy_balance = vec![false; components.parent.len()];
+    let mut lazy_slots = Vec::new();
     for node in impure_tokens {
         impure[node as usize] = true;
     }
@@ -211,7 +244,20 @@ pub fn plan<S: StateSource>(base: &S, txs: &[TxEnv], beneficiary: Address, group
         match record.balances {
             Some((from, to)) => {
                 components.union(record.sender, from);
-                components.union(record.sender, to);
+                let hot_balance = token_paid[to as usize] >= HOT_RECIPIENT_TRANSFERS && !token_sends[to as usize] && !impure[recipient];
+                if hot_balance {
+                    if !lazy_balance[to as usize] {
+                        lazy_balance[to as usize] = true;
+                        let tx = &txs[index];
+                        if let (TxKind::Call(token), Some((holder, _))) = (tx.kind, tokens::decode_transfer(&tx.data)) {
+                            if let Some(Some(balances_slot)) = token_kinds.get(&token) {
+                                lazy_slots.push(LazySlot { token, slot: tokens::balance_slot(holder, *balances_slot), holder, first: index as u32 });
+                            }
+                        }
+                    }
+                } else {
+                    components.union(record.sender, to);
+                }
                 if impure[recipient] {
                     components.union(record.sender, record.recipient);
                 }
@@ -257,7 +303,7 @@ pub fn plan<S: StateSource>(base: &S, txs: &[TxEnv], beneficiary: Address, group
     for (index, root) in roots.iter().enumerate() {
         planned[group_of[*root as usize] as usize].push(index as u32);
     }
-    Ok(Some(Plan { groups: planned, lazy_recipients, imbalance }))
+    Ok(Some(Plan { groups: planned, lazy_recipients, lazy_slots, imbalance }))
 }
 
 #[cfg(test)]
