@@ -1,7 +1,7 @@
 //! # pseq-executor
 //!
 //! The block executor of pseq: one set of block-level rules (system calls, rewards, withdrawals,
-//! requests) around two interchangeable transaction-execution paths.
+//! requests) around interchangeable transaction-execution paths.
 //!
 //! - [`sequential`]: plain revm 43, transaction after transaction, over an in-memory overlay of the
 //!   block's writes. It is the oracle every test compares against and the fallback.
@@ -11,6 +11,9 @@
 //!   holders of recognised ERC-20 tokens ([`parallel::tokens`]) are written as commutative deltas,
 //!   so they do not serialise the block. A delta is evaluated to an exact value only where a
 //!   transaction reads that balance explicitly, and at the end of the block.
+//! - [`partition`]: where the transactions' senders and recipients split a block into
+//!   independent groups, each group runs sequentially on its own thread, and the groups are
+//!   checked against each other afterwards; a wrong split is thrown away for Block-STM.
 //!
 //! Invariant: for every block, [`execute_block`] returns exactly the same receipts, gas and
 //! [`StateDiff`] whichever path runs. The executor knows nothing of storage, RPC or async: it reads a
