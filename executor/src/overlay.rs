@@ -30,6 +30,27 @@ pub struct OverlayAccount {
     pub storage: HashMap<U256, U256>,
     /// The account's storage from before the block was wiped (self-destruct, deletion, creation).
     pub storage_cleared: bool,
+    /// The account's fields before the block, where the writer already read them (`Some(None)`:
+    /// it did not exist): the diff then skips looking them up again.
+    pub known_before: Option<Option<Fields>>,
+}
+
+/// An account's fields without its code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fields {
+    /// Balance.
+    pub balance: U256,
+    /// Nonce.
+    pub nonce: u64,
+    /// Code hash.
+    pub code_hash: B256,
+}
+
+impl Fields {
+    /// The fields of `info`.
+    pub fn of(info: &AccountInfo) -> Self {
+        Self { balance: info.balance, nonce: info.nonce, code_hash: info.code_hash }
+    }
 }
 
 /// Number of shards an overlay's accounts are split into, by a hash of the address.
@@ -144,6 +165,17 @@ impl<'o, S: StateSource> ShardWriter<'o, S> {
         Ok(())
     }
 
+    /// [`ShardWriter::set_info`] for an account whose fields before the block the caller read:
+    /// kept where the overlay has no entry for it yet (the diff then need not read them again).
+    pub fn set_info_known(&mut self, address: Address, info: Option<AccountInfo>, before: Option<Fields>) -> Result<(), StateError> {
+        let shard = self.shard(&address)?;
+        if !shard.contains_key(&address) {
+            shard.insert(address, OverlayAccount { known_before: Some(before), ..Default::default() });
+        }
+        set_info_in(shard, address, info);
+        Ok(())
+    }
+
     /// [`BlockOverlay::clear_storage`].
     pub fn clear_storage(&mut self, address: Address) -> Result<(), StateError> {
         let base = self.base;
@@ -197,7 +229,7 @@ impl<'a, S: StateSource> BlockOverlay<'a, S> {
             }
             let entry = self.shards[shard_of(&address)].entry(address).or_default();
             if account.is_selfdestructed() || (clear_empty && account.is_empty()) {
-                *entry = OverlayAccount { info: None, storage: HashMap::default(), storage_cleared: true };
+                *entry = OverlayAccount { info: None, storage: HashMap::default(), storage_cleared: true, known_before: entry.known_before };
                 continue;
             }
             if account.is_created() {
@@ -398,7 +430,10 @@ impl<S: StateSource> Normalizer<'_, S> {
     }
 
     fn account(&self, address: Address, account: &OverlayAccount) -> Result<Option<AccountDiff>, StateError> {
-        let before = self.base.basic_ref(address)?;
+        let before = match account.known_before {
+            Some(known) => known,
+            None => self.base.basic_ref(address)?.as_ref().map(Fields::of),
+        };
         let storage_cleared = account.storage_cleared && before.is_some();
         let mut storage = BTreeMap::new();
         if account.info.is_some() {

@@ -10,7 +10,7 @@ use crate::{
     block::BlockInput,
     error::{BlockError, StateError},
     evm::{build_evm, DeferredFeeHandler, PseqEvm},
-    overlay::{shard_of, OVERLAY_SHARDS},
+    overlay::{shard_of, Fields, OVERLAY_SHARDS},
     parallel::{fee_reward, TxOutcome},
     parallel::tokens,
     state::StateSource,
@@ -50,6 +50,8 @@ pub struct GroupAccount {
     pub cleared: bool,
     /// Slots read or written.
     pub storage: HashMap<U256, GroupSlot>,
+    /// Its fields when the group first read it (the block so far had them).
+    pub before: Option<Fields>,
 }
 
 /// What one transaction of a group produced.
@@ -104,7 +106,8 @@ impl<'a, S: StateSource> GroupState<'a, S> {
             IndexEntry::Occupied(entry) => Ok(entry.into_mut()),
             IndexEntry::Vacant(entry) => {
                 let info = base.basic_ref(address)?;
-                Ok(entry.insert(GroupAccount { info, written: false, cleared: false, storage: HashMap::default() }))
+                let before = info.as_ref().map(Fields::of);
+                Ok(entry.insert(GroupAccount { info, written: false, cleared: false, storage: HashMap::default(), before }))
             }
         }
     }

@@ -246,7 +246,10 @@ pub(crate) fn merge<S: StateSource>(
                                 let code = if i.code_hash == KECCAK_EMPTY { None } else { i.code.clone() };
                                 crate::state::account_info(i.balance, i.nonce, i.code_hash, code)
                             });
-                            writer.set_info(*address, info)?;
+                            // Where the overlay has no entry yet, the block so far is the
+                            // pre-block state: the fields the group first read are the diff's
+                            // "before", and the diff need not read them again.
+                            writer.set_info_known(*address, info, account.before)?;
                         }
                         for (slot, value) in &account.storage {
                             if value.written {
