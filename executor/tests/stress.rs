@@ -291,6 +291,15 @@ fn generate_sized(seed: u64, big: bool) -> World {
     World { state, input, txs }
 }
 
+/// Whether two executions of a block agree: the same result, or the same error.
+fn same_outcome(a: &Result<BlockOutput, BlockError>, b: &Result<BlockOutput, BlockError>) -> bool {
+    match (a, b) {
+        (Ok(a), Ok(b)) => a.same_result(b),
+        (Err(a), Err(b)) => a == b,
+        _ => false,
+    }
+}
+
 fn check(seed: u64) {
     check_world(seed, generate(seed));
 }
@@ -302,11 +311,7 @@ fn check_world(seed: u64, world: World) {
         for threads in [2, 4, 8, 4, 8] {
             let parallel =
                 execute_block(&world.state, &world.input, &world.txs, &ExecutionOptions::force_parallel(threads).with_invalid_tx(policy));
-            let same = match (&sequential, &parallel) {
-                (Ok(s), Ok(p)) => s.same_result(p),
-                (Err(s), Err(p)) => s == p,
-                _ => false,
-            };
+            let same = same_outcome(&sequential, &parallel);
             assert!(
                 same,
                 "seed {seed} {policy:?} {threads} threads: parallel differs from sequential\nspec {:?}\ntxs {:#?}\nsequential {sequential:#?}\nparallel {parallel:#?}",
@@ -318,11 +323,7 @@ fn check_world(seed: u64, world: World) {
         for options in [ExecutionOptions::partitioned(2), ExecutionOptions::partitioned(3), ExecutionOptions::parallel(2)] {
             let options = options.with_invalid_tx(policy);
             let partitioned = execute_block(&world.state, &world.input, &world.txs, &options);
-            let same = match (&sequential, &partitioned) {
-                (Ok(s), Ok(p)) => s.same_result(p),
-                (Err(s), Err(p)) => s == p,
-                _ => false,
-            };
+            let same = same_outcome(&sequential, &partitioned);
             assert!(
                 same,
                 "seed {seed} {policy:?} {options:?}: partitioned differs from sequential\nspec {:?}\ntxs {:#?}\nsequential {sequential:#?}\npartitioned {partitioned:#?}",
@@ -333,11 +334,7 @@ fn check_world(seed: u64, world: World) {
         for options in [ExecutionOptions::sequential(), ExecutionOptions::force_parallel(2), ExecutionOptions::force_parallel(4), ExecutionOptions::partitioned(2)] {
             let options = options.with_invalid_tx(policy);
             let chunked = execute_in_runs(&world, options, &mut rng);
-            let same = match (&sequential, &chunked) {
-                (Ok(s), Ok(c)) => s.same_result(c),
-                (Err(s), Err(c)) => s == c,
-                _ => false,
-            };
+            let same = same_outcome(&sequential, &chunked);
             assert!(same, "seed {seed} {policy:?} {options:?}: run by run differs from sequential\nsequential {sequential:#?}\nrun by run {chunked:#?}");
         }
     }

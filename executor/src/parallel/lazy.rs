@@ -42,6 +42,12 @@ pub fn apply_storage_add(current: U256, amount: U256, was_nonzero: bool) -> Resu
     current.checked_add(amount).ok_or(LazyError::Overflow)
 }
 
+/// Whether `address` is a precompile or a system address: it has no code but runs something
+/// when called, so a payment to it is not a plain transfer.
+pub fn is_special_address(address: &alloy_primitives::Address) -> bool {
+    address.0[..18].iter().all(|b| *b == 0)
+}
+
 fn empty_account() -> AccountValue {
     AccountValue { balance: Default::default(), nonce: 0, code_hash: KECCAK_EMPTY }
 }
@@ -87,14 +93,15 @@ pub fn apply_delta(account: Option<AccountValue>, delta: &Value, spec: SpecId) -
 
 /// Folds all of an account's entries, in block order, over its pre-block value. Returns the final
 /// value and whether the account stopped existing at some point (its old storage is then gone).
-pub fn evaluate<'a>(
+pub fn evaluate(
     base: Option<AccountValue>,
-    entries: impl IntoIterator<Item = &'a Value>,
+    entries: impl IntoIterator<Item = impl std::borrow::Borrow<Value>>,
     spec: SpecId,
 ) -> Result<(Option<AccountValue>, bool), LazyError> {
     let mut account = base;
     let mut vanished = false;
     for entry in entries {
+        let entry = entry.borrow();
         let existed = account.is_some();
         account = apply_delta(account, entry, spec)?;
         vanished |= existed && account.is_none();

@@ -179,7 +179,7 @@ fn lazy_transfer<S: StateSource>(
         return Ok(None);
     }
     // Precompiles and system addresses have no code but run something when called.
-    if recipient.0[..18].iter().all(|b| *b == 0) {
+    if super::lazy::is_special_address(&recipient) {
         return Ok(None);
     }
     if !shared.mv.has_writes(&Location::Account(sender)) && !shared.mv.has_writes(&Location::Account(recipient)) {

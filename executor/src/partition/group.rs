@@ -241,7 +241,6 @@ impl<'a, S: StateSource> GroupRunner<'a, S> {
             let mut token_credit = None;
             let slot_given = state.slot_given;
             let lazy_slots = state.lazy_slots;
-            let mut cleared = Vec::new();
             for (address, account) in touched {
                 if state.is_lazy(&address) {
                     // Only a plain transfer to it, which added to its balance and changed nothing else.
@@ -264,7 +263,6 @@ impl<'a, S: StateSource> GroupRunner<'a, S> {
                         entry.written = true;
                         entry.cleared = true;
                         entry.storage.clear();
-                        cleared.push(address);
                     }
                     entry.info = None;
                     continue;
@@ -273,7 +271,6 @@ impl<'a, S: StateSource> GroupRunner<'a, S> {
                     entry.written = true;
                     entry.cleared = true;
                     entry.storage.clear();
-                    cleared.push(address);
                 }
                 let code_before = entry.info.as_ref().map(|info| info.code_hash);
                 let same = entry.info.as_ref().is_some_and(|info| info.balance == account.info.balance && info.nonce == account.info.nonce && info.code_hash == account.info.code_hash);
@@ -307,7 +304,7 @@ impl<'a, S: StateSource> GroupRunner<'a, S> {
                 self.lazy_misused = true;
             }
             self.lazy_misused |= self.evm.ctx.journaled_state.database.slot_misused;
-            self.results.push(GroupTx { index, outcome: TxOutcome::Executed { result, cleared }, fee, credit, token_credit });
+            self.results.push(GroupTx { index, outcome: TxOutcome::Executed { result, cleared: Vec::new() }, fee, credit, token_credit });
         }
         Ok(())
     }

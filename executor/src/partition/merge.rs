@@ -17,7 +17,7 @@ use crate::{
     error::{BlockError, StateError},
     overlay::{shard_of, BlockOverlay, OVERLAY_SHARDS},
     parallel::{
-        lazy::{apply_delta, apply_storage_add},
+        lazy::{apply_storage_add, evaluate},
         mv_memory::{AccountValue, Value},
         TxOutcome,
     },
@@ -117,16 +117,11 @@ fn fold_credits<S: StateSource>(
     use revm::database::DatabaseRef;
     let before = overlay.basic_ref(address)?;
     let code = before.as_ref().and_then(|info| info.code.clone());
-    let mut value = value_of(&before);
-    let mut vanished = false;
-    for (amount, no_code) in credits {
-        let existed = value.is_some();
-        value = match apply_delta(value, &Value::Credit { amount, no_code }, spec) {
-            Ok(value) => value,
-            Err(_) => return Ok(Err(Rejected::CreditCheck)),
-        };
-        vanished |= existed && value.is_none();
-    }
+    let entries = credits.map(|(amount, no_code)| Value::Credit { amount, no_code });
+    let (value, vanished) = match evaluate(value_of(&before), entries, spec) {
+        Ok(folded) => folded,
+        Err(_) => return Ok(Err(Rejected::CreditCheck)),
+    };
     Ok(Ok((value.map(|v| crate::state::account_info(v.balance, v.nonce, v.code_hash, code.clone())), vanished)))
 }
 

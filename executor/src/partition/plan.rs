@@ -6,7 +6,11 @@
 //! what each group really touched, and the merge checks it ([`super::merge`]). A wrong guess
 //! costs a wasted run, never a wrong result.
 
-use crate::{error::StateError, parallel::tokens, state::StateSource};
+use crate::{
+    error::StateError,
+    parallel::{lazy::is_special_address, tokens},
+    state::StateSource,
+};
 use alloy_primitives::{map::HashMap, Address, TxKind, U256};
 use rustc_hash::FxHashMap;
 use revm::{context::TxEnv, primitives::KECCAK_EMPTY};
@@ -115,14 +119,9 @@ fn hash_address(address: &Address, seed: u64) -> u64 {
     h
 }
 
-/// Whether `address` is a precompile or a system address (it runs something when called).
-fn is_special(address: &Address) -> bool {
-    address.0[..18].iter().all(|b| *b == 0)
-}
-
 /// Whether `tx` could pay `to` as a plain transfer (whether `to` has code is checked later).
 fn plain_transfer_to(tx: &TxEnv, to: &Address) -> bool {
-    tx.value > U256::ZERO && *to != tx.caller && tx.authorization_list.is_empty() && !is_special(to)
+    tx.value > U256::ZERO && *to != tx.caller && tx.authorization_list.is_empty() && !is_special_address(to)
 }
 
 /// No recipient node.
