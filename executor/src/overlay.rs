@@ -57,9 +57,13 @@ impl Fields {
 /// The parallel path merges and normalises the shards on several threads at once.
 pub const OVERLAY_SHARDS: usize = 16;
 
-/// Blocks that wrote fewer accounts than this are normalised on one thread: starting threads
-/// costs more than it saves.
+/// Blocks that wrote fewer accounts and slots than this (together) are normalised on one
+/// thread: starting threads costs more than it saves.
 const MIN_PARALLEL_DIFF_ACCOUNTS: usize = 4096;
+
+/// An account with at least this many written slots has them normalised on every thread of a
+/// parallel diff, rather than on its shard's thread alone.
+const MIN_SPLIT_ACCOUNT_SLOTS: usize = 4096;
 
 /// The shard holding `address`: a cheap mix of all its bytes, so that addresses that share a
 /// prefix or a suffix (system contracts, numbered test accounts, vanity addresses) still spread.
@@ -192,6 +196,16 @@ impl<'o, S: StateSource> ShardWriter<'o, S> {
     pub fn set_storage(&mut self, address: Address, slot: U256, value: U256) -> Result<(), StateError> {
         let base = self.base;
         entry_in(self.shard(&address)?, base, address)?.storage.insert(slot, value);
+        Ok(())
+    }
+
+    /// Writes `count` slots of one account (an ERC-20 token's balances after a block of
+    /// transfers): the account is looked up once and its map grown once.
+    pub fn set_storage_many(&mut self, address: Address, count: usize, slots: impl Iterator<Item = (U256, U256)>) -> Result<(), StateError> {
+        let base = self.base;
+        let storage = &mut entry_in(self.shard(&address)?, base, address)?.storage;
+        storage.reserve(count);
+        storage.extend(slots);
         Ok(())
     }
 }
@@ -340,25 +354,50 @@ impl<'a, S: StateSource> BlockOverlay<'a, S> {
     /// [`BlockOverlay::into_diff`] on up to `threads` threads (shards are normalised
     /// independently; the result is the same).
     pub fn into_diff_on(self, threads: usize) -> Result<StateDiff, StateError> {
+        let started = std::time::Instant::now();
         let Self { base, codes, shards, .. } = self;
         let normalizer = Normalizer { base, codes: &codes };
         let written: usize = shards.iter().map(IndexMap::len).sum();
-        let threads = if written < MIN_PARALLEL_DIFF_ACCOUNTS { 1 } else { threads.clamp(1, OVERLAY_SHARDS) };
+        let slots: usize = shards.iter().flat_map(|shard| shard.values()).map(|account| account.storage.len()).sum();
+        let threads = if written + slots < MIN_PARALLEL_DIFF_ACCOUNTS { 1 } else { threads.clamp(1, OVERLAY_SHARDS) };
+        // An account with many written slots (a token after a block of transfers) would keep
+        // the thread of its shard busy alone: its slots are split over the threads first.
+        let mut shards = shards;
+        let mut large = Vec::new();
+        if threads > 1 {
+            for shard in &mut shards {
+                let addresses: Vec<Address> = shard.iter().filter(|(_, account)| account.storage.len() >= MIN_SPLIT_ACCOUNT_SLOTS).map(|(address, _)| *address).collect();
+                for address in addresses {
+                    if let Some(account) = shard.swap_remove(&address) {
+                        if let Some(diff) = normalizer.large_account(address, &account, threads)? {
+                            large.push((address, diff));
+                        }
+                    }
+                }
+            }
+        }
+        large.sort_unstable_by_key(|(address, _)| *address);
         // Shard i goes to thread i % threads; the order of the parts does not matter below.
         let mut owned: Vec<Vec<AccountShard>> = (0..threads).map(|_| Vec::new()).collect();
         for (index, shard) in shards.into_iter().enumerate() {
             owned[index % threads].push(shard);
         }
+        // Each thread merges its shards' sorted parts into one sorted list; the lists of the
+        // threads are merged here, and the map is built from the result in one pass.
         let normalized = crate::threads::map_on_threads(
             owned,
-            |list| list.into_iter().map(|shard| normalizer.shard(shard)).collect::<Result<Vec<_>, StateError>>(),
+            |list| {
+                let parts = list.into_iter().map(|shard| normalizer.shard(shard)).collect::<Result<Vec<_>, StateError>>()?;
+                Ok(merge_sorted(parts))
+            },
             || StateError("a normalising thread panicked".into()),
         )?;
-        let parts: Vec<Vec<(Address, AccountDiff)>> = normalized.into_iter().flatten().collect();
-        // Each part is sorted: merged in address order, the map is built in one pass without
-        // sorting (its elements are large; moving them through a sort costs more than
-        // normalising them).
-        Ok(StateDiff { accounts: MergeSorted::new(parts).collect() })
+        let normalized_at = started.elapsed();
+        let mut lists = normalized;
+        lists.push(large);
+        let diff = StateDiff { accounts: BTreeMap::from_iter(merge_sorted(lists)) };
+        tracing::trace!(normalize_us = normalized_at.as_micros() as u64, collect_us = (started.elapsed() - normalized_at).as_micros() as u64, "diff");
+        Ok(diff)
     }
 
     /// What the block so far changed in one account, as [`BlockOverlay::into_diff`] would give
@@ -371,15 +410,44 @@ impl<'a, S: StateSource> BlockOverlay<'a, S> {
     }
 }
 
-/// Merges lists sorted by address into one sorted sequence (addresses are distinct across
-/// lists: each account lives in one shard).
+/// Merges lists sorted by address into one sorted list (addresses are distinct across lists:
+/// each account lives in one shard).
+fn merge_sorted<T>(mut lists: Vec<Vec<(Address, T)>>) -> Vec<(Address, T)> {
+    lists.retain(|list| !list.is_empty());
+    if lists.len() <= 1 {
+        return lists.pop().unwrap_or_default();
+    }
+    let total = lists.iter().map(Vec::len).sum();
+    let mut merged = Vec::with_capacity(total);
+    merged.extend(MergeSorted::new(lists));
+    merged
+}
+
+/// The first eight bytes of an address as a number: comparing these orders most pairs of
+/// addresses without comparing all twenty bytes.
+fn address_prefix(address: &Address) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&address.0 .0[..8]);
+    u64::from_be_bytes(word)
+}
+
+/// Merges lists sorted by address, each list's next entry kept out with its address's prefix.
 struct MergeSorted<T> {
-    lists: Vec<std::iter::Peekable<std::vec::IntoIter<(Address, T)>>>,
+    /// The lists not yet exhausted: the prefix of the next address, the next entry, the rest.
+    lists: Vec<(u64, (Address, T), std::vec::IntoIter<(Address, T)>)>,
 }
 
 impl<T> MergeSorted<T> {
     fn new(lists: Vec<Vec<(Address, T)>>) -> Self {
-        Self { lists: lists.into_iter().filter(|l| !l.is_empty()).map(|l| l.into_iter().peekable()).collect() }
+        let lists = lists
+            .into_iter()
+            .filter_map(|list| {
+                let mut rest = list.into_iter();
+                let next = rest.next()?;
+                Some((address_prefix(&next.0), next, rest))
+            })
+            .collect();
+        Self { lists }
     }
 }
 
@@ -387,20 +455,25 @@ impl<T> Iterator for MergeSorted<T> {
     type Item = (Address, T);
 
     fn next(&mut self) -> Option<(Address, T)> {
-        let mut lowest: Option<(usize, Address)> = None;
-        for (index, list) in self.lists.iter_mut().enumerate() {
-            if let Some((address, _)) = list.peek() {
-                if lowest.is_none_or(|(_, low)| *address < low) {
-                    lowest = Some((index, *address));
-                }
+        let mut lowest = 0;
+        for index in 1..self.lists.len() {
+            let (candidate, low) = (&self.lists[index], &self.lists[lowest]);
+            if candidate.0 < low.0 || (candidate.0 == low.0 && candidate.1 .0 < low.1 .0) {
+                lowest = index;
             }
         }
-        let (index, _) = lowest?;
-        self.lists[index].next()
+        let (prefix, next, rest) = self.lists.get_mut(lowest)?;
+        match rest.next() {
+            Some(following) => {
+                *prefix = address_prefix(&following.0);
+                Some(std::mem::replace(next, following))
+            }
+            None => Some(self.lists.swap_remove(lowest).1),
+        }
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let left = self.lists.iter().map(|l| l.size_hint().0).sum();
+        let left = self.lists.iter().map(|(_, _, rest)| rest.len() + 1).sum();
         (left, Some(left))
     }
 }
@@ -429,25 +502,43 @@ impl<S: StateSource> Normalizer<'_, S> {
         Ok(changed)
     }
 
-    fn account(&self, address: Address, account: &OverlayAccount) -> Result<Option<AccountDiff>, StateError> {
-        let before = match account.known_before {
+    /// The account's fields before the block.
+    fn before(&self, address: Address, account: &OverlayAccount) -> Result<Option<Fields>, StateError> {
+        Ok(match account.known_before {
             Some(known) => known,
             None => self.base.basic_ref(address)?.as_ref().map(Fields::of),
-        };
-        let storage_cleared = account.storage_cleared && before.is_some();
-        let mut storage = BTreeMap::new();
-        if account.info.is_some() {
-            for (slot, value) in &account.storage {
-                let unchanged = if storage_cleared || before.is_none() {
-                    value.is_zero()
-                } else {
-                    *value == self.base.storage_ref(address, *slot)?
-                };
-                if !unchanged {
-                    storage.insert(*slot, *value);
-                }
+        })
+    }
+
+    /// The slots among `slots` whose value differs from the one before the block (zero, where
+    /// `against_zero`: the storage from before is gone, or there was no account), in any order.
+    fn changed_slots(&self, address: Address, slots: impl Iterator<Item = (U256, U256)>, against_zero: bool) -> Result<Vec<(U256, U256)>, StateError> {
+        let mut changed = Vec::with_capacity(slots.size_hint().0);
+        for (slot, value) in slots {
+            let unchanged = if against_zero { value.is_zero() } else { value == self.base.storage_ref(address, slot)? };
+            if !unchanged {
+                changed.push((slot, value));
             }
         }
+        Ok(changed)
+    }
+
+    fn account(&self, address: Address, account: &OverlayAccount) -> Result<Option<AccountDiff>, StateError> {
+        let before = self.before(address, account)?;
+        let storage_cleared = account.storage_cleared && before.is_some();
+        let changed = if account.info.is_some() {
+            self.changed_slots(address, account.storage.iter().map(|(slot, value)| (*slot, *value)), storage_cleared || before.is_none())?
+        } else {
+            Vec::new()
+        };
+        // Built from a list in one pass (the list is sorted first): inserting the slots one by
+        // one costs a search each, which on a token's tens of thousands of balances was most
+        // of the diff.
+        Ok(self.finish(account, before, storage_cleared, BTreeMap::from_iter(changed)))
+    }
+
+    /// The account's diff from its normalised storage: `None` where nothing changed.
+    fn finish(&self, account: &OverlayAccount, before: Option<Fields>, storage_cleared: bool, storage: BTreeMap<U256, U256>) -> Option<AccountDiff> {
         let info = account.info.as_ref().map(|info| {
             let code_changed = before.as_ref().map_or(info.code_hash != KECCAK_EMPTY, |b| b.code_hash != info.code_hash);
             let code = if code_changed && info.code_hash != KECCAK_EMPTY {
@@ -463,9 +554,35 @@ impl<S: StateSource> Normalizer<'_, S> {
             _ => false,
         };
         if same_info && storage.is_empty() && !storage_cleared {
-            return Ok(None);
+            return None;
         }
-        Ok(Some(AccountDiff { info, storage_cleared, storage }))
+        Some(AccountDiff { info, storage_cleared, storage })
+    }
+
+    /// [`Normalizer::account`] for an account with many written slots, its slots split over
+    /// `threads` threads.
+    fn large_account(&self, address: Address, account: &OverlayAccount, threads: usize) -> Result<Option<AccountDiff>, StateError> {
+        let before = self.before(address, account)?;
+        let storage_cleared = account.storage_cleared && before.is_some();
+        let against_zero = storage_cleared || before.is_none();
+        let storage = if account.info.is_some() {
+            // Thread `t` takes the slots at positions `t`, `t + threads`, ... of the map.
+            let parts = crate::threads::map_on_threads(
+                (0..threads).collect(),
+                |t| {
+                    let slots = account.storage.iter().skip(t).step_by(threads).map(|(slot, value)| (*slot, *value));
+                    let mut changed = self.changed_slots(address, slots, against_zero)?;
+                    changed.sort_unstable_by_key(|(slot, _)| *slot);
+                    Ok(changed)
+                },
+                || StateError("a normalising thread panicked".into()),
+            )?;
+            // The parts are sorted: the map's own sort only merges them.
+            BTreeMap::from_iter(parts.into_iter().flatten())
+        } else {
+            BTreeMap::new()
+        };
+        Ok(self.finish(account, before, storage_cleared, storage))
     }
 }
 
@@ -518,5 +635,94 @@ impl<S: StateSource> Database for BlockOverlay<'_, S> {
 impl<S: StateSource> DatabaseCommit for BlockOverlay<'_, S> {
     fn commit(&mut self, changes: EvmState) {
         self.apply_evm_state(changes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An address from a fixed first eight bytes and a distinguishing tail.
+    fn address(prefix: u64, tail: u64) -> Address {
+        let mut bytes = [0u8; 20];
+        bytes[..8].copy_from_slice(&prefix.to_be_bytes());
+        bytes[12..].copy_from_slice(&tail.to_be_bytes());
+        Address::from(bytes)
+    }
+
+    #[test]
+    fn merged_lists_come_out_in_address_order() {
+        // Addresses that share their first eight bytes are ordered by the rest; lists of
+        // different lengths, one empty, interleaved.
+        let mut all: Vec<Address> = Vec::new();
+        for prefix in [0u64, 1, 1 << 63, u64::MAX] {
+            for tail in [0u64, 5, 9, u64::MAX] {
+                all.push(address(prefix, tail));
+            }
+        }
+        let mut lists: Vec<Vec<(Address, usize)>> = vec![Vec::new(); 5];
+        for (position, address) in all.iter().enumerate() {
+            lists[(position * 7 + position / 3) % 4].push((*address, position));
+        }
+        for list in &mut lists {
+            list.sort();
+        }
+        let merged = merge_sorted(lists);
+        let mut expected = all.clone();
+        expected.sort();
+        assert_eq!(merged.iter().map(|(address, _)| *address).collect::<Vec<_>>(), expected);
+        // Each entry keeps its value.
+        assert!(merged.iter().all(|(address, position)| all[*position] == *address));
+        assert!(merge_sorted::<u8>(vec![Vec::new(), Vec::new()]).is_empty());
+    }
+
+    /// Writes into an overlay over `state`: a token-like account with `slots` slots written
+    /// (a third set back to their pre-block values, a third to zero, a third changed), an
+    /// account whose storage is wiped and rewritten, and many plain accounts.
+    fn block_writes(state: &crate::InMemoryState, slots: u64) -> BlockOverlay<'_, crate::InMemoryState> {
+        let mut overlay = BlockOverlay::new(state, SpecId::CANCUN);
+        let token = address(7, 7);
+        for slot in 0..slots {
+            let value = match slot % 3 {
+                0 => U256::from(slot + 1),
+                1 => U256::ZERO,
+                _ => U256::from(slot * 1_000),
+            };
+            overlay.set_storage(token, U256::from(slot), value).expect("in memory");
+        }
+        let wiped = address(8, 8);
+        overlay.clear_storage(wiped).expect("in memory");
+        for slot in 0..slots {
+            overlay.set_storage(wiped, U256::from(slot), U256::from(slot % 2)).expect("in memory");
+        }
+        for n in 0..5_000u64 {
+            let info = crate::state::account_info(U256::from(n + 1), 1, KECCAK_EMPTY, None);
+            overlay.set_info(address(1_000 + n, n), Some(info)).expect("in memory");
+        }
+        overlay
+    }
+
+    #[test]
+    fn a_large_account_split_over_threads_gives_the_same_diff() {
+        let mut state = crate::InMemoryState::new();
+        for (account, slots) in [(address(7, 7), 9_000u64), (address(8, 8), 9_000)] {
+            let storage = (0..slots).map(|slot| (U256::from(slot), U256::from(slot + 1))).collect();
+            state.insert_account(account, crate::state::InMemoryAccount { balance: U256::from(1), storage, ..Default::default() });
+        }
+        let one = block_writes(&state, 9_000).into_diff_on(1).expect("in memory");
+        let two = block_writes(&state, 9_000).into_diff_on(2).expect("in memory");
+        let three = block_writes(&state, 9_000).into_diff_on(3).expect("in memory");
+        assert_eq!(one, two);
+        assert_eq!(one, three);
+        // What the diff holds, counted independently of the normaliser: slots set back to their
+        // value are gone; of the wiped account, the non-zero ones remain.
+        let token = &one.accounts[&address(7, 7)];
+        assert_eq!(token.storage.len(), 6_000);
+        assert_eq!(token.storage.get(&U256::from(1)), Some(&U256::ZERO));
+        assert!(!token.storage.contains_key(&U256::from(3)));
+        let wiped = &one.accounts[&address(8, 8)];
+        assert!(wiped.storage_cleared);
+        assert_eq!(wiped.storage.len(), 4_500);
+        assert_eq!(one.accounts.len(), 5_002);
     }
 }

@@ -74,7 +74,7 @@ pub struct GroupTx {
 pub struct GroupState<'a, S> {
     base: &'a S,
     /// Accounts read or written, in the overlay's shards.
-    pub shards: Vec<IndexMap<Address, GroupAccount>>,
+    pub shards: Vec<GroupShard>,
     /// Code the group deployed.
     pub codes: HashMap<B256, Bytecode>,
     lazy: &'a [Address],
@@ -165,12 +165,16 @@ impl<S: StateSource> Database for GroupState<'_, S> {
     }
 }
 
+/// One of a group's shards: the accounts it read or wrote whose addresses fall in the overlay
+/// shard of the same index.
+pub type GroupShard = IndexMap<Address, GroupAccount>;
+
 /// What a group produced so far: what it touched, the code it deployed, and its transactions'
 /// results. A group runs in stages ([`run_group`]), each continuing from where the last one
 /// stopped, so that the groups can be checked against each other in between.
 pub struct GroupResult {
     /// Accounts read or written, in the overlay's shards.
-    pub shards: Vec<IndexMap<Address, GroupAccount>>,
+    pub shards: Vec<GroupShard>,
     /// Code the group deployed.
     pub codes: HashMap<B256, Bytecode>,
     /// Its transactions' results, in block order.

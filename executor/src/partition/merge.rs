@@ -210,47 +210,51 @@ pub(crate) fn merge<S: StateSource>(
         }
         slot_values.push((lazy.token, lazy.slot, value));
     }
-    // Write: the code deployed, each shard on the thread that owns it, then the deferred ones.
-    for (_, codes) in &group_states {
+    // Write: the code deployed, each shard on the thread that owns it (which then drops the
+    // groups' copy of that shard), then the deferred ones.
+    let mut group_shards: Vec<Vec<super::group::GroupShard>> = Vec::with_capacity(group_states.len());
+    for (shards, codes) in group_states {
         for (hash, code) in codes {
-            overlay.add_code(*hash, code.clone());
+            overlay.add_code(hash, code);
         }
+        group_shards.push(shards);
     }
-    let accounts: usize = group_states.iter().map(|(shards, _)| shards.iter().map(|shard| shard.len()).sum::<usize>()).sum();
+    let accounts: usize = group_shards.iter().map(|shards| shards.iter().map(|shard| shard.len()).sum::<usize>()).sum();
     overlay.reserve(accounts);
     let (writers, _) = overlay.shard_writers(shards.len());
-    let states = &group_states;
+    // Shard `i` of every group goes to the writer that owns overlay shard `i`.
+    let mut owned: Vec<Vec<super::group::GroupShard>> = (0..writers.len()).map(|_| Vec::new()).collect();
+    let writer_count = writers.len();
+    for shards in group_shards {
+        for (index, shard) in shards.into_iter().enumerate() {
+            owned[index % writer_count].push(shard);
+        }
+    }
     crate::threads::map_on_threads(
-        writers,
-        |mut writer| {
-            for (shards, _) in states {
-                for shard in shards {
-                    for (address, account) in shard {
-                        // All of a shard's accounts have one owner.
-                        if !writer.owns(address) {
-                            break;
-                        }
-                        if account.cleared {
-                            writer.clear_storage(*address)?;
-                        }
-                        if account.written {
-                            // An account without code gets this thread's empty code: cloning the
-                            // group thread's would make both merge threads count references on
-                            // the same two counters.
-                            let info = account.info.as_ref().map(|i| {
-                                let code = if i.code_hash == KECCAK_EMPTY { None } else { i.code.clone() };
-                                crate::state::account_info(i.balance, i.nonce, i.code_hash, code)
-                            });
-                            // Where the overlay has no entry yet, the block so far is the
-                            // pre-block state: the fields the group first read are the diff's
-                            // "before", and the diff need not read them again.
-                            writer.set_info_known(*address, info, account.before)?;
-                        }
-                        for (slot, value) in &account.storage {
-                            if value.written {
-                                writer.set_storage(*address, *slot, value.value)?;
-                            }
-                        }
+        writers.into_iter().zip(owned).collect(),
+        |(mut writer, owned)| {
+            for shard in owned {
+                for (address, account) in &shard {
+                    if account.cleared {
+                        writer.clear_storage(*address)?;
+                    }
+                    if account.written {
+                        // An account without code gets this thread's empty code: cloning the
+                        // group thread's would make both merge threads count references on
+                        // the same two counters.
+                        let info = account.info.as_ref().map(|i| {
+                            let code = if i.code_hash == KECCAK_EMPTY { None } else { i.code.clone() };
+                            crate::state::account_info(i.balance, i.nonce, i.code_hash, code)
+                        });
+                        // Where the overlay has no entry yet, the block so far is the
+                        // pre-block state: the fields the group first read are the diff's
+                        // "before", and the diff need not read them again.
+                        writer.set_info_known(*address, info, account.before)?;
+                    }
+                    let written = account.storage.values().filter(|slot| slot.written).count();
+                    if written > 0 {
+                        let slots = account.storage.iter().filter(|(_, slot)| slot.written).map(|(slot, value)| (*slot, value.value));
+                        writer.set_storage_many(*address, written, slots)?;
                     }
                 }
             }
@@ -267,13 +271,10 @@ pub(crate) fn merge<S: StateSource>(
         }
         overlay.set_info(address, info)?;
     }
-    let written = started.elapsed();
-    drop(group_states);
     tracing::trace!(
         check_us = checked.as_micros() as u64,
         order_us = (ordered_at - checked).as_micros() as u64,
-        write_us = (written - ordered_at).as_micros() as u64,
-        drop_us = (started.elapsed() - written).as_micros() as u64,
+        write_us = (started.elapsed() - ordered_at).as_micros() as u64,
         "partitioned merge"
     );
     Ok(Ok(phase))

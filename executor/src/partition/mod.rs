@@ -141,6 +141,7 @@ pub(crate) fn execute_transactions<S: StateSource>(
             let mut from = 0;
             for (stage, to) in bounds.into_iter().enumerate() {
                 let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runner.run(&indexes[from..to])));
+                tracing::trace!(group = g, stage, txs = to - from, at_us = started.elapsed().as_micros() as u64, "partitioned stage ran");
                 from = to;
                 match ran {
                     Ok(Ok(())) => {}
