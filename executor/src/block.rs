@@ -323,20 +323,18 @@ impl TxPhase {
         self.included.reserve(txs);
     }
 
-    /// Appends an executed transaction: its receipt and its gas.
-    pub(crate) fn include(&mut self, index: usize, tx: &TxEnv, result: revm::context::result::ExecutionResult) {
-        let gas_used = result.tx_gas_used();
+    /// [`TxPhase::include`] from the parts of a result a receipt needs.
+    pub(crate) fn include_parts(&mut self, index: usize, tx: &TxEnv, gas_used: u64, success: bool, logs: Vec<alloy_primitives::Log>) {
         self.gas_used += gas_used;
         self.blob_gas_used += tx_blob_gas(tx);
         self.included.push(index);
-        self.receipts.push(TxReceipt {
-            tx_type: tx.tx_type,
-            success: result.is_success(),
-            gas_used,
-            cumulative_gas_used: self.gas_used,
-            logs: result.into_logs(),
-            post_state: None,
-        });
+        self.receipts.push(TxReceipt { tx_type: tx.tx_type, success, gas_used, cumulative_gas_used: self.gas_used, logs, post_state: None });
+    }
+
+    /// Appends an executed transaction: its receipt and its gas.
+    pub(crate) fn include(&mut self, index: usize, tx: &TxEnv, result: revm::context::result::ExecutionResult) {
+        let (gas_used, success) = (result.tx_gas_used(), result.is_success());
+        self.include_parts(index, tx, gas_used, success, result.into_logs());
     }
 }
 

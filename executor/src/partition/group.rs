@@ -11,7 +11,6 @@ use crate::{
     error::{BlockError, StateError},
     evm::{build_evm, DeferredFeeHandler, PseqEvm},
     overlay::{shard_of, Fields, OVERLAY_SHARDS},
-    parallel::{fee_reward, TxOutcome},
     parallel::tokens,
     state::StateSource,
 };
@@ -54,20 +53,31 @@ pub struct GroupAccount {
     pub before: Option<Fields>,
 }
 
-/// What one transaction of a group produced.
+/// What one transaction of a group produced: as little as the block-order pass reads (it reads
+/// one per transaction, and on blocks of transfers that pass was bound by memory). Its fee is
+/// computed again from its gas; what it credited lazily is in the group's own lists.
 #[derive(Debug)]
 pub struct GroupTx {
     /// Its index in the run.
     pub index: u32,
-    /// Executed (with its result) or invalid.
-    pub outcome: TxOutcome,
-    /// The fee the beneficiary receives for it.
-    pub fee: U256,
-    /// What it added to a lazy recipient's balance.
-    pub credit: Option<(Address, U256)>,
-    /// What it added to a lazy token balance: the slot's position in the plan's list, the
-    /// amount, and whether it was given a non-zero value.
-    pub token_credit: Option<(u32, U256, bool)>,
+    /// Executed or invalid.
+    pub outcome: GroupOutcome,
+}
+
+/// How one transaction of a group ended.
+#[derive(Debug)]
+pub enum GroupOutcome {
+    /// It executed: what its receipt needs.
+    Executed {
+        /// Gas used (after refunds).
+        gas_used: u64,
+        /// Whether it succeeded.
+        success: bool,
+        /// Its logs.
+        logs: Vec<alloy_primitives::Log>,
+    },
+    /// It is invalid against the state it ran on.
+    Invalid(Box<revm::context::result::InvalidTransaction>),
 }
 
 /// The state one group executes on, and everything it touched.
@@ -179,6 +189,13 @@ pub struct GroupResult {
     pub codes: HashMap<B256, Bytecode>,
     /// Its transactions' results, in block order.
     pub txs: Vec<GroupTx>,
+    /// What its transactions added to lazy recipients' balances: the transaction's index in
+    /// the run, the recipient, the amount; in block order.
+    pub credits: Vec<(u32, Address, U256)>,
+    /// What its transactions added to lazy token balances: the transaction's index in the run,
+    /// the slot's position in the plan's list, the amount, and whether the transaction was
+    /// given a non-zero value; in block order.
+    pub token_credits: Vec<(u32, u32, U256, bool)>,
     /// A transaction touched a lazy recipient other than by a plain transfer to it.
     pub lazy_misused: bool,
 }
@@ -191,6 +208,8 @@ impl GroupResult {
             shards: (0..OVERLAY_SHARDS).map(|_| IndexMap::with_capacity_and_hasher(per_shard, Default::default())).collect(),
             codes: HashMap::default(),
             txs: Vec::with_capacity(txs),
+            credits: Vec::new(),
+            token_credits: Vec::new(),
             lazy_misused: false,
         }
     }
@@ -207,15 +226,17 @@ pub struct GroupRunner<'a, S: StateSource> {
     input: &'a BlockInput,
     txs: &'a [TxEnv],
     results: Vec<GroupTx>,
+    credits: Vec<(u32, Address, U256)>,
+    token_credits: Vec<(u32, u32, U256, bool)>,
     lazy_misused: bool,
 }
 
 impl<'a, S: StateSource> GroupRunner<'a, S> {
     /// A group over `base` that has run nothing yet, expecting about `expected` transactions.
     pub fn new(base: &'a S, input: &'a BlockInput, txs: &'a [TxEnv], lazy: &'a [Address], lazy_slots: &'a [LazySlot], expected: usize) -> Self {
-        let GroupResult { shards, codes, txs: results, lazy_misused } = GroupResult::new(expected);
+        let GroupResult { shards, codes, txs: results, credits, token_credits, lazy_misused } = GroupResult::new(expected);
         let state = GroupState { base, shards, codes, lazy, lazy_slots, current: 0, slot_given: None, slot_misused: false };
-        Self { evm: build_evm(state, input.cfg.clone(), input.block.clone()), input, txs, results, lazy_misused }
+        Self { evm: build_evm(state, input.cfg.clone(), input.block.clone()), input, txs, results, credits, token_credits, lazy_misused }
     }
 
     /// Executes the group's next transactions, `indexes` into the block's, in order.
@@ -233,13 +254,12 @@ impl<'a, S: StateSource> GroupRunner<'a, S> {
                 Ok(result) => result,
                 Err(EVMError::Transaction(reason)) => {
                     self.lazy_misused |= self.evm.ctx.journaled_state.database.slot_given.is_some();
-                    self.results.push(GroupTx { index, outcome: TxOutcome::Invalid(reason), fee: U256::ZERO, credit: None, token_credit: None });
+                    self.results.push(GroupTx { index, outcome: GroupOutcome::Invalid(Box::new(reason)) });
                     continue;
                 }
                 Err(EVMError::Database(error)) => return Err(BlockError::State(error)),
                 Err(other) => return Err(BlockError::Evm(other.to_string())),
             };
-            let fee = fee_reward(self.input, tx, result.tx_gas_used());
             let state = &mut self.evm.ctx.journaled_state.database;
             let mut credit = None;
             let mut token_credit = None;
@@ -308,7 +328,14 @@ impl<'a, S: StateSource> GroupRunner<'a, S> {
                 self.lazy_misused = true;
             }
             self.lazy_misused |= self.evm.ctx.journaled_state.database.slot_misused;
-            self.results.push(GroupTx { index, outcome: TxOutcome::Executed { result, cleared: Vec::new() }, fee, credit, token_credit });
+            if let Some((address, amount)) = credit {
+                self.credits.push((index, address, amount));
+            }
+            if let Some((position, amount, was_nonzero)) = token_credit {
+                self.token_credits.push((index, position, amount, was_nonzero));
+            }
+            let (gas_used, success) = (result.tx_gas_used(), result.is_success());
+            self.results.push(GroupTx { index, outcome: GroupOutcome::Executed { gas_used, success, logs: result.into_logs() } });
         }
         Ok(())
     }
@@ -321,6 +348,8 @@ impl<'a, S: StateSource> GroupRunner<'a, S> {
             shards: std::mem::take(&mut state.shards),
             codes: std::mem::take(&mut state.codes),
             txs: std::mem::take(&mut self.results),
+            credits: std::mem::take(&mut self.credits),
+            token_credits: std::mem::take(&mut self.token_credits),
             lazy_misused: self.lazy_misused,
         }
     }
@@ -331,5 +360,7 @@ impl<'a, S: StateSource> GroupRunner<'a, S> {
         state.shards = group.shards;
         state.codes = group.codes;
         self.results = group.txs;
+        self.credits = group.credits;
+        self.token_credits = group.token_credits;
     }
 }

@@ -11,15 +11,15 @@
 //! transaction reads them: their credits commute, and are applied in block order with the checks
 //! sequential execution makes ([`crate::parallel::lazy::apply_delta`]).
 
-use super::group::{GroupAccount, GroupResult};
+use super::group::{GroupAccount, GroupOutcome, GroupResult};
 use crate::{
     block::{check_block_limits, BlockInput, ChunkStart, InvalidTxPolicy, TxPhase},
     error::{BlockError, StateError},
     overlay::{shard_of, BlockOverlay, OVERLAY_SHARDS},
     parallel::{
         lazy::{apply_storage_add, evaluate},
+        fee_reward,
         mv_memory::{AccountValue, Value},
-        TxOutcome,
     },
     state::StateSource,
 };
@@ -149,8 +149,10 @@ pub(crate) fn merge<S: StateSource>(
     // Block order: limits, invalid transactions, receipts, and the deferred credits.
     let mut group_states = Vec::with_capacity(groups.len());
     let mut cursors = Vec::with_capacity(groups.len());
+    let mut credit_lists = Vec::with_capacity(groups.len());
     for group in groups {
         cursors.push(group.txs.into_iter().peekable());
+        credit_lists.push((group.credits.into_iter().peekable(), group.token_credits.into_iter().peekable()));
         group_states.push((group.shards, group.codes));
     }
     let mut phase = start.phase();
@@ -164,18 +166,21 @@ pub(crate) fn merge<S: StateSource>(
             return Ok(Err(Rejected::InvalidOrFull));
         }
         // Each group's results are in block order: the next one is at the front of one of them.
-        let done = cursors.iter_mut().find_map(|cursor| cursor.next_if(|done| done.index as usize == local));
-        let Some(done) = done else { return Err(BlockError::Evm(format!("transaction {index} has no result after the partitioned run"))) };
+        let found = cursors.iter_mut().enumerate().find_map(|(g, cursor)| cursor.next_if(|done| done.index as usize == local).map(|done| (g, done)));
+        let Some((group, done)) = found else { return Err(BlockError::Evm(format!("transaction {index} has no result after the partitioned run"))) };
         match done.outcome {
-            TxOutcome::Executed { result, .. } => {
-                fees.push(done.fee);
-                credits.extend(done.credit);
-                if let Some((position, amount, was_nonzero)) = done.token_credit {
+            GroupOutcome::Executed { gas_used, success, logs } => {
+                fees.push(fee_reward(input, tx, gas_used));
+                let (lazy, tokens) = &mut credit_lists[group];
+                if let Some((_, recipient, amount)) = lazy.next_if(|(at, _, _)| *at as usize == local) {
+                    credits.push((recipient, amount));
+                }
+                if let Some((_, position, amount, was_nonzero)) = tokens.next_if(|(at, _, _, _)| *at as usize == local) {
                     token_credits[position as usize].push((amount, was_nonzero));
                 }
-                phase.include(index, tx, result);
+                phase.include_parts(index, tx, gas_used, success, logs);
             }
-            TxOutcome::Invalid(reason) => match policy {
+            GroupOutcome::Invalid(reason) => match policy {
                 InvalidTxPolicy::Reject => return Ok(Err(Rejected::InvalidOrFull)),
                 InvalidTxPolicy::Skip => phase.skipped.push((index, reason.to_string())),
             },
