@@ -109,6 +109,32 @@ pub fn evaluate(
     Ok((account, vanished))
 }
 
+/// [`evaluate`] for credits only, all of the same kind (`no_code`), in block order. Where every
+/// amount is non-zero they are applied as their sum, which gives the same result: the balance
+/// only grows, so it overflows exactly when some prefix of the credits does, and an account just
+/// credited a non-zero amount is not empty, so none is deleted on the way. A zero amount (a fee
+/// without tip) can delete an empty account: then each is applied in turn.
+pub fn evaluate_credits(
+    base: Option<AccountValue>,
+    amounts: impl Iterator<Item = U256> + Clone,
+    no_code: bool,
+    spec: SpecId,
+) -> Result<(Option<AccountValue>, bool), LazyError> {
+    let mut total = U256::ZERO;
+    let mut any = false;
+    for amount in amounts.clone() {
+        if amount.is_zero() {
+            return evaluate(base, amounts.map(|amount| Value::Credit { amount, no_code }), spec);
+        }
+        total = total.checked_add(amount).ok_or(LazyError::Overflow)?;
+        any = true;
+    }
+    if !any {
+        return Ok((base, false));
+    }
+    Ok((apply_delta(base, &Value::Credit { amount: total, no_code }, spec)?, false))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,5 +204,41 @@ mod tests {
         assert_eq!(evaluate(None, reordered.iter(), SpecId::CANCUN), Err(LazyError::InsufficientBalance));
         let deleted = [Value::Account(None)];
         assert_eq!(evaluate(account(1, 1), deleted.iter(), SpecId::CANCUN), Ok((None, true)));
+    }
+
+    #[test]
+    fn credits_summed_fold_like_credits_applied_one_by_one() {
+        let code = B256::repeat_byte(7);
+        let bases = [
+            None,
+            account(0, 0),
+            account(5, 0),
+            account(0, 3),
+            Some(AccountValue { balance: U256::from(1), nonce: 0, code_hash: code }),
+            Some(AccountValue { balance: U256::MAX - U256::from(10), nonce: 1, code_hash: KECCAK_EMPTY }),
+        ];
+        let lists: [Vec<U256>; 6] = [
+            vec![],
+            vec![U256::from(3)],
+            vec![U256::from(3), U256::from(4), U256::from(5)],
+            vec![U256::ZERO, U256::from(2)],
+            vec![U256::from(2), U256::ZERO, U256::ZERO],
+            vec![U256::from(6), U256::from(6)],
+        ];
+        for spec in [SpecId::HOMESTEAD, SpecId::CANCUN] {
+            for base in &bases {
+                for amounts in &lists {
+                    for no_code in [false, true] {
+                        let one_by_one = evaluate(base.clone(), amounts.iter().map(|amount| Value::Credit { amount: *amount, no_code }), spec);
+                        let summed = evaluate_credits(base.clone(), amounts.iter().copied(), no_code, spec);
+                        // Both fail, or both give the same account and deletion.
+                        assert_eq!(one_by_one.is_err(), summed.is_err(), "{base:?} {amounts:?} {no_code} {spec:?}");
+                        if let (Ok(a), Ok(b)) = (one_by_one, summed) {
+                            assert_eq!(a, b, "{base:?} {amounts:?} {no_code} {spec:?}");
+                        }
+                    }
+                }
+            }
+        }
     }
 }

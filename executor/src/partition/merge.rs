@@ -17,9 +17,9 @@ use crate::{
     error::{BlockError, StateError},
     overlay::{shard_of, BlockOverlay, OVERLAY_SHARDS},
     parallel::{
-        lazy::{apply_storage_add, evaluate},
+        lazy::{apply_storage_add, evaluate_credits},
         fee_reward,
-        mv_memory::{AccountValue, Value},
+        mv_memory::AccountValue,
     },
     state::StateSource,
 };
@@ -107,18 +107,19 @@ fn value_of(info: &Option<AccountInfo>) -> Option<AccountValue> {
 /// (a touch deleted it as empty: its storage from before is gone).
 type Folded = (Option<AccountInfo>, bool);
 
-/// Folds credits, in block order, over the account as the block so far left it.
+/// Folds credits (`no_code`: to an account that must have no code), in block order, over the
+/// account as the block so far left it.
 fn fold_credits<S: StateSource>(
     overlay: &BlockOverlay<'_, S>,
     address: Address,
-    credits: impl Iterator<Item = (U256, bool)>,
+    amounts: impl Iterator<Item = U256> + Clone,
+    no_code: bool,
     spec: revm::primitives::hardfork::SpecId,
 ) -> Result<Result<Folded, Rejected>, StateError> {
     use revm::database::DatabaseRef;
     let before = overlay.basic_ref(address)?;
     let code = before.as_ref().and_then(|info| info.code.clone());
-    let entries = credits.map(|(amount, no_code)| Value::Credit { amount, no_code });
-    let (value, vanished) = match evaluate(value_of(&before), entries, spec) {
+    let (value, vanished) = match evaluate_credits(value_of(&before), amounts, no_code, spec) {
         Ok(folded) => folded,
         Err(_) => return Ok(Err(Rejected::CreditCheck)),
     };
@@ -188,13 +189,13 @@ pub(crate) fn merge<S: StateSource>(
     }
     let spec = input.cfg.spec;
     let mut deferred = Vec::with_capacity(lazy_recipients.len() + 1);
-    match fold_credits(overlay, beneficiary, fees.into_iter().map(|fee| (fee, false)), spec)? {
+    match fold_credits(overlay, beneficiary, fees.into_iter(), false, spec)? {
         Ok(info) => deferred.push((beneficiary, info)),
         Err(rejected) => return Ok(Err(rejected)),
     }
     for recipient in lazy_recipients {
-        let paid = credits.iter().filter(|(to, _)| to == recipient).map(|(_, amount)| (*amount, true));
-        match fold_credits(overlay, *recipient, paid, spec)? {
+        let paid = credits.iter().filter(|(to, _)| to == recipient).map(|(_, amount)| *amount);
+        match fold_credits(overlay, *recipient, paid, true, spec)? {
             Ok(info) => deferred.push((*recipient, info)),
             Err(rejected) => return Ok(Err(rejected)),
         }
