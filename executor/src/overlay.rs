@@ -355,23 +355,29 @@ impl<'a, S: StateSource> BlockOverlay<'a, S> {
     /// independently; the result is the same).
     pub fn into_diff_on(self, threads: usize) -> Result<StateDiff, StateError> {
         let started = std::time::Instant::now();
-        let Self { base, codes, shards, .. } = self;
+        let Self { base, codes, mut shards, .. } = self;
         let normalizer = Normalizer { base, codes: &codes };
         let written: usize = shards.iter().map(IndexMap::len).sum();
-        let slots: usize = shards.iter().flat_map(|shard| shard.values()).map(|account| account.storage.len()).sum();
+        // One pass over the accounts: their written slots, and those with many (a token after a
+        // block of transfers), which would keep the thread of their shard busy alone.
+        let mut slots = 0;
+        let mut large_accounts: Vec<(usize, Address)> = Vec::new();
+        for (index, shard) in shards.iter().enumerate() {
+            for (address, account) in shard {
+                slots += account.storage.len();
+                if account.storage.len() >= MIN_SPLIT_ACCOUNT_SLOTS {
+                    large_accounts.push((index, *address));
+                }
+            }
+        }
         let threads = if written + slots < MIN_PARALLEL_DIFF_ACCOUNTS { 1 } else { threads.clamp(1, OVERLAY_SHARDS) };
-        // An account with many written slots (a token after a block of transfers) would keep
-        // the thread of its shard busy alone: its slots are split over the threads first.
-        let mut shards = shards;
+        // Those have their slots split over the threads first.
         let mut large = Vec::new();
         if threads > 1 {
-            for shard in &mut shards {
-                let addresses: Vec<Address> = shard.iter().filter(|(_, account)| account.storage.len() >= MIN_SPLIT_ACCOUNT_SLOTS).map(|(address, _)| *address).collect();
-                for address in addresses {
-                    if let Some(account) = shard.swap_remove(&address) {
-                        if let Some(diff) = normalizer.large_account(address, &account, threads)? {
-                            large.push((address, diff));
-                        }
+            for (index, address) in large_accounts {
+                if let Some(account) = shards[index].swap_remove(&address) {
+                    if let Some(diff) = normalizer.account(address, &account, threads)? {
+                        large.push((address, diff));
                     }
                 }
             }
@@ -404,7 +410,7 @@ impl<'a, S: StateSource> BlockOverlay<'a, S> {
     /// it (`None`: nothing, or the block has not written the account).
     pub fn account_diff(&self, address: &Address) -> Result<Option<AccountDiff>, StateError> {
         match self.shard(address).get(address) {
-            Some(account) => Normalizer { base: self.base, codes: &self.codes }.account(*address, account),
+            Some(account) => Normalizer { base: self.base, codes: &self.codes }.account(*address, account, 1),
             None => Ok(None),
         }
     }
@@ -494,7 +500,7 @@ impl<S: StateSource> Normalizer<'_, S> {
         let mut changed = Vec::with_capacity(shard.len());
         for (address, index) in order {
             if let Some((_, account)) = shard.get_index(index) {
-                if let Some(diff) = self.account(address, account)? {
+                if let Some(diff) = self.account(address, account, 1)? {
                     changed.push((address, diff));
                 }
             }
@@ -523,18 +529,37 @@ impl<S: StateSource> Normalizer<'_, S> {
         Ok(changed)
     }
 
-    fn account(&self, address: Address, account: &OverlayAccount) -> Result<Option<AccountDiff>, StateError> {
+    /// What the block changed in one account; its slots are compared on `threads` threads
+    /// (thread `t` takes the slots at positions `t`, `t + threads`, ... of the map), which pays
+    /// only for an account with many written slots.
+    fn account(&self, address: Address, account: &OverlayAccount, threads: usize) -> Result<Option<AccountDiff>, StateError> {
         let before = self.before(address, account)?;
         let storage_cleared = account.storage_cleared && before.is_some();
-        let changed = if account.info.is_some() {
-            self.changed_slots(address, account.storage.iter().map(|(slot, value)| (*slot, *value)), storage_cleared || before.is_none())?
+        let against_zero = storage_cleared || before.is_none();
+        let storage = if account.info.is_some() {
+            let part = |t: usize| self.changed_slots(address, account.storage.iter().skip(t).step_by(threads.max(1)).map(|(slot, value)| (*slot, *value)), against_zero);
+            let changed = if threads <= 1 {
+                part(0)?
+            } else {
+                let parts = crate::threads::map_on_threads(
+                    (0..threads).collect(),
+                    |t| {
+                        let mut changed = part(t)?;
+                        changed.sort_unstable_by_key(|(slot, _)| *slot);
+                        Ok(changed)
+                    },
+                    || StateError("a normalising thread panicked".into()),
+                )?;
+                parts.into_iter().flatten().collect()
+            };
+            // Built from a list in one pass (the map sorts it first; sorted parts it only
+            // merges): inserting the slots one by one costs a search each, which on a token's
+            // tens of thousands of balances was most of the diff.
+            BTreeMap::from_iter(changed)
         } else {
-            Vec::new()
+            BTreeMap::new()
         };
-        // Built from a list in one pass (the list is sorted first): inserting the slots one by
-        // one costs a search each, which on a token's tens of thousands of balances was most
-        // of the diff.
-        Ok(self.finish(account, before, storage_cleared, BTreeMap::from_iter(changed)))
+        Ok(self.finish(account, before, storage_cleared, storage))
     }
 
     /// The account's diff from its normalised storage: `None` where nothing changed.
@@ -557,32 +582,6 @@ impl<S: StateSource> Normalizer<'_, S> {
             return None;
         }
         Some(AccountDiff { info, storage_cleared, storage })
-    }
-
-    /// [`Normalizer::account`] for an account with many written slots, its slots split over
-    /// `threads` threads.
-    fn large_account(&self, address: Address, account: &OverlayAccount, threads: usize) -> Result<Option<AccountDiff>, StateError> {
-        let before = self.before(address, account)?;
-        let storage_cleared = account.storage_cleared && before.is_some();
-        let against_zero = storage_cleared || before.is_none();
-        let storage = if account.info.is_some() {
-            // Thread `t` takes the slots at positions `t`, `t + threads`, ... of the map.
-            let parts = crate::threads::map_on_threads(
-                (0..threads).collect(),
-                |t| {
-                    let slots = account.storage.iter().skip(t).step_by(threads).map(|(slot, value)| (*slot, *value));
-                    let mut changed = self.changed_slots(address, slots, against_zero)?;
-                    changed.sort_unstable_by_key(|(slot, _)| *slot);
-                    Ok(changed)
-                },
-                || StateError("a normalising thread panicked".into()),
-            )?;
-            // The parts are sorted: the map's own sort only merges them.
-            BTreeMap::from_iter(parts.into_iter().flatten())
-        } else {
-            BTreeMap::new()
-        };
-        Ok(self.finish(account, before, storage_cleared, storage))
     }
 }
 
