@@ -3,6 +3,12 @@
 //! Both execution paths use it: the sequential path commits every transaction into it, the
 //! parallel path writes its merged result into it; system calls, withdrawals and rewards then run
 //! on it, and [`BlockOverlay::into_diff`] turns it into the block's [`StateDiff`].
+//!
+//! Accounts a partitioned run wrote can also arrive already normalised ("settled",
+//! [`SettledAccount`]): the merge's threads compare them with the pre-block state while they
+//! have them at hand, and the diff takes them as they are, instead of each one being inserted
+//! into a map and compared again at the end. Reads see them like any other write; a later write
+//! moves one back into the map first.
 
 use crate::{
     diff::{AccountDiff, AccountState, StateDiff},
@@ -77,8 +83,106 @@ pub fn shard_of(address: &Address) -> usize {
     (mixed >> 60) as usize
 }
 
+/// An account a partitioned run wrote and normalised during its merge, on the merge's threads
+/// (see [`ShardWriter::settle`]): its diff against the pre-block state, kept out of the
+/// shard's map until a later write needs it there again.
+#[derive(Debug, Clone)]
+pub struct SettledAccount {
+    /// What the block changed in the account.
+    pub diff: AccountDiff,
+    /// Its fields before the block (`None`: it did not exist).
+    pub before: Option<Fields>,
+    /// Whether its storage from before the block is gone, as [`OverlayAccount::storage_cleared`]
+    /// would say (the diff leaves the flag out where the account did not exist before).
+    pub storage_cleared: bool,
+}
+
+/// What a settled account needs besides its diff, should a later write take it back into the
+/// shard's map.
+#[derive(Debug, Clone, Copy)]
+struct SettledRest {
+    before: Option<Fields>,
+    storage_cleared: bool,
+    /// A later write took it back into the map: its diff here is empty and stale.
+    moved: bool,
+}
+
 /// The accounts of one shard.
-pub type AccountShard = IndexMap<Address, OverlayAccount>;
+#[derive(Debug, Default)]
+pub struct AccountShard {
+    /// Accounts the block wrote, to be normalised into the diff at the end.
+    live: IndexMap<Address, OverlayAccount>,
+    /// Accounts already normalised (by a partitioned run's merge), sorted by address: the
+    /// diff takes this list as it is. Never an account `live` holds too.
+    settled: Vec<(Address, AccountDiff)>,
+    /// The rest of each settled account, in the same order.
+    settled_rest: Vec<SettledRest>,
+    /// How many settled accounts were moved back into `live`.
+    moved: usize,
+}
+
+/// What a shard holds for one account.
+enum Held<'s> {
+    Live(&'s OverlayAccount),
+    Settled(&'s AccountDiff, &'s SettledRest),
+}
+
+impl AccountShard {
+    /// The position of a settled account not moved back into the map.
+    fn settled_position(&self, address: &Address) -> Option<usize> {
+        if self.settled.is_empty() {
+            return None;
+        }
+        let position = self.settled.binary_search_by(|(held, _)| held.cmp(address)).ok()?;
+        (!self.settled_rest[position].moved).then_some(position)
+    }
+
+    fn held(&self, address: &Address) -> Option<Held<'_>> {
+        if let Some(account) = self.live.get(address) {
+            return Some(Held::Live(account));
+        }
+        let position = self.settled_position(address)?;
+        Some(Held::Settled(&self.settled[position].1, &self.settled_rest[position]))
+    }
+
+    /// The account's fields as the block has left them; `None` where the block has not
+    /// written the account.
+    fn info(&self, address: &Address) -> Option<Option<AccountInfo>> {
+        Some(match self.held(address)? {
+            Held::Live(account) => account.info.clone(),
+            Held::Settled(diff, _) => diff.info.as_ref().map(|state| crate::state::account_info(state.balance, state.nonce, state.code_hash, state.code.clone())),
+        })
+    }
+
+    /// The entry for `address` in the map, a settled account moved back into it first (as an
+    /// entry whose diff is the settled one).
+    fn live_entry(&mut self, address: Address) -> IndexEntry<'_, Address, OverlayAccount> {
+        if let Some(position) = self.settled_position(&address) {
+            let empty = AccountDiff { info: None, storage_cleared: false, storage: BTreeMap::new() };
+            let diff = std::mem::replace(&mut self.settled[position].1, empty);
+            let rest = &mut self.settled_rest[position];
+            rest.moved = true;
+            self.moved += 1;
+            let info = diff.info.map(|state| crate::state::account_info(state.balance, state.nonce, state.code_hash, state.code));
+            let account = OverlayAccount { info, storage: diff.storage.into_iter().collect(), storage_cleared: rest.storage_cleared, known_before: Some(rest.before) };
+            self.live.insert(address, account);
+        }
+        self.live.entry(address)
+    }
+
+    /// Accounts held, settled ones included.
+    fn len(&self) -> usize {
+        self.live.len() + self.settled.len() - self.moved
+    }
+
+    /// The settled accounts' diffs, sorted by address.
+    fn into_settled_diffs(self) -> Vec<(Address, AccountDiff)> {
+        if self.moved == 0 {
+            return self.settled;
+        }
+        self.settled.into_iter().zip(self.settled_rest).filter(|(_, rest)| !rest.moved).map(|(settled, _)| settled).collect()
+    }
+}
 
 /// Writes of a block layered over the pre-block state.
 #[derive(Debug)]
@@ -91,7 +195,7 @@ pub struct BlockOverlay<'a, S> {
 
 /// The entry for `address` in `shard`, created from the pre-block state when absent.
 fn entry_in<'s, S: StateSource>(shard: &'s mut AccountShard, base: &S, address: Address) -> Result<&'s mut OverlayAccount, StateError> {
-    match shard.entry(address) {
+    match shard.live_entry(address) {
         IndexEntry::Occupied(entry) => Ok(entry.into_mut()),
         IndexEntry::Vacant(entry) => {
             let info = base.basic_ref(address)?;
@@ -103,10 +207,16 @@ fn entry_in<'s, S: StateSource>(shard: &'s mut AccountShard, base: &S, address: 
 /// A storage slot of `address` as `shard` has it: the block's write, zero where the block wiped
 /// the account's storage or deleted it, otherwise the pre-block value.
 fn storage_in<S: StateSource>(shard: &AccountShard, base: &S, address: Address, slot: U256) -> Result<U256, StateError> {
-    match shard.get(&address) {
-        Some(account) => match account.storage.get(&slot) {
+    match shard.held(&address) {
+        Some(Held::Live(account)) => match account.storage.get(&slot) {
             Some(value) => Ok(*value),
             None if account.storage_cleared || account.info.is_none() => Ok(U256::ZERO),
+            None => base.storage_ref(address, slot),
+        },
+        // The diff left out the slots the block wrote back to their value before it.
+        Some(Held::Settled(diff, rest)) => match diff.storage.get(&slot) {
+            Some(value) => Ok(*value),
+            None if rest.storage_cleared || diff.info.is_none() => Ok(U256::ZERO),
             None => base.storage_ref(address, slot),
         },
         None => base.storage_ref(address, slot),
@@ -124,7 +234,7 @@ fn clear_storage_in<S: StateSource>(shard: &mut AccountShard, base: &S, address:
 /// Replaces an account's fields in `shard` (`None`: it no longer exists, nor does its storage).
 fn set_info_in(shard: &mut AccountShard, address: Address, info: Option<AccountInfo>) {
     // The fields are replaced whole, so a new entry needs nothing from the pre-block state.
-    let entry = shard.entry(address).or_default();
+    let entry = shard.live_entry(address).or_default();
     if info.is_none() {
         entry.storage.clear();
         entry.storage_cleared = true;
@@ -136,6 +246,7 @@ fn set_info_in(shard: &mut AccountShard, address: Address, info: Option<AccountI
 /// to an account goes through the one writer that owns its shard, in block order.
 pub struct ShardWriter<'o, S> {
     base: &'o S,
+    codes: &'o HashMap<B256, Bytecode>,
     shards: Vec<Option<&'o mut AccountShard>>,
 }
 
@@ -156,8 +267,8 @@ impl<'o, S: StateSource> ShardWriter<'o, S> {
 
     /// The account as the block has left it so far.
     pub fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, StateError> {
-        match self.shard(&address)?.get(&address) {
-            Some(account) => Ok(account.info.clone()),
+        match self.shard(&address)?.info(&address) {
+            Some(info) => Ok(info),
             None => self.base.basic_ref(address),
         }
     }
@@ -173,8 +284,8 @@ impl<'o, S: StateSource> ShardWriter<'o, S> {
     /// kept where the overlay has no entry for it yet (the diff then need not read them again).
     pub fn set_info_known(&mut self, address: Address, info: Option<AccountInfo>, before: Option<Fields>) -> Result<(), StateError> {
         let shard = self.shard(&address)?;
-        if !shard.contains_key(&address) {
-            shard.insert(address, OverlayAccount { known_before: Some(before), ..Default::default() });
+        if let IndexEntry::Vacant(entry) = shard.live_entry(address) {
+            entry.insert(OverlayAccount { known_before: Some(before), ..Default::default() });
         }
         set_info_in(shard, address, info);
         Ok(())
@@ -199,6 +310,71 @@ impl<'o, S: StateSource> ShardWriter<'o, S> {
         Ok(())
     }
 
+    /// Whether accounts of shard `index` may be settled ([`ShardWriter::settle`]): this writer
+    /// owns the shard and nothing was settled in it yet (so that a settled account's fields
+    /// before the run are its fields before the block).
+    pub(crate) fn can_settle(&self, index: usize) -> bool {
+        self.shards.get(index).and_then(|shard| shard.as_deref()).is_some_and(|shard| shard.settled.is_empty())
+    }
+
+    /// Whether the block so far wrote `address` (on a shard this writer owns).
+    pub(crate) fn holds(&self, address: &Address) -> bool {
+        self.shards[shard_of(address)].as_deref().is_some_and(|shard| shard.held(address).is_some())
+    }
+
+    /// Normalises an account that one group of a partitioned run wrote and nothing else in
+    /// the block touched: `after` its fields, `cleared` whether its storage from before is
+    /// gone, `slots` the slots it wrote, `before` its fields before the block. `None`: it did
+    /// not change. The merge keeps it out of the overlay's map (see [`ShardWriter::settle`]).
+    pub(crate) fn normalize(
+        &self,
+        address: Address,
+        after: Option<&AccountInfo>,
+        cleared: bool,
+        before: Option<Fields>,
+        slots: impl Iterator<Item = (U256, U256)>,
+    ) -> Result<Option<SettledAccount>, StateError> {
+        let normalizer = Normalizer { base: self.base, codes: self.codes };
+        let storage_cleared = cleared && before.is_some();
+        let against_zero = storage_cleared || before.is_none();
+        let storage = if after.is_some() { BTreeMap::from_iter(normalizer.changed_slots(address, slots, against_zero)?) } else { BTreeMap::new() };
+        Ok(normalizer.finish(after, before, storage_cleared, storage).map(|diff| SettledAccount { diff, before, storage_cleared: cleared }))
+    }
+
+    /// The slots among `slots` of `address` whose value differs from the one before the block
+    /// (zero, where `against_zero`), sorted by slot: one group's part of an account several
+    /// groups wrote slots of (see [`BlockOverlay::settle_one`]).
+    pub(crate) fn changed_slots(&self, address: Address, slots: impl Iterator<Item = (U256, U256)>, against_zero: bool) -> Result<Vec<(U256, U256)>, StateError> {
+        let mut changed = Normalizer { base: self.base, codes: self.codes }.changed_slots(address, slots, against_zero)?;
+        changed.sort_unstable_by_key(|(slot, _)| *slot);
+        Ok(changed)
+    }
+
+    /// Hands shard `index` its settled accounts (from [`ShardWriter::normalize`], none of them
+    /// written in the block before): the diff takes them as they are, and a later write moves
+    /// one back into the map. Sorts `accounts` by address.
+    pub(crate) fn settle(&mut self, index: usize, accounts: Vec<(Address, SettledAccount)>) -> Result<(), StateError> {
+        let Some(shard) = self.shards.get_mut(index).and_then(|shard| shard.as_deref_mut()) else {
+            return Err(StateError(format!("merge thread does not own shard {index}")));
+        };
+        if !shard.settled.is_empty() {
+            return Err(StateError(format!("shard {index} already has settled accounts")));
+        }
+        // Sorting the addresses with their positions moves 24 bytes per account, not a diff.
+        let mut order: Vec<(Address, usize)> = accounts.iter().enumerate().map(|(position, (address, _))| (*address, position)).collect();
+        order.sort_unstable();
+        let mut taken: Vec<Option<SettledAccount>> = accounts.into_iter().map(|(_, settled)| Some(settled)).collect();
+        shard.settled.reserve(order.len());
+        shard.settled_rest.reserve(order.len());
+        for (address, position) in order {
+            if let Some(settled) = taken[position].take() {
+                shard.settled.push((address, settled.diff));
+                shard.settled_rest.push(SettledRest { before: settled.before, storage_cleared: settled.storage_cleared, moved: false });
+            }
+        }
+        Ok(())
+    }
+
     /// Writes `count` slots of one account (an ERC-20 token's balances after a block of
     /// transfers): the account is looked up once and its map grown once.
     pub fn set_storage_many(&mut self, address: Address, count: usize, slots: impl Iterator<Item = (U256, U256)>) -> Result<(), StateError> {
@@ -213,7 +389,7 @@ impl<'o, S: StateSource> ShardWriter<'o, S> {
 impl<'a, S: StateSource> BlockOverlay<'a, S> {
     /// An overlay with no writes yet.
     pub fn new(base: &'a S, spec: SpecId) -> Self {
-        Self { base, spec, shards: (0..OVERLAY_SHARDS).map(|_| IndexMap::default()).collect(), codes: HashMap::default() }
+        Self { base, spec, shards: (0..OVERLAY_SHARDS).map(|_| AccountShard::default()).collect(), codes: HashMap::default() }
     }
 
     /// The pre-block state under the overlay.
@@ -241,7 +417,7 @@ impl<'a, S: StateSource> BlockOverlay<'a, S> {
             if !account.is_touched() {
                 continue;
             }
-            let entry = self.shards[shard_of(&address)].entry(address).or_default();
+            let entry = self.shards[shard_of(&address)].live_entry(address).or_default();
             if account.is_selfdestructed() || (clear_empty && account.is_empty()) {
                 *entry = OverlayAccount { info: None, storage: HashMap::default(), storage_cleared: true, known_before: entry.known_before };
                 continue;
@@ -268,7 +444,36 @@ impl<'a, S: StateSource> BlockOverlay<'a, S> {
     pub fn reserve(&mut self, additional: usize) {
         let per_shard = additional / OVERLAY_SHARDS + 1;
         for shard in &mut self.shards {
-            shard.reserve(per_shard);
+            shard.live.reserve(per_shard);
+        }
+    }
+
+    /// Whether an account could be settled ([`ShardWriter::settle`], [`BlockOverlay::settle_one`]):
+    /// the block has not written it, and nothing was settled in its shard yet.
+    pub(crate) fn can_settle(&self, address: &Address) -> bool {
+        let shard = self.shard(address);
+        shard.settled.is_empty() && shard.held(address).is_none()
+    }
+
+    /// Settles one account whose fields the block did not change (`fields` as the block
+    /// found them, `before` the same as [`Fields`]) and whose changed slots are `storage`
+    /// (already compared with the values before the block): an account many groups of a
+    /// partitioned run wrote slots of, normalised in parts on the merge's threads. It must not
+    /// be held yet, and every other account settled in its shard must come from the same run.
+    pub(crate) fn settle_one(&mut self, address: Address, fields: Option<&AccountInfo>, before: Option<Fields>, storage: BTreeMap<U256, U256>) -> Result<(), StateError> {
+        let normalizer = Normalizer { base: self.base, codes: &self.codes };
+        let Some(diff) = normalizer.finish(fields, before, false, storage) else { return Ok(()) };
+        let shard = self.shard_mut(&address);
+        if shard.live.contains_key(&address) {
+            return Err(StateError(format!("{address} is already written in the block")));
+        }
+        match shard.settled.binary_search_by(|(held, _)| held.cmp(&address)) {
+            Ok(_) => Err(StateError(format!("{address} is already settled"))),
+            Err(position) => {
+                shard.settled.insert(position, (address, diff));
+                shard.settled_rest.insert(position, SettledRest { before, storage_cleared: false, moved: false });
+                Ok(())
+            }
         }
     }
 
@@ -284,7 +489,8 @@ impl<'a, S: StateSource> BlockOverlay<'a, S> {
     pub fn shard_writers(&mut self, writers: usize) -> (Vec<ShardWriter<'_, S>>, &HashMap<B256, Bytecode>) {
         let writers = writers.clamp(1, OVERLAY_SHARDS);
         let base: &S = self.base;
-        let mut split: Vec<ShardWriter<'_, S>> = (0..writers).map(|_| ShardWriter { base, shards: (0..OVERLAY_SHARDS).map(|_| None).collect() }).collect();
+        let codes = &self.codes;
+        let mut split: Vec<ShardWriter<'_, S>> = (0..writers).map(|_| ShardWriter { base, codes, shards: (0..OVERLAY_SHARDS).map(|_| None).collect() }).collect();
         for (index, shard) in self.shards.iter_mut().enumerate() {
             split[index % writers].shards[index] = Some(shard);
         }
@@ -315,11 +521,6 @@ impl<'a, S: StateSource> BlockOverlay<'a, S> {
         Ok(())
     }
 
-    /// The overlay's entry for `address`, if the block wrote the account.
-    pub fn account(&self, address: &Address) -> Option<&OverlayAccount> {
-        self.shard(address).get(address)
-    }
-
     /// Adds `amount` wei to `address` (block rewards, withdrawals). A zero amount does nothing,
     /// as in geth's and reth's post-block balance increments.
     pub fn increment_balance(&mut self, address: Address, amount: U256) -> Result<(), StateError> {
@@ -341,7 +542,7 @@ impl<'a, S: StateSource> BlockOverlay<'a, S> {
     }
 
     fn write_info(&mut self, address: Address, info: AccountInfo) {
-        let entry = self.shard_mut(&address).entry(address).or_default();
+        let entry = self.shard_mut(&address).live_entry(address).or_default();
         entry.info = Some(info);
     }
 
@@ -357,13 +558,14 @@ impl<'a, S: StateSource> BlockOverlay<'a, S> {
         let started = std::time::Instant::now();
         let Self { base, codes, mut shards, .. } = self;
         let normalizer = Normalizer { base, codes: &codes };
-        let written: usize = shards.iter().map(IndexMap::len).sum();
+        let written: usize = shards.iter().map(AccountShard::len).sum();
         // One pass over the accounts: their written slots, and those with many (a token after a
-        // block of transfers), which would keep the thread of their shard busy alone.
+        // block of transfers), which would keep the thread of their shard busy alone. Settled
+        // accounts are already normalised: only their count matters here.
         let mut slots = 0;
         let mut large_accounts: Vec<(usize, Address)> = Vec::new();
         for (index, shard) in shards.iter().enumerate() {
-            for (address, account) in shard {
+            for (address, account) in &shard.live {
                 slots += account.storage.len();
                 if account.storage.len() >= MIN_SPLIT_ACCOUNT_SLOTS {
                     large_accounts.push((index, *address));
@@ -375,7 +577,7 @@ impl<'a, S: StateSource> BlockOverlay<'a, S> {
         let mut large = Vec::new();
         if threads > 1 {
             for (index, address) in large_accounts {
-                if let Some(account) = shards[index].swap_remove(&address) {
+                if let Some(account) = shards[index].live.swap_remove(&address) {
                     if let Some(diff) = normalizer.account(address, &account, threads)? {
                         large.push((address, diff));
                     }
@@ -393,7 +595,12 @@ impl<'a, S: StateSource> BlockOverlay<'a, S> {
         let normalized = crate::threads::map_on_threads(
             owned,
             |list| {
-                let parts = list.into_iter().map(|shard| normalizer.shard(shard)).collect::<Result<Vec<_>, StateError>>()?;
+                let mut parts = Vec::with_capacity(list.len() * 2);
+                for mut shard in list {
+                    let AccountShard { live, .. } = &mut shard;
+                    parts.push(normalizer.shard(std::mem::take(live))?);
+                    parts.push(shard.into_settled_diffs());
+                }
                 Ok(merge_sorted(parts))
             },
             || StateError("a normalising thread panicked".into()),
@@ -409,8 +616,9 @@ impl<'a, S: StateSource> BlockOverlay<'a, S> {
     /// What the block so far changed in one account, as [`BlockOverlay::into_diff`] would give
     /// it (`None`: nothing, or the block has not written the account).
     pub fn account_diff(&self, address: &Address) -> Result<Option<AccountDiff>, StateError> {
-        match self.shard(address).get(address) {
-            Some(account) => Normalizer { base: self.base, codes: &self.codes }.account(*address, account, 1),
+        match self.shard(address).held(address) {
+            Some(Held::Live(account)) => Normalizer { base: self.base, codes: &self.codes }.account(*address, account, 1),
+            Some(Held::Settled(diff, _)) => Ok(Some(diff.clone())),
             None => Ok(None),
         }
     }
@@ -492,7 +700,7 @@ struct Normalizer<'n, S> {
 
 impl<S: StateSource> Normalizer<'_, S> {
     /// The changes of one shard, sorted by address.
-    fn shard(&self, shard: AccountShard) -> Result<Vec<(Address, AccountDiff)>, StateError> {
+    fn shard(&self, shard: IndexMap<Address, OverlayAccount>) -> Result<Vec<(Address, AccountDiff)>, StateError> {
         // Sorting the addresses with their positions moves 24 bytes per account; sorting the
         // diffs themselves moved each large diff several times.
         let mut order: Vec<(Address, usize)> = shard.keys().enumerate().map(|(index, address)| (*address, index)).collect();
@@ -559,12 +767,13 @@ impl<S: StateSource> Normalizer<'_, S> {
         } else {
             BTreeMap::new()
         };
-        Ok(self.finish(account, before, storage_cleared, storage))
+        Ok(self.finish(account.info.as_ref(), before, storage_cleared, storage))
     }
 
-    /// The account's diff from its normalised storage: `None` where nothing changed.
-    fn finish(&self, account: &OverlayAccount, before: Option<Fields>, storage_cleared: bool, storage: BTreeMap<U256, U256>) -> Option<AccountDiff> {
-        let info = account.info.as_ref().map(|info| {
+    /// The account's diff from its fields after the block and its normalised storage: `None`
+    /// where nothing changed.
+    fn finish(&self, after: Option<&AccountInfo>, before: Option<Fields>, storage_cleared: bool, storage: BTreeMap<U256, U256>) -> Option<AccountDiff> {
+        let info = after.map(|info| {
             let code_changed = before.as_ref().map_or(info.code_hash != KECCAK_EMPTY, |b| b.code_hash != info.code_hash);
             let code = if code_changed && info.code_hash != KECCAK_EMPTY {
                 info.code.clone().or_else(|| self.codes.get(&info.code_hash).cloned())
@@ -589,8 +798,8 @@ impl<S: StateSource> DatabaseRef for BlockOverlay<'_, S> {
     type Error = StateError;
 
     fn basic_ref(&self, address: Address) -> Result<Option<AccountInfo>, StateError> {
-        match self.shard(&address).get(&address) {
-            Some(account) => Ok(account.info.clone()),
+        match self.shard(&address).info(&address) {
+            Some(info) => Ok(info),
             None => self.base.basic_ref(address),
         }
     }
@@ -723,5 +932,84 @@ mod tests {
         assert!(wiped.storage_cleared);
         assert_eq!(wiped.storage.len(), 4_500);
         assert_eq!(one.accounts.len(), 5_002);
+    }
+
+    #[test]
+    fn settled_accounts_read_write_and_diff_like_written_ones() {
+        let (a, b, c, d) = (address(1, 1), address(2, 2), address(3, 3), address(4, 4));
+        let mut state = crate::InMemoryState::new();
+        let storage = |pairs: &[(u64, u64)]| pairs.iter().map(|(k, v)| (U256::from(*k), U256::from(*v))).collect();
+        state.insert_account(a, crate::state::InMemoryAccount { balance: U256::from(5), storage: storage(&[(1, 10), (2, 20)]), ..Default::default() });
+        state.insert_account(c, crate::state::InMemoryAccount { balance: U256::from(3), storage: storage(&[(1, 4)]), ..Default::default() });
+        state.insert_account(d, crate::state::InMemoryAccount { balance: U256::from(8), storage: storage(&[(1, 1)]), ..Default::default() });
+        let info = |balance: u64| Some(crate::state::account_info(U256::from(balance), 0, KECCAK_EMPTY, None));
+        let before = |address: Address| state.basic_ref(address).expect("in memory").as_ref().map(Fields::of);
+        // What the run wrote: `a` a new balance, one slot changed and one set back to its
+        // value; `b` created with a slot; `c` wiped and given a new slot; `d` deleted.
+        let writes: Vec<(Address, Option<AccountInfo>, bool, Vec<(u64, u64)>)> =
+            vec![(a, info(6), false, vec![(1, 11), (2, 20)]), (b, info(1), false, vec![(0, 7)]), (c, info(3), true, vec![(5, 9)]), (d, None, true, vec![])];
+
+        let mut written = BlockOverlay::new(&state, SpecId::CANCUN);
+        for (address, after, cleared, slots) in &writes {
+            if *cleared {
+                written.clear_storage(*address).expect("in memory");
+            }
+            written.set_info(*address, after.clone()).expect("in memory");
+            for (slot, value) in slots {
+                written.set_storage(*address, U256::from(*slot), U256::from(*value)).expect("in memory");
+            }
+        }
+        let mut settled = BlockOverlay::new(&state, SpecId::CANCUN);
+        {
+            let (mut writers, _) = settled.shard_writers(1);
+            let writer = &mut writers[0];
+            let mut per_shard: Vec<Vec<(Address, SettledAccount)>> = (0..OVERLAY_SHARDS).map(|_| Vec::new()).collect();
+            for (address, after, cleared, slots) in &writes {
+                let slots = slots.iter().map(|(slot, value)| (U256::from(*slot), U256::from(*value)));
+                let normalized = writer.normalize(*address, after.as_ref(), *cleared, before(*address), slots).expect("in memory");
+                per_shard[shard_of(address)].push((*address, normalized.expect("every account changed")));
+            }
+            for (index, accounts) in per_shard.into_iter().enumerate() {
+                assert!(writer.can_settle(index));
+                let any = !accounts.is_empty();
+                writer.settle(index, accounts).expect("owned");
+                // A shard settles once: a second run's accounts go into the map.
+                assert_eq!(writer.can_settle(index), !any);
+            }
+            assert!(writer.holds(&a) && writer.holds(&d) && !writer.holds(&address(9, 9)));
+        }
+        let same_reads = |one: &BlockOverlay<'_, crate::InMemoryState>, two: &BlockOverlay<'_, crate::InMemoryState>| {
+            for address in [a, b, c, d, address(9, 9)] {
+                let fields = |overlay: &BlockOverlay<'_, crate::InMemoryState>| overlay.basic_ref(address).expect("in memory").as_ref().map(Fields::of);
+                assert_eq!(fields(one), fields(two), "{address}");
+                for slot in 0..7u64 {
+                    assert_eq!(one.storage_ref(address, U256::from(slot)).expect("in memory"), two.storage_ref(address, U256::from(slot)).expect("in memory"), "{address} slot {slot}");
+                }
+                assert_eq!(one.account_diff(&address).expect("in memory"), two.account_diff(&address).expect("in memory"), "{address}");
+            }
+        };
+        same_reads(&written, &settled);
+        // Read back from the settled `c`: the wiped slot is zero, the new one is there.
+        assert_eq!(settled.storage_ref(c, U256::from(1)).expect("in memory"), U256::ZERO);
+        assert_eq!(settled.storage_ref(c, U256::from(5)).expect("in memory"), U256::from(9));
+        assert_eq!(settled.storage_ref(a, U256::from(2)).expect("in memory"), U256::from(20));
+        // Later writes move settled accounts back into the map.
+        for overlay in [&mut written, &mut settled] {
+            overlay.increment_balance(a, U256::from(1)).expect("in memory");
+            overlay.set_storage(a, U256::from(2), U256::ZERO).expect("in memory");
+            overlay.set_storage(c, U256::from(6), U256::from(1)).expect("in memory");
+            overlay.set_storage(b, U256::from(0), U256::ZERO).expect("in memory");
+        }
+        same_reads(&written, &settled);
+        let written = written.into_diff_on(2).expect("in memory");
+        assert_eq!(written, settled.into_diff_on(2).expect("in memory"));
+        // Checked against values worked out by hand.
+        assert_eq!(written.accounts[&a].info.as_ref().map(|state| state.balance), Some(U256::from(7)));
+        let sorted = |pairs: &[(u64, u64)]| pairs.iter().map(|(k, v)| (U256::from(*k), U256::from(*v))).collect::<BTreeMap<_, _>>();
+        assert_eq!(written.accounts[&a].storage, sorted(&[(1, 11), (2, 0)]));
+        assert!(written.accounts[&b].storage.is_empty());
+        assert!(written.accounts[&c].storage_cleared);
+        assert_eq!(written.accounts[&c].storage, sorted(&[(5, 9), (6, 1)]));
+        assert!(written.accounts[&d].info.is_none());
     }
 }

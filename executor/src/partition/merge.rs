@@ -1,7 +1,10 @@
 //! The merge of a partitioned run: check that the groups really were independent, put the
 //! transactions back in block order, fold the deferred balances, and write the groups' state
 //! into the block overlay. Every check comes before the first write: a run that fails one
-//! leaves the overlay as it was.
+//! leaves the overlay as it was. Accounts the block had not written before are normalised on
+//! the merge's threads and settled in the overlay ([`crate::overlay::SettledAccount`]): one
+//! group's accounts whole, and a token whose balances several groups wrote in parts, one per
+//! group, joined afterwards.
 //!
 //! Why the result is exact. Within a group, transactions run in block order on the state the
 //! earlier ones of the group left. If no account or slot that one group wrote was read or written
@@ -11,11 +14,11 @@
 //! transaction reads them: their credits commute, and are applied in block order with the checks
 //! sequential execution makes ([`crate::parallel::lazy::apply_delta`]).
 
-use super::group::{GroupAccount, GroupOutcome, GroupResult};
+use super::group::{GroupAccount, GroupOutcome, GroupResult, GroupShard};
 use crate::{
     block::{check_block_limits, BlockInput, ChunkStart, InvalidTxPolicy, TxPhase},
     error::{BlockError, StateError},
-    overlay::{shard_of, BlockOverlay, OVERLAY_SHARDS},
+    overlay::{shard_of, BlockOverlay, Fields, ShardWriter, OVERLAY_SHARDS},
     parallel::{
         lazy::{apply_storage_add, evaluate_credits},
         fee_reward,
@@ -41,21 +44,26 @@ pub enum Rejected {
     CreditCheck,
 }
 
-/// The first account in `shard` that one group wrote (or whose slot it wrote) and another
-/// touched.
-fn shard_conflict(groups: &[GroupResult], shard: usize) -> Option<Address> {
+/// The accounts in `shard` that more than one group touched (none writing what another
+/// touched), sorted; `Err`: the first account that one group wrote (or whose slot it wrote)
+/// and another touched.
+fn shard_overlap(groups: &[GroupResult], shard: usize) -> Result<Vec<Address>, Address> {
+    let mut shared = Vec::new();
     for (g, group) in groups.iter().enumerate() {
         for (address, account) in &group.shards[shard] {
             for other in &groups[g + 1..] {
                 if let Some(theirs) = other.shards[shard].get(address) {
                     if accounts_conflict(account, theirs) {
-                        return Some(*address);
+                        return Err(*address);
                     }
+                    shared.push(*address);
                 }
             }
         }
     }
-    None
+    shared.sort_unstable();
+    shared.dedup();
+    Ok(shared)
 }
 
 fn accounts_conflict(ours: &GroupAccount, theirs: &GroupAccount) -> bool {
@@ -76,26 +84,42 @@ fn shards_of_threads(threads: usize) -> Vec<Vec<usize>> {
 /// Whether the groups so far are independent: `None`, or why not. Touched and written sets only
 /// grow, so a group that fails this after part of its run fails it at the end too.
 pub(crate) fn independence(groups: &[GroupResult], lazy_recipients: &[Address], beneficiary: Address, threads: usize) -> Result<Option<Rejected>, BlockError> {
+    Ok(overlaps(groups, lazy_recipients, beneficiary, threads)?.err())
+}
+
+/// [`independence`], and where the groups are independent, the accounts of each shard that
+/// more than one of them touched (indexed by shard).
+fn overlaps(groups: &[GroupResult], lazy_recipients: &[Address], beneficiary: Address, threads: usize) -> Result<Result<Vec<Vec<Address>>, Rejected>, BlockError> {
     for group in groups {
         if group.lazy_misused {
-            return Ok(Some(Rejected::DeferredRead));
+            return Ok(Err(Rejected::DeferredRead));
         }
         for address in lazy_recipients.iter().chain(std::iter::once(&beneficiary)) {
             if group.shards[shard_of(address)].contains_key(address) {
-                return Ok(Some(Rejected::DeferredRead));
+                return Ok(Err(Rejected::DeferredRead));
             }
         }
     }
-    let conflicts = crate::threads::map_on_threads(
+    let per_thread = crate::threads::map_on_threads(
         shards_of_threads(threads),
-        |owned| Ok::<Option<Address>, BlockError>(owned.into_iter().find_map(|shard| shard_conflict(groups, shard))),
+        |owned| Ok::<_, BlockError>(owned.into_iter().map(|shard| shard_overlap(groups, shard).map(|shared| (shard, shared))).collect::<Result<Vec<_>, Address>>()),
         || BlockError::Evm("a conflict-checking thread panicked".into()),
     )?;
-    if let Some(address) = conflicts.into_iter().flatten().next() {
-        tracing::trace!(address = ?address, "two groups touched one account, one of them writing");
-        return Ok(Some(Rejected::Conflict));
+    let mut shared: Vec<Vec<Address>> = vec![Vec::new(); OVERLAY_SHARDS];
+    for found in per_thread {
+        match found {
+            Ok(shards) => {
+                for (shard, addresses) in shards {
+                    shared[shard] = addresses;
+                }
+            }
+            Err(address) => {
+                tracing::trace!(address = ?address, "two groups touched one account, one of them writing");
+                return Ok(Err(Rejected::Conflict));
+            }
+        }
     }
-    Ok(None)
+    Ok(Ok(shared))
 }
 
 /// The account as a value the lazy deltas apply to.
@@ -126,6 +150,58 @@ fn fold_credits<S: StateSource>(
     Ok(Ok((value.map(|v| crate::state::account_info(v.balance, v.nonce, v.code_hash, code.clone())), vanished)))
 }
 
+/// Writes shard `index` of every group (`group_shards`) into the overlay. An account that one
+/// group alone touched (`shared`: those more than one did) and that the block had not written
+/// before is normalised here, on this thread, and settled in the overlay's shard: the block's
+/// diff takes it as it is. The others go into the overlay's map as a sequential commit would
+/// put them.
+fn write_shard<S: StateSource>(writer: &mut ShardWriter<'_, S>, index: usize, group_shards: &[GroupShard], shared: &[Address]) -> Result<(), BlockError> {
+    let settle = writer.can_settle(index);
+    let mut settled = Vec::new();
+    for shard in group_shards {
+        for (address, account) in shard {
+            let mut written_slots = account.storage.iter().filter(|(_, slot)| slot.written).map(|(slot, value)| (*slot, value.value)).peekable();
+            if !account.written && written_slots.peek().is_none() {
+                // Only read.
+                continue;
+            }
+            if settle && shared.binary_search(address).is_err() && !writer.holds(address) {
+                // Where the group wrote the fields to `None`, the account's storage is gone too.
+                let cleared = account.cleared || (account.written && account.info.is_none());
+                // Not written: the fields are those the group read, the ones before the block.
+                if let Some(normalized) = writer.normalize(*address, account.info.as_ref(), cleared, account.before, written_slots)? {
+                    settled.push((*address, normalized));
+                }
+                continue;
+            }
+            if account.cleared {
+                writer.clear_storage(*address)?;
+            }
+            if account.written {
+                // An account without code gets this thread's empty code: cloning the group
+                // thread's would make both merge threads count references on the same two
+                // counters.
+                let info = account.info.as_ref().map(|i| {
+                    let code = if i.code_hash == KECCAK_EMPTY { None } else { i.code.clone() };
+                    crate::state::account_info(i.balance, i.nonce, i.code_hash, code)
+                });
+                // Where the overlay has no entry yet, the block so far is the pre-block state:
+                // the fields the group first read are the diff's "before", and the diff need not
+                // read them again.
+                writer.set_info_known(*address, info, account.before)?;
+            }
+            let written = account.storage.values().filter(|slot| slot.written).count();
+            if written > 0 {
+                writer.set_storage_many(*address, written, written_slots)?;
+            }
+        }
+    }
+    if settle {
+        writer.settle(index, settled)?;
+    }
+    Ok(())
+}
+
 /// Checks the groups' results and writes them into `overlay`; `Ok(Err(_))`: not used, and the
 /// overlay untouched.
 #[allow(clippy::too_many_arguments)]
@@ -143,9 +219,10 @@ pub(crate) fn merge<S: StateSource>(
     let beneficiary = input.block.beneficiary;
     let lazy_recipients = &plan.lazy_recipients;
     let shards = shards_of_threads(threads);
-    if let Some(rejected) = independence(&groups, lazy_recipients, beneficiary, threads)? {
-        return Ok(Err(rejected));
-    }
+    let shared = match overlaps(&groups, lazy_recipients, beneficiary, threads)? {
+        Ok(shared) => shared,
+        Err(rejected) => return Ok(Err(rejected)),
+    };
     let checked = started.elapsed();
     // Block order: limits, invalid transactions, receipts, and the deferred credits.
     let mut group_states = Vec::with_capacity(groups.len());
@@ -218,6 +295,25 @@ pub(crate) fn merge<S: StateSource>(
     }
     // Write: the code deployed, each shard on the thread that owns it (which then drops the
     // groups' copy of that shard), then the deferred ones.
+    // Accounts several groups wrote slots of (a token's balances; no group changed their
+    // fields, or the check would have failed) and the block had not written: each group's part
+    // is compared with the pre-block values on a merge thread and the parts joined into one
+    // settled diff below, rather than every slot written into the overlay's map by the one
+    // thread that owns the account's shard.
+    let mut split: Vec<(Address, GroupAccount)> = Vec::new();
+    for (index, addresses) in shared.iter().enumerate() {
+        for address in addresses {
+            let wrote = group_states.iter().any(|(shards, _)| shards[index].get(address).is_some_and(|account| account.storage.values().any(|slot| slot.written)));
+            if !wrote || !overlay.can_settle(address) {
+                continue;
+            }
+            for (shards, _) in &mut group_states {
+                if let Some(account) = shards[index].swap_remove(address) {
+                    split.push((*address, account));
+                }
+            }
+        }
+    }
     let mut group_shards: Vec<Vec<super::group::GroupShard>> = Vec::with_capacity(group_states.len());
     for (shards, codes) in group_states {
         for (hash, code) in codes {
@@ -225,49 +321,59 @@ pub(crate) fn merge<S: StateSource>(
         }
         group_shards.push(shards);
     }
-    let accounts: usize = group_shards.iter().map(|shards| shards.iter().map(|shard| shard.len()).sum::<usize>()).sum();
-    overlay.reserve(accounts);
     let (writers, _) = overlay.shard_writers(shards.len());
     // Shard `i` of every group goes to the writer that owns overlay shard `i`.
-    let mut owned: Vec<Vec<super::group::GroupShard>> = (0..writers.len()).map(|_| Vec::new()).collect();
     let writer_count = writers.len();
-    for shards in group_shards {
-        for (index, shard) in shards.into_iter().enumerate() {
-            owned[index % writer_count].push(shard);
-        }
+    let mut owned: Vec<Vec<Vec<super::group::GroupShard>>> = (0..writer_count).map(|_| Vec::new()).collect();
+    for index in 0..OVERLAY_SHARDS {
+        owned[index % writer_count].push(group_shards.iter_mut().map(|shards| std::mem::take(&mut shards[index])).collect());
     }
-    crate::threads::map_on_threads(
-        writers.into_iter().zip(owned).collect(),
-        |(mut writer, owned)| {
-            for shard in owned {
-                for (address, account) in &shard {
-                    if account.cleared {
-                        writer.clear_storage(*address)?;
-                    }
-                    if account.written {
-                        // An account without code gets this thread's empty code: cloning the
-                        // group thread's would make both merge threads count references on
-                        // the same two counters.
-                        let info = account.info.as_ref().map(|i| {
-                            let code = if i.code_hash == KECCAK_EMPTY { None } else { i.code.clone() };
-                            crate::state::account_info(i.balance, i.nonce, i.code_hash, code)
-                        });
-                        // Where the overlay has no entry yet, the block so far is the
-                        // pre-block state: the fields the group first read are the diff's
-                        // "before", and the diff need not read them again.
-                        writer.set_info_known(*address, info, account.before)?;
-                    }
-                    let written = account.storage.values().filter(|slot| slot.written).count();
-                    if written > 0 {
-                        let slots = account.storage.iter().filter(|(_, slot)| slot.written).map(|(slot, value)| (*slot, value.value));
-                        writer.set_storage_many(*address, written, slots)?;
-                    }
-                }
+    let mut parts: Vec<Vec<(Address, GroupAccount)>> = (0..writer_count).map(|_| Vec::new()).collect();
+    for (position, part) in split.into_iter().enumerate() {
+        parts[position % writer_count].push(part);
+    }
+    let shared = &shared;
+    let compared = crate::threads::map_on_threads(
+        writers.into_iter().zip(owned).zip(parts).enumerate().collect(),
+        |(first, ((mut writer, owned), parts))| {
+            // Writer `first` owns shards `first`, `first + writer_count`, ...; it drops the
+            // groups' copies of them when done.
+            for (position, group_shards) in owned.into_iter().enumerate() {
+                let index = first + position * writer_count;
+                write_shard(&mut writer, index, &group_shards, &shared[index])?;
             }
-            Ok::<(), BlockError>(())
+            let mut compared = Vec::with_capacity(parts.len());
+            for (address, account) in parts {
+                let slots = account.storage.iter().filter(|(_, slot)| slot.written).map(|(slot, value)| (*slot, value.value));
+                let changed = if account.info.is_some() { writer.changed_slots(address, slots, account.before.is_none())? } else { Vec::new() };
+                compared.push((address, changed, account.info, account.before));
+            }
+            Ok::<_, BlockError>(compared)
         },
         || BlockError::Evm("a merge thread panicked".into()),
     )?;
+    // The split accounts' parts joined (their slots are disjoint: the check saw to it), with
+    // the lazy balances of the same token, into one diff each.
+    let mut joined: Vec<(Address, Vec<(U256, U256)>, Option<AccountInfo>, Option<Fields>)> = Vec::new();
+    for (address, changed, info, before) in compared.into_iter().flatten() {
+        match joined.iter_mut().find(|(held, ..)| *held == address) {
+            Some((_, slots, ..)) => slots.extend(changed),
+            None => joined.push((address, changed, info, before)),
+        }
+    }
+    let mut slot_values = slot_values;
+    for (address, mut slots, info, before) in joined {
+        let mut unjoined = Vec::with_capacity(slot_values.len());
+        for (token, slot, value) in slot_values {
+            if token != address || info.is_none() {
+                unjoined.push((token, slot, value));
+            } else if value != revm::database::DatabaseRef::storage_ref(overlay.base(), token, slot)? {
+                slots.push((slot, value));
+            }
+        }
+        slot_values = unjoined;
+        overlay.settle_one(address, info.as_ref(), before, slots.into_iter().collect())?;
+    }
     for (token, slot, value) in slot_values {
         overlay.set_storage(token, slot, value)?;
     }
