@@ -11,7 +11,7 @@ use crate::{
     state::StateSource,
 };
 use alloy_eips::eip7685::Requests;
-use alloy_primitives::{address, Address, B256};
+use alloy_primitives::{address, Address, TxKind, B256};
 use revm::context::{BlockEnv, CfgEnv, TxEnv};
 use std::num::NonZeroUsize;
 
@@ -238,6 +238,15 @@ pub const MIN_PARALLEL_TXS: usize = 32;
 /// record and validate.
 pub const MIN_PARALLEL_AVG_GAS_LIMIT: u64 = 75_000;
 
+/// Blocks whose transactions average a gas limit between this and [`MIN_PARALLEL_AVG_GAS_LIMIT`]
+/// run through Block-STM only when no one recipient takes more than half of their transactions
+/// other than token transfers ([`one_recipient_majority`]): cheap calls spread over many
+/// contracts, or token transfers, still pay off (the large mainnet blocks of small calls), cheap
+/// calls into one contract's state do not (the synthetic sequential chain: counter calls with a
+/// 60,000 gas limit, where the contention rule stops Block-STM late or not at all). Chosen from
+/// measurement (docs/benchmarks.md, "Small-block fallback").
+pub const MIN_SPREAD_AVG_GAS_LIMIT: u64 = 50_000;
+
 /// Blocks whose transactions' gas limits add up to less than this run sequentially unless forced:
 /// too little work to pay for starting the workers and merging their results (the mainnet blocks
 /// below it that Block-STM ran took 0.1-1.4 ms sequentially and lost).
@@ -249,7 +258,42 @@ pub fn parallel_pays_off(txs: &[TxEnv], threads: usize) -> bool {
         return false;
     }
     let gas_limits: u64 = txs.iter().map(|tx| tx.gas_limit).fold(0, u64::saturating_add);
-    gas_limits >= MIN_PARALLEL_TOTAL_GAS_LIMIT && gas_limits / txs.len() as u64 >= MIN_PARALLEL_AVG_GAS_LIMIT
+    if gas_limits < MIN_PARALLEL_TOTAL_GAS_LIMIT {
+        return false;
+    }
+    let average = gas_limits / txs.len() as u64;
+    average >= MIN_PARALLEL_AVG_GAS_LIMIT || (average >= MIN_SPREAD_AVG_GAS_LIMIT && !one_recipient_majority(txs))
+}
+
+/// The strict majority of `items` (Boyer-Moore's vote: two passes, nothing allocated); `None`
+/// counts as no one.
+fn majority<T: PartialEq + Copy>(items: impl Iterator<Item = Option<T>> + Clone) -> bool {
+    let mut candidate = None;
+    let mut lead = 0usize;
+    let mut count = 0usize;
+    for item in items.clone() {
+        count += 1;
+        if lead == 0 {
+            candidate = item;
+            lead = 1;
+        } else if candidate.is_some() && candidate == item {
+            lead += 1;
+        } else {
+            lead -= 1;
+        }
+    }
+    let Some(candidate) = candidate else { return false };
+    items.filter(|item| *item == Some(candidate)).count() * 2 > count
+}
+
+/// Whether one account is the recipient of more than half of `txs`, not counting ERC-20
+/// `transfer` calls (each moves two balances of its own, a pattern Block-STM runs in parallel,
+/// with lazy credits for the recognised tokens) nor creations.
+pub fn one_recipient_majority(txs: &[TxEnv]) -> bool {
+    majority(txs.iter().map(|tx| match tx.kind {
+        TxKind::Call(to) if crate::parallel::tokens::decode_transfer(&tx.data).is_none() => Some(to),
+        _ => None,
+    }))
 }
 
 /// Whether one sender sent more than half of `txs`. Each of its transactions needs the one before
@@ -258,20 +302,7 @@ pub fn parallel_pays_off(txs: &[TxEnv], threads: usize) -> bool {
 /// lost to sequential execution, by giving up half-way or by contending on the sender's entries.
 /// Boyer-Moore's majority vote: two passes, nothing allocated.
 pub fn one_sender_majority(txs: &[TxEnv]) -> bool {
-    let mut candidate = None;
-    let mut lead = 0usize;
-    for tx in txs {
-        if lead == 0 {
-            candidate = Some(tx.caller);
-            lead = 1;
-        } else if candidate == Some(tx.caller) {
-            lead += 1;
-        } else {
-            lead -= 1;
-        }
-    }
-    let Some(candidate) = candidate else { return false };
-    txs.iter().filter(|tx| tx.caller == candidate).count() * 2 > txs.len()
+    majority(txs.iter().map(|tx| Some(tx.caller)))
 }
 
 /// Results of the transaction phase, whichever path produced them.

@@ -1,14 +1,20 @@
 //! The default parallel path's up-front rules: a block runs sequentially when it is too small or
 //! its transactions too cheap for Block-STM to pay off, or when one sender sent more than half of
 //! its transactions (their nonces chain them), with the same result; a forced run still uses
-//! Block-STM, and a block where the largest sender has exactly half stays parallel.
+//! Block-STM, and a block where the largest sender has exactly half stays parallel. Blocks of
+//! cheaper calls (an average gas limit between the two limits) go to Block-STM only when no one
+//! contract takes more than half of them.
 
 mod common;
 
 use alloy_primitives::{Address, Bytes, TxKind, U256};
 use common::{addr, cancun_block_input};
 use pseq_executor::{
-    block::{one_sender_majority, parallel_pays_off, ExecutedPath, MIN_PARALLEL_AVG_GAS_LIMIT, MIN_PARALLEL_TOTAL_GAS_LIMIT, MIN_PARALLEL_TXS},
+    block::{
+        one_recipient_majority, one_sender_majority, parallel_pays_off, ExecutedPath, MIN_PARALLEL_AVG_GAS_LIMIT, MIN_PARALLEL_TOTAL_GAS_LIMIT, MIN_PARALLEL_TXS,
+        MIN_SPREAD_AVG_GAS_LIMIT,
+    },
+    parallel::tokens::transfer_calldata,
     execute_block,
     revm::{bytecode::Bytecode, context::TxEnv},
     state::InMemoryAccount,
@@ -100,4 +106,64 @@ fn the_small_block_rule_needs_enough_transactions_gas_and_threads() {
     assert!(!parallel_pays_off(&txs(100, small), 2));
     // Gas limits near u64::MAX do not overflow the sum.
     assert!(parallel_pays_off(&txs(MIN_PARALLEL_TXS, u64::MAX), 2));
+}
+
+/// `count` calls with a 60,000 gas limit to `counters` per-caller counters (call `n` to counter
+/// `n % counters`), each from its own sender: enough gas limits in all for Block-STM, an
+/// average between the two limits. The calls carry a byte of calldata (the counter ignores it),
+/// so the partitioned path, which takes only transfers, leaves them to Block-STM.
+fn cheap_calls(count: u64, counters: u64) -> (InMemoryState, BlockInput, Vec<TxEnv>) {
+    let mut state = InMemoryState::new();
+    for c in 0..counters {
+        state.insert_account(addr(0xc1, c), InMemoryAccount { nonce: 1, code: Some(Bytecode::new_raw(Bytes::from_static(PER_CALLER_COUNTER))), ..Default::default() });
+    }
+    let txs = (0..count)
+        .map(|n| {
+            let caller = addr(0x5f, n);
+            state.insert_account(caller, InMemoryAccount { balance: U256::from(10u128.pow(18)), ..Default::default() });
+            let data = Bytes::from_static(&[1]);
+            TxEnv { caller, gas_limit: 60_000, gas_price: 1, kind: TxKind::Call(addr(0xc1, n % counters)), data, chain_id: Some(1), ..Default::default() }
+        })
+        .collect();
+    (state, cancun_block_input(), txs)
+}
+
+#[test]
+fn cheap_calls_into_one_contract_run_sequentially_and_spread_ones_through_block_stm() {
+    let count = MIN_PARALLEL_TOTAL_GAS_LIMIT / 60_000 + 1;
+    assert!((MIN_SPREAD_AVG_GAS_LIMIT..MIN_PARALLEL_AVG_GAS_LIMIT).contains(&60_000));
+    for (counters, expected) in [(1, ExecutedPath::SmallBlockFallback), (count, ExecutedPath::Parallel)] {
+        let (state, input, txs) = cheap_calls(count, counters);
+        let sequential = execute_block(&state, &input, &txs, &ExecutionOptions::sequential()).expect("sequential");
+        assert!(sequential.receipts.iter().all(|r| r.success), "a counter call failed");
+        let parallel = execute_block(&state, &input, &txs, &ExecutionOptions::parallel(2)).expect("parallel");
+        assert!(parallel.same_result(&sequential), "parallel differs from sequential ({:?})", parallel.path);
+        assert_eq!(parallel.path, expected, "{counters} counters");
+    }
+}
+
+#[test]
+fn the_recipient_vote_leaves_out_token_transfers_and_creations() {
+    let call = |to: u64, data: Bytes| TxEnv { gas_limit: 60_000, kind: TxKind::Call(addr(0xc1, to)), data, ..Default::default() };
+    let transfer = |n: u64| transfer_calldata(addr(0x5f, n), U256::from(1));
+    let count = MIN_PARALLEL_TOTAL_GAS_LIMIT / 60_000 + 1;
+    let one: Vec<TxEnv> = (0..count).map(|_| call(0, Bytes::new())).collect();
+    assert!(one_recipient_majority(&one));
+    assert!(!parallel_pays_off(&one, 2));
+    // `transfer`s into one token move distinct balances: no majority.
+    let token: Vec<TxEnv> = (0..count).map(|n| call(0, transfer(n))).collect();
+    assert!(!one_recipient_majority(&token));
+    assert!(parallel_pays_off(&token, 2));
+    // Exactly half into one contract is no majority; one more is.
+    let mut half: Vec<TxEnv> = (0..count / 2 * 2).map(|n| call(if n % 2 == 0 { 0 } else { n }, Bytes::new())).collect();
+    assert!(!one_recipient_majority(&half));
+    half.push(call(0, Bytes::new()));
+    assert!(one_recipient_majority(&half));
+    // Creations count as no recipient.
+    let creations: Vec<TxEnv> = (0..count).map(|_| TxEnv { gas_limit: 60_000, kind: TxKind::Create, ..Default::default() }).collect();
+    assert!(!one_recipient_majority(&creations));
+    // Below the lower average, spread or not, the block runs sequentially.
+    let cheaper: Vec<TxEnv> = (0..MIN_PARALLEL_TOTAL_GAS_LIMIT / 40_000 + 1).map(|n| TxEnv { gas_limit: 40_000, ..call(n, Bytes::new()) }).collect();
+    assert!(!one_recipient_majority(&cheaper));
+    assert!(!parallel_pays_off(&cheaper, 2));
 }
