@@ -335,16 +335,19 @@ impl<'o, S: StateSource> ShardWriter<'o, S> {
         slots: impl Iterator<Item = (U256, U256)>,
     ) -> Result<Option<SettledAccount>, StateError> {
         let normalizer = Normalizer { base: self.base, codes: self.codes };
-        let storage_cleared = cleared && before.is_some();
-        let against_zero = storage_cleared || before.is_none();
-        let storage = if after.is_some() { BTreeMap::from_iter(normalizer.changed_slots(address, slots, against_zero)?) } else { BTreeMap::new() };
-        Ok(normalizer.finish(after, before, storage_cleared, storage).map(|diff| SettledAccount { diff, before, storage_cleared: cleared }))
+        let diff = normalizer.diff(after, cleared, before, |against_zero| normalizer.changed_slots(address, slots, against_zero))?;
+        Ok(diff.map(|diff| SettledAccount { diff, before, storage_cleared: cleared }))
     }
 
-    /// The slots among `slots` of `address` whose value differs from the one before the block
-    /// (zero, where `against_zero`), sorted by slot: one group's part of an account several
-    /// groups wrote slots of (see [`BlockOverlay::settle_one`]).
-    pub(crate) fn changed_slots(&self, address: Address, slots: impl Iterator<Item = (U256, U256)>, against_zero: bool) -> Result<Vec<(U256, U256)>, StateError> {
+    /// One group's part of an account several groups wrote slots of and none changed the
+    /// fields of (`fields` as the block found them, `before` the same): the slots among `slots`
+    /// whose value differs from the one before the block, sorted by slot (see
+    /// [`BlockOverlay::settle_one`]).
+    pub(crate) fn changed_slots(&self, address: Address, fields: Option<&AccountInfo>, before: Option<Fields>, slots: impl Iterator<Item = (U256, U256)>) -> Result<Vec<(U256, U256)>, StateError> {
+        if fields.is_none() {
+            return Ok(Vec::new());
+        }
+        let (_, against_zero) = storage_rule(false, &before);
         let mut changed = Normalizer { base: self.base, codes: self.codes }.changed_slots(address, slots, against_zero)?;
         changed.sort_unstable_by_key(|(slot, _)| *slot);
         Ok(changed)
@@ -692,6 +695,14 @@ impl<T> Iterator for MergeSorted<T> {
     }
 }
 
+/// Whether the diff says an account's storage from before the block is gone (`cleared`: the
+/// block wiped it; an account that did not exist had none), and whether its written slots are
+/// compared with zero rather than with their values before the block.
+fn storage_rule(cleared: bool, before: &Option<Fields>) -> (bool, bool) {
+    let storage_cleared = cleared && before.is_some();
+    (storage_cleared, storage_cleared || before.is_none())
+}
+
 /// Turns overlay entries into what really changed against the pre-block state.
 struct Normalizer<'n, S> {
     base: &'n S,
@@ -742,32 +753,42 @@ impl<S: StateSource> Normalizer<'_, S> {
     /// only for an account with many written slots.
     fn account(&self, address: Address, account: &OverlayAccount, threads: usize) -> Result<Option<AccountDiff>, StateError> {
         let before = self.before(address, account)?;
-        let storage_cleared = account.storage_cleared && before.is_some();
-        let against_zero = storage_cleared || before.is_none();
-        let storage = if account.info.is_some() {
+        self.diff(account.info.as_ref(), account.storage_cleared, before, |against_zero| {
             let part = |t: usize| self.changed_slots(address, account.storage.iter().skip(t).step_by(threads.max(1)).map(|(slot, value)| (*slot, *value)), against_zero);
-            let changed = if threads <= 1 {
-                part(0)?
-            } else {
-                let parts = crate::threads::map_on_threads(
-                    (0..threads).collect(),
-                    |t| {
-                        let mut changed = part(t)?;
-                        changed.sort_unstable_by_key(|(slot, _)| *slot);
-                        Ok(changed)
-                    },
-                    || StateError("a normalising thread panicked".into()),
-                )?;
-                parts.into_iter().flatten().collect()
-            };
-            // Built from a list in one pass (the map sorts it first; sorted parts it only
-            // merges): inserting the slots one by one costs a search each, which on a token's
-            // tens of thousands of balances was most of the diff.
-            BTreeMap::from_iter(changed)
-        } else {
-            BTreeMap::new()
-        };
-        Ok(self.finish(account.info.as_ref(), before, storage_cleared, storage))
+            if threads <= 1 {
+                return part(0);
+            }
+            let parts = crate::threads::map_on_threads(
+                (0..threads).collect(),
+                |t| {
+                    let mut changed = part(t)?;
+                    changed.sort_unstable_by_key(|(slot, _)| *slot);
+                    Ok(changed)
+                },
+                || StateError("a normalising thread panicked".into()),
+            )?;
+            Ok(parts.into_iter().flatten().collect())
+        })
+    }
+
+    /// The diff of an account from `after` (its fields after the block), `cleared` (the block
+    /// wiped its storage from before) and `before` (its fields before the block). `changed`
+    /// gives its written slots whose values changed, compared with zero where it is told so (the
+    /// storage from before is gone, or there was no account); it is asked only when the account
+    /// exists after the block.
+    fn diff(
+        &self,
+        after: Option<&AccountInfo>,
+        cleared: bool,
+        before: Option<Fields>,
+        changed: impl FnOnce(bool) -> Result<Vec<(U256, U256)>, StateError>,
+    ) -> Result<Option<AccountDiff>, StateError> {
+        let (storage_cleared, against_zero) = storage_rule(cleared, &before);
+        // Built from a list in one pass (the map sorts it first; sorted parts it only merges):
+        // inserting the slots one by one costs a search each, which on a token's tens of
+        // thousands of balances was most of the diff.
+        let storage = if after.is_some() { BTreeMap::from_iter(changed(against_zero)?) } else { BTreeMap::new() };
+        Ok(self.finish(after, before, storage_cleared, storage))
     }
 
     /// The account's diff from its fields after the block and its normalised storage: `None`

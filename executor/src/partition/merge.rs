@@ -345,7 +345,7 @@ pub(crate) fn merge<S: StateSource>(
             let mut compared = Vec::with_capacity(parts.len());
             for (address, account) in parts {
                 let slots = account.storage.iter().filter(|(_, slot)| slot.written).map(|(slot, value)| (*slot, value.value));
-                let changed = if account.info.is_some() { writer.changed_slots(address, slots, account.before.is_none())? } else { Vec::new() };
+                let changed = writer.changed_slots(address, account.info.as_ref(), account.before, slots)?;
                 compared.push((address, changed, account.info, account.before));
             }
             Ok::<_, BlockError>(compared)
