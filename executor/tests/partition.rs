@@ -205,3 +205,54 @@ fn token_transfers_to_one_holder_are_credited_in_block_order() {
         }
     }
 }
+
+#[test]
+fn repeated_contract_calls_are_partitioned_by_default_and_one_off_calls_are_not() {
+    // Senders call `fronts` front contracts in turn with calldata (the counters ignore it), each
+    // front `calls_each` times; with `shared`, every front calls one counter.
+    let input = cancun_block_input();
+    let block = |fronts: u64, calls_each: u64, shared: bool, one_off: bool| {
+        let mut state = InMemoryState::new();
+        for i in 0..fronts {
+            let counter = addr(0xc0, if shared { 0 } else { i });
+            contract(&mut state, counter, Bytes::from_static(COUNTER));
+            contract(&mut state, addr(0xf0, i), caller_of(counter));
+        }
+        let calldata = Bytes::from_static(&[0xd0, 0x9d, 0xe0, 0x8a]);
+        let mut txs = senders(&mut state, fronts * calls_each, |i, sender| TxEnv { data: calldata.clone(), ..tx(sender, addr(0xf0, i % fronts), 0, 0) });
+        if one_off {
+            // One more contract, called once: its state could meet anything.
+            let other = addr(0xf1, 0);
+            contract(&mut state, other, caller_of(addr(0xc1, 0)));
+            let sender = addr(0x5f, 0);
+            state.insert_account(sender, InMemoryAccount { balance: U256::from(ETHER), ..Default::default() });
+            txs.insert(10, TxEnv { data: calldata, ..tx(sender, other, 0, 0) });
+        }
+        // 16 M gas in all, above the parallel minimum whatever the count.
+        let gas_limit = 16_000_000 / txs.len() as u64;
+        (state, txs.into_iter().map(|tx| TxEnv { gas_limit, ..tx }).collect::<Vec<_>>())
+    };
+    let minimum = pseq_executor::partition::MIN_CALLS_PER_CONTRACT as u64;
+    for (fronts, calls_each, shared, one_off, partitioned) in [
+        (2, minimum + 68, false, false, true),
+        // Every contract called often enough, but the fronts share their counter: the first
+        // stage shows it and Block-STM runs the block.
+        (2, minimum + 68, true, false, false),
+        (2, minimum + 68, false, true, false),
+        // Fewer calls per contract than the rule asks for.
+        (4, minimum - 1, false, false, false),
+    ] {
+        let (state, txs) = block(fronts, calls_each, shared, one_off);
+        assert!(txs.len() >= pseq_executor::partition::MIN_PARTITION_TXS);
+        let output = same_as_sequential(&state, &input, &txs, ExecutionOptions::parallel(2));
+        let case = format!("{fronts} fronts, {calls_each} calls each, shared {shared}, one-off {one_off}");
+        assert_eq!(output.path == ExecutedPath::Partitioned, partitioned, "{case}: {:?}", output.path);
+        if shared {
+            assert_eq!(output.state.accounts[&addr(0xc0, 0)].storage[&U256::ZERO], U256::from(fronts * calls_each), "{case}");
+        }
+        // The same block under the test rule (every split tried) is partitioned wherever the
+        // groups really are independent: the default rule's refusals above are its own.
+        let always = same_as_sequential(&state, &input, &txs, ExecutionOptions::partitioned(2));
+        assert_eq!(always.path == ExecutedPath::Partitioned, !shared, "{case}, every split tried: {:?}", always.path);
+    }
+}

@@ -20,6 +20,7 @@ use crate::{
     report::{Counts, Progress},
     testfiles::json_files,
 };
+use crate::bench_bound::BlockBound;
 use pseq_executor::{execute_block, revm::context::TxEnv, BlockInput, BlockOutput, ExecutionOptions, InMemoryState};
 use serde::Serialize;
 use std::{collections::BTreeMap, path::Path, time::Instant};
@@ -29,6 +30,8 @@ use std::{collections::BTreeMap, path::Path, time::Instant};
 const MIN_TIMED_SECONDS: f64 = 0.05;
 /// At most this many timed runs per path and block.
 const MAX_RUNS: usize = 200;
+/// At most this many runs per block for its bound (`--bound`).
+const MAX_BOUND_RUNS: usize = 21;
 
 /// One block of a corpus workload, measured.
 #[derive(Debug, Clone, Serialize)]
@@ -47,6 +50,22 @@ pub struct BlockResult {
     pub speedup: f64,
     /// The path the parallel options took: `Parallel`, `SmallBlockFallback`, or a fallback.
     pub path: String,
+    /// The block's bound from its dependencies (`--bound`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bound: Option<BlockBound>,
+}
+
+/// The bounds of a corpus workload's blocks, summed like its speedups.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CorpusBound {
+    /// Total sequential time over the total of the blocks' limits.
+    pub limit_speedup: f64,
+    /// Geometric mean of the blocks' limit speedups.
+    pub limit_geomean: f64,
+    /// Total sequential time over the total of the blocks' greedy schedules.
+    pub scheduled_speedup: f64,
+    /// Geometric mean of the blocks' greedy speedups.
+    pub scheduled_geomean: f64,
 }
 
 /// A corpus workload's result: totals over its blocks and the per-block table.
@@ -82,6 +101,9 @@ pub struct CorpusResult {
     pub peak_rss_mb: f64,
     /// Per-block results, in corpus order.
     pub per_block: Vec<BlockResult>,
+    /// The blocks' bounds (`--bound`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bound: Option<CorpusBound>,
 }
 
 /// How a corpus workload is timed.
@@ -93,6 +115,8 @@ pub struct CorpusOptions {
     pub runs: usize,
     /// Which parallel path is timed.
     pub path: crate::bench::ParallelPath,
+    /// Bound each block from its dependencies ([`crate::bench_bound`]).
+    pub bound: bool,
 }
 
 impl CorpusOptions {
@@ -124,6 +148,7 @@ fn measure(label: String, state: &InMemoryState, input: &BlockInput, txs: &[TxEn
             let _ = execute_block(state, input, txs, &parallel);
         },
     );
+    let label_for_bound = label.clone();
     let result = BlockResult {
         block: label,
         txs: txs.len(),
@@ -132,6 +157,13 @@ fn measure(label: String, state: &InMemoryState, input: &BlockInput, txs: &[TxEn
         parallel_ms,
         speedup: sequential_ms / parallel_ms,
         path: format!("{:?}", checked.path),
+        bound: None,
+    };
+    let result = if options.bound {
+        let bound = crate::bench_bound::bound(state, input, txs, options.threads, runs.min(MAX_BOUND_RUNS), sequential_ms).map_err(|e| format!("{label_for_bound}: bound: {e}"))?;
+        BlockResult { bound: Some(bound), ..result }
+    } else {
+        result
     };
     Ok((result, reference))
 }
@@ -158,8 +190,26 @@ pub fn summarize(workload: &str, threads: usize, per_block: Vec<BlockResult>) ->
         blocks_below_0_95: speedups.iter().filter(|s| **s < 0.95).count(),
         gigagas_per_s_parallel: if parallel_ms > 0.0 { gas as f64 / 1e9 / (parallel_ms / 1e3) } else { 0.0 },
         peak_rss_mb: crate::bench::peak_rss_mb(),
+        bound: corpus_bound(&per_block),
         per_block,
     }
+}
+
+/// The bounds summed over the blocks, where every block has one.
+fn corpus_bound(per_block: &[BlockResult]) -> Option<CorpusBound> {
+    let bounds: Vec<(f64, BlockBound)> = per_block.iter().map(|b| b.bound.map(|bound| (b.sequential_ms, bound))).collect::<Option<_>>()?;
+    if bounds.is_empty() {
+        return None;
+    }
+    let sequential: f64 = bounds.iter().map(|(s, _)| s).sum();
+    let total = |speedup: fn(&BlockBound) -> f64| sequential / bounds.iter().map(|(s, b)| s / speedup(b)).sum::<f64>();
+    let geomean = |speedup: fn(&BlockBound) -> f64| (bounds.iter().map(|(_, b)| speedup(b).ln()).sum::<f64>() / bounds.len() as f64).exp();
+    Some(CorpusBound {
+        limit_speedup: total(|b| b.limit_speedup),
+        limit_geomean: geomean(|b| b.limit_speedup),
+        scheduled_speedup: total(|b| b.scheduled_speedup),
+        scheduled_geomean: geomean(|b| b.scheduled_speedup),
+    })
 }
 
 /// The `mainnet` workload over the corpus folder `dir` (BLOCKS.txt and one folder per block).
@@ -237,7 +287,7 @@ mod tests {
     use super::*;
 
     fn block(sequential_ms: f64, parallel_ms: f64) -> BlockResult {
-        BlockResult { block: String::new(), txs: 1, gas: 1_000_000, sequential_ms, parallel_ms, speedup: sequential_ms / parallel_ms, path: String::new() }
+        BlockResult { block: String::new(), txs: 1, gas: 1_000_000, sequential_ms, parallel_ms, speedup: sequential_ms / parallel_ms, path: String::new(), bound: None }
     }
 
     #[test]

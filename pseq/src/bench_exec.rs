@@ -26,6 +26,8 @@ pub struct ExecBench {
     pub runs: usize,
     /// Which parallel path is timed.
     pub path: bench::ParallelPath,
+    /// Bound each corpus block from its dependencies ([`crate::bench_bound`]).
+    pub bound: bool,
     /// One JSON object per workload instead of a text line.
     pub json: bool,
 }
@@ -46,6 +48,18 @@ fn print_corpus(result: &CorpusResult, json: bool) {
         println!(
             "  {:<48} {:>5} txs {:>11} gas  sequential {:>8.2} ms  parallel {:>8.2} ms  {:.2}x  {}",
             block.block, block.txs, block.gas, block.sequential_ms, block.parallel_ms, block.speedup, block.path
+        );
+        if let Some(bound) = &block.bound {
+            println!(
+                "  {:<48} bound: txs {:.2} ms, critical path {:.2} ms, greedy schedule {:.2} ms: at most {:.2}x, {:.2}x greedy",
+                "", bound.txs_ms, bound.critical_path_ms, bound.scheduled_ms, bound.limit_speedup, bound.scheduled_speedup
+            );
+        }
+    }
+    if let Some(bound) = &result.bound {
+        println!(
+            "{:<19} bound: total at most {:.2}x (geomean {:.2}x), greedy schedule {:.2}x (geomean {:.2}x)",
+            result.workload, bound.limit_speedup, bound.limit_geomean, bound.scheduled_speedup, bound.scheduled_geomean
         );
     }
     println!(
@@ -71,7 +85,7 @@ fn print_corpus(result: &CorpusResult, json: bool) {
 /// (EEST, whose hundreds of blocks would not fit; the bar is that file's total-time ratio).
 fn corpus_bars(result: &CorpusResult) -> Vec<Bar> {
     if result.workload == "mainnet" {
-        return result.per_block.iter().map(|b| Bar { label: b.block.clone(), value: b.speedup }).collect();
+        return result.per_block.iter().map(|b| Bar { label: b.block.clone(), value: b.speedup, mark: b.bound.map(|bound| bound.scheduled_speedup) }).collect();
     }
     let mut files: Vec<(String, f64, f64)> = Vec::new();
     for block in &result.per_block {
@@ -84,7 +98,7 @@ fn corpus_bars(result: &CorpusResult) -> Vec<Bar> {
             _ => files.push((file, block.sequential_ms, block.parallel_ms)),
         }
     }
-    files.into_iter().map(|(label, sequential, parallel)| Bar { label, value: sequential / parallel }).collect()
+    files.into_iter().map(|(label, sequential, parallel)| Bar { label, value: sequential / parallel, mark: None }).collect()
 }
 
 /// Runs the benchmark; with `chart_dir`, writes `exec-speedups.png` (one bar per workload) and
@@ -95,12 +109,13 @@ pub fn run(request: &ExecBench, chart_dir: Option<&Path>) -> Result<(), String> 
     for name in &request.workloads {
         if CORPUS_WORKLOADS.contains(&name.as_str()) {
             eprintln!("[bench] {name}: {} runs per path and block", request.runs);
-            let options = CorpusOptions { threads: request.threads, runs: request.runs, path: request.path };
+            let options = CorpusOptions { threads: request.threads, runs: request.runs, path: request.path, bound: request.bound };
             let result = run_corpus(name, &options)?;
             print_corpus(&result, request.json);
-            bars.push(Bar { label: format!("{name} (total)"), value: result.speedup });
+            bars.push(Bar { label: format!("{name} (total)"), value: result.speedup, mark: result.bound.map(|bound| bound.scheduled_speedup) });
             if let Some(dir) = chart_dir {
-                let title = format!("{name}: speedup per {} ({} threads)", if name == "mainnet" { "block" } else { "fixture file" }, request.threads);
+                let marks = if request.bound { ", mark: bound" } else { "" };
+                let title = format!("{name}: speedup per {} ({} threads{marks})", if name == "mainnet" { "block" } else { "fixture file" }, request.threads);
                 bar_chart(&dir.join(format!("exec-{name}.png")), &title, &corpus_bars(&result), 1.0)?;
             }
             continue;
@@ -116,7 +131,7 @@ pub fn run(request: &ExecBench, chart_dir: Option<&Path>) -> Result<(), String> 
                 r.workload, r.txs, r.gas, r.sequential_ms, r.parallel_ms, r.threads, r.speedup, r.gigagas_per_s_parallel, r.failed_txs, r.peak_rss_mb
             );
         }
-        bars.push(Bar { label: r.workload.clone(), value: r.speedup });
+        bars.push(Bar { label: r.workload.clone(), value: r.speedup, mark: None });
     }
     if let Some(dir) = chart_dir {
         let title = format!("parallel vs sequential, {} threads", request.threads);

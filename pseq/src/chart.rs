@@ -1,6 +1,6 @@
 //! Horizontal bar charts of speedups, written as PNG files: `pseq bench exec --chart` draws one
 //! bar per workload (and one per mainnet block), with the 1.0x line where parallel equals
-//! sequential.
+//! sequential, and where a bar has one, a black mark at its bound (`--bound`).
 //!
 //! Drawn on an indexed-colour canvas with the public-domain 8x8 font of `font8x8`, and encoded by
 //! hand (PNG chunks, CRC-32, zlib stream from `miniz_oxide`): a chart needs nothing more, and no
@@ -15,6 +15,8 @@ pub struct Bar {
     pub label: String,
     /// Length of the bar.
     pub value: f64,
+    /// A mark drawn across the bar's row at this value (the bound of `bench exec --bound`).
+    pub mark: Option<f64>,
 }
 
 const WHITE: u8 = 0;
@@ -75,7 +77,7 @@ pub fn bar_chart(path: &Path, title: &str, bars: &[Bar], reference: f64) -> Resu
     let width = (plot_left + plot_width + 7 * GLYPH + MARGIN).max(2 * MARGIN + 2 * GLYPH * title.chars().count());
     let plot_top = MARGIN + 2 * GLYPH + 14;
     let height = plot_top + bars.len() * ROW + 3 * GLYPH + MARGIN;
-    let finite = bars.iter().map(|b| b.value).filter(|v| v.is_finite());
+    let finite = bars.iter().flat_map(|b| [Some(b.value), b.mark]).flatten().filter(|v| v.is_finite());
     let largest = finite.fold(reference, f64::max);
     let step = if largest <= 2.0 { 0.25 } else if largest <= 5.0 { 0.5 } else { (largest / 8.0).ceil() };
     let top = (largest * 1.05 / step).ceil() * step;
@@ -99,6 +101,9 @@ pub fn bar_chart(path: &Path, title: &str, bars: &[Bar], reference: f64) -> Resu
         canvas.text(plot_left - 10 - label.chars().count() * GLYPH, y + (ROW - GLYPH) / 2, &label, 1, BLACK);
         if !bar.value.is_finite() {
             continue;
+        }
+        if let Some(mark) = bar.mark.filter(|m| m.is_finite()) {
+            canvas.rect(x_of(mark), y, 2, ROW, BLACK);
         }
         let colour = if bar.value >= reference { FASTER } else { SLOWER };
         let end = x_of(bar.value);
@@ -165,7 +170,7 @@ mod tests {
     fn a_chart_is_a_png_whose_pixels_decode_back() {
         let dir = tempfile::tempdir().expect("temporary folder");
         let path = dir.path().join("chart.png");
-        let bars = vec![Bar { label: "faster".into(), value: 1.8 }, Bar { label: "slower".into(), value: 0.6 }];
+        let bars = vec![Bar { label: "faster".into(), value: 1.8, mark: Some(1.9) }, Bar { label: "slower".into(), value: 0.6, mark: None }];
         bar_chart(&path, "test", &bars, 1.0).expect("chart written");
         let bytes = std::fs::read(&path).expect("chart read");
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");

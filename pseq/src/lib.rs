@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod bench_bound;
 pub mod bench_corpus;
 pub mod bench_exec;
 pub mod bench_pool;

@@ -272,6 +272,11 @@ enum BenchCommand {
         /// where it does not), whatever the block's size and transactions.
         #[arg(long, conflicts_with = "force_parallel")]
         partitioned: bool,
+        /// For the corpus workloads, also bound each block from its own dependencies: the
+        /// critical path and the best schedule on `--threads` threads, with no overhead
+        /// (`bound` fields; docs/benchmarks.md, "How far the mainnet blocks can go").
+        #[arg(long)]
+        bound: bool,
         /// One JSON object per workload.
         #[arg(long)]
         json: bool,
@@ -432,9 +437,9 @@ fn main() -> ExitCode {
             let options = statetest::StateTestOptions { exec: exec.options(), compare: exec.compare, forks };
             finish(statetest::run(&paths, &options))
         }
-        Command::Bench { what: BenchCommand::Exec { workload, threads, txs, runs, force_parallel, partitioned, json, chart } } => {
+        Command::Bench { what: BenchCommand::Exec { workload, threads, txs, runs, force_parallel, partitioned, bound, json, chart } } => {
             let path = pseq::bench::ParallelPath::from_flags(force_parallel, partitioned);
-            let request = pseq::bench_exec::ExecBench { workloads: workload, threads: threads.unwrap_or_else(default_threads), txs, runs, path, json };
+            let request = pseq::bench_exec::ExecBench { workloads: workload, threads: threads.unwrap_or_else(default_threads), txs, runs, path, bound, json };
             if let Some(dir) = &chart {
                 if let Err(e) = std::fs::create_dir_all(dir) {
                     eprintln!("error: {}: {e}", dir.display());

@@ -54,7 +54,7 @@ fn bench_exec_times_mainnet_blocks_and_a_synthetic_block_and_draws_charts() {
 #[test]
 fn eest_benchmark_workload_measures_every_valid_block_of_its_fixtures() {
     let dir = corpus::eest_benchmark().expect("eest benchmark corpus").join("blockchain_tests/benchmark/compute/scenario");
-    let options = bench_corpus::CorpusOptions { threads: 2, runs: 1, path: pseq::bench::ParallelPath::ForcedBlockStm };
+    let options = bench_corpus::CorpusOptions { threads: 2, runs: 1, path: pseq::bench::ParallelPath::ForcedBlockStm, bound: false };
     let result = bench_corpus::eest_benchmark(&dir, &options).expect("workload runs");
     assert!(result.blocks >= 1);
     assert_eq!(result.blocks, result.per_block.len());

@@ -77,12 +77,19 @@ pub(crate) enum Attempt {
     Rejected(merge::Rejected),
 }
 
+/// Under [`Rule::Measured`], a run with contract calls (other than token `transfer`s) is tried
+/// only when every contract it calls receives at least this many of them: the same few contracts
+/// called over and over (swaps over a set of pools, a game's moves). Where such calls share state
+/// their fields do not show, the first stage (1/32 of each group's gas) most likely holds calls of
+/// both sides and proves the plan wrong early; on the mainnet blocks, where most contracts are
+/// called once or twice and routers reach shared tokens, no run qualifies.
+pub const MIN_CALLS_PER_CONTRACT: u32 = 32;
+
 /// Whether [`Rule::Measured`] tries a run: at least [`MIN_PARTITION_TXS`] transactions, enough
-/// gas in all ([`MIN_PARALLEL_TOTAL_GAS_LIMIT`]), and no transaction with calldata other than a
-/// token `transfer`. There the plan sees what the transactions touch, and Block-STM's
-/// bookkeeping costs as much as the transactions themselves. Blocks with other contract calls
-/// go to Block-STM, which wins there without the partitioned path's risk: on the mainnet blocks
-/// a plan proved wrong (by state shared behind contract calls) cost up to a whole run on top
+/// gas in all ([`MIN_PARALLEL_TOTAL_GAS_LIMIT`]), no creation, and calldata only for a token
+/// `transfer` or for contracts called at least [`MIN_CALLS_PER_CONTRACT`] times each. Elsewhere
+/// Block-STM runs the block without the partitioned path's risk: on the mainnet blocks a plan
+/// proved wrong (by state shared behind contract calls) cost up to a whole run on top
 /// (docs/benchmarks.md, "The partitioned path").
 fn worth_trying(txs: &[TxEnv]) -> bool {
     if txs.len() < MIN_PARTITION_TXS {
@@ -92,10 +99,19 @@ fn worth_trying(txs: &[TxEnv]) -> bool {
     if gas_limits < MIN_PARALLEL_TOTAL_GAS_LIMIT {
         return false;
     }
-    // Only plain transfers and recognised token transfers: a contract call may touch state its
-    // fields do not show (a router moving WETH, a bot paying the beneficiary), and on the
-    // mainnet blocks such calls made most plans wrong.
-    txs.iter().all(|tx| tx.data.is_empty() || crate::parallel::tokens::decode_transfer(&tx.data).is_some())
+    // A contract call may touch state its fields do not show (a router moving WETH, a bot paying
+    // the beneficiary): only calls repeated often enough to show it early are let in.
+    let mut calls: rustc_hash::FxHashMap<alloy_primitives::Address, u32> = Default::default();
+    for tx in txs {
+        if tx.data.is_empty() || crate::parallel::tokens::decode_transfer(&tx.data).is_some() {
+            continue;
+        }
+        match tx.kind {
+            alloy_primitives::TxKind::Call(to) => *calls.entry(to).or_default() += 1,
+            alloy_primitives::TxKind::Create => return false,
+        }
+    }
+    calls.values().all(|count| *count >= MIN_CALLS_PER_CONTRACT)
 }
 
 /// Tries `txs` on the partitioned path over `overlay` (the block so far).
