@@ -65,7 +65,7 @@ pub const OVERLAY_SHARDS: usize = 16;
 
 /// Blocks that wrote fewer accounts and slots than this (together) are normalised on one
 /// thread: starting threads costs more than it saves.
-const MIN_PARALLEL_DIFF_ACCOUNTS: usize = 4096;
+const MIN_PARALLEL_DIFF_ACCOUNTS: usize = 512;
 
 /// An account with at least this many written slots has them normalised on every thread of a
 /// parallel diff, rather than on its shard's thread alone.

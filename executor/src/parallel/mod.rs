@@ -108,7 +108,7 @@ pub struct ParallelStats {
 }
 
 /// Write sets with fewer writes than this are merged on one thread.
-const MIN_PARALLEL_MERGE_WRITES: usize = 4096;
+const MIN_PARALLEL_MERGE_WRITES: usize = 512;
 
 /// An account's fields with its code, from the code the block deployed or the pre-block state.
 fn account_info<S: StateSource>(value: &AccountValue, codes: &HashMap<B256, Bytecode>, base: &S) -> Result<AccountInfo, BlockError> {
@@ -223,12 +223,15 @@ pub(crate) fn execute_transactions<S: StateSource>(
     {
         let base: &BlockOverlay<'_, S> = overlay;
         let shared = Shared { base, input, txs, mv: &mv, scheduler: &scheduler, outcomes: &outcomes, halt: &halt, give_up_on_contention };
-        std::thread::scope(|scope| {
-            for _ in 1..workers {
-                scope.spawn(|| worker::run(&shared));
-            }
-            worker::run(&shared);
-        });
+        // The workers run on the kept helper threads (`threads.rs`), the first on this one.
+        crate::threads::map_on_threads(
+            (0..workers).collect(),
+            |_| {
+                worker::run(&shared);
+                Ok(())
+            },
+            || BlockError::Evm("a Block-STM worker thread panicked".into()),
+        )?;
     }
     let run_us = started.elapsed().as_micros() as u64;
     let merge_started = std::time::Instant::now();
