@@ -148,7 +148,11 @@ fn measure(label: String, state: &InMemoryState, input: &BlockInput, txs: &[TxEn
             let _ = execute_block(state, input, txs, &parallel);
         },
     );
-    let label_for_bound = label.clone();
+    let bound = if options.bound {
+        Some(crate::bench_bound::bound(state, input, txs, options.threads, runs.min(MAX_BOUND_RUNS), sequential_ms).map_err(|e| format!("{label}: bound: {e}"))?)
+    } else {
+        None
+    };
     let result = BlockResult {
         block: label,
         txs: txs.len(),
@@ -157,13 +161,7 @@ fn measure(label: String, state: &InMemoryState, input: &BlockInput, txs: &[TxEn
         parallel_ms,
         speedup: sequential_ms / parallel_ms,
         path: format!("{:?}", checked.path),
-        bound: None,
-    };
-    let result = if options.bound {
-        let bound = crate::bench_bound::bound(state, input, txs, options.threads, runs.min(MAX_BOUND_RUNS), sequential_ms).map_err(|e| format!("{label_for_bound}: bound: {e}"))?;
-        BlockResult { bound: Some(bound), ..result }
-    } else {
-        result
+        bound,
     };
     Ok((result, reference))
 }

@@ -54,12 +54,16 @@ fn bench_exec_times_mainnet_blocks_and_a_synthetic_block_and_draws_charts() {
 #[test]
 fn eest_benchmark_workload_measures_every_valid_block_of_its_fixtures() {
     let dir = corpus::eest_benchmark().expect("eest benchmark corpus").join("blockchain_tests/benchmark/compute/scenario");
-    let options = bench_corpus::CorpusOptions { threads: 2, runs: 1, path: pseq::bench::ParallelPath::ForcedBlockStm, bound: false };
+    let options = bench_corpus::CorpusOptions { threads: 2, runs: 1, path: pseq::bench::ParallelPath::ForcedBlockStm, bound: true };
     let result = bench_corpus::eest_benchmark(&dir, &options).expect("workload runs");
     assert!(result.blocks >= 1);
     assert_eq!(result.blocks, result.per_block.len());
     for block in &result.per_block {
         assert!(block.block.starts_with("transaction_types/empty_block/"), "{}", block.block);
         assert!(block.sequential_ms > 0.0 && block.parallel_ms > 0.0);
+        // `--bound`: an empty block has no transactions to chain; all of it is the rest.
+        let bound = block.bound.expect("a bound per block");
+        assert_eq!((bound.txs_ms, bound.critical_path_ms, bound.scheduled_ms), (0.0, 0.0, 0.0), "{}", block.block);
     }
+    assert!(result.bound.is_some(), "a bound for the workload");
 }
