@@ -177,8 +177,8 @@ pub enum ExecutedPath {
     Sequential,
     /// The block was too small (or its transactions too cheap) for Block-STM to pay off.
     SmallBlockFallback,
-    /// One sender sent more than half of the transactions ([`one_sender_majority`]): their nonces
-    /// chain them, so Block-STM could not pay off either.
+    /// One sender sent more than a quarter of the transactions ([`one_sender_chain`]): their
+    /// nonces chain them, so Block-STM could not pay off either.
     SenderChainFallback,
     /// Block-STM produced the result.
     Parallel,
@@ -227,82 +227,114 @@ impl BlockOutput {
 
 /// Blocks with fewer transactions than this run sequentially unless forced.
 ///
-/// Chosen from measurement (docs/benchmarks.md, "Small-block fallback"), with the two limits
-/// below: over the 67 mainnet blocks at 2 threads, per-block times of Block-STM forced on every
-/// block against sequential execution, the rule that sends the rest to the sequential path.
-/// Re-measure when the parallel path gets faster.
-pub const MIN_PARALLEL_TXS: usize = 32;
+/// This and the limits below were chosen from measurement (docs/benchmarks.md, "Small-block
+/// fallback" and "The small-block rule re-fitted"): over the 67 mainnet blocks at 2 threads,
+/// per-block times of Block-STM forced on every block against sequential execution, the rule that
+/// sends the losers to the sequential path. Re-measure when the parallel path gets faster.
+pub const MIN_PARALLEL_TXS: usize = 16;
 
-/// Blocks whose transactions average a lower gas limit than this run sequentially unless forced:
-/// cheap transactions (plain transfers, small calls) cost less to execute than to schedule,
-/// record and validate.
+/// Blocks whose transactions that run code (with calldata, or creating a contract) have less gas
+/// limit than this in all run sequentially unless forced. Plain value transfers cost about a
+/// microsecond each, less than Block-STM spends scheduling, recording and validating them (a
+/// 30 M-gas block of independent transfers, forced: 0.57x); what pays for a Block-STM run is
+/// calls, which take tens of microseconds each, and a block with enough of them wins even when
+/// most of its transactions are transfers (mainnet blocks of 1,100-1,350 transactions, most
+/// paying one exchange: 1.1-1.6x).
+pub const MIN_PARALLEL_CALL_GAS_LIMIT: u64 = 4_000_000;
+
+/// Blocks whose calls and creations have less gas limit than this per plain value transfer run
+/// sequentially unless forced: each transfer costs Block-STM more than it gains (about 1.3 µs of
+/// thread time over sequential execution's), and the calls must pay for them. A mainnet block of
+/// 1,316 transfers and 30 calls (5,200 per transfer) won 1.1x when both cores were free and lost
+/// (0.7x) whenever the machine took one away; the next (15274915, 11,400) won 1.3x.
+pub const MIN_CALL_GAS_LIMIT_PER_TRANSFER: u64 = 10_000;
+
+/// Blocks whose transactions average a gas limit of at least this go to Block-STM even when most
+/// of them call one contract ([`one_recipient_majority`]): calls that costly give the workers
+/// enough to do between conflicts, and the contention rule stops a run that is a chain.
 pub const MIN_PARALLEL_AVG_GAS_LIMIT: u64 = 75_000;
 
-/// Blocks whose transactions average a gas limit between this and [`MIN_PARALLEL_AVG_GAS_LIMIT`]
-/// run through Block-STM only when no one recipient takes more than half of their transactions
-/// other than token transfers ([`one_recipient_majority`]): cheap calls spread over many
-/// contracts, or token transfers, still pay off (the large mainnet blocks of small calls), cheap
-/// calls into one contract's state do not (the synthetic sequential chain: counter calls with a
-/// 60,000 gas limit, where the contention rule stops Block-STM late or not at all). Chosen from
-/// measurement (docs/benchmarks.md, "Small-block fallback").
-pub const MIN_SPREAD_AVG_GAS_LIMIT: u64 = 50_000;
-
-/// Blocks whose transactions' gas limits add up to less than this run sequentially unless forced:
-/// too little work to pay for starting the workers and merging their results (the mainnet blocks
-/// below it that Block-STM ran took 0.1-1.4 ms sequentially and lost).
-pub const MIN_PARALLEL_TOTAL_GAS_LIMIT: u64 = 15_000_000;
-
-/// Whether a block is worth running through Block-STM on `threads` threads.
-pub fn parallel_pays_off(txs: &[TxEnv], threads: usize) -> bool {
+/// Whether a block is worth running through Block-STM on `threads` threads. `has_code` tells
+/// whether an account has code in the state the block starts from.
+///
+/// - At least [`MIN_PARALLEL_TXS`] transactions, whose calls and creations carry at least
+///   [`MIN_PARALLEL_CALL_GAS_LIMIT`] of gas limit, and [`MIN_CALL_GAS_LIMIT_PER_TRANSFER`] per
+///   plain transfer.
+/// - Where one account receives more than half of the transactions (token `transfer`s and
+///   creations left out), it must have no code: a hot recipient without code (an exchange's
+///   deposit address) takes lazy credits, which do not conflict, but cheap calls into one
+///   contract's state are a chain (the synthetic sequential chain: counter calls with a 60,000
+///   gas limit). Blocks of costlier calls ([`MIN_PARALLEL_AVG_GAS_LIMIT`]) are let in anyway.
+pub fn parallel_pays_off(txs: &[TxEnv], threads: usize, has_code: impl FnOnce(Address) -> bool) -> bool {
     if threads < 2 || txs.len() < MIN_PARALLEL_TXS {
         return false;
     }
-    let gas_limits: u64 = txs.iter().map(|tx| tx.gas_limit).fold(0, u64::saturating_add);
-    if gas_limits < MIN_PARALLEL_TOTAL_GAS_LIMIT {
+    let runs_code = |tx: &&TxEnv| !tx.data.is_empty() || tx.kind == TxKind::Create;
+    let call_gas_limits: u64 = txs.iter().filter(runs_code).map(|tx| tx.gas_limit).fold(0, u64::saturating_add);
+    let transfers = txs.iter().filter(|tx| !runs_code(tx)).count() as u64;
+    if call_gas_limits < MIN_PARALLEL_CALL_GAS_LIMIT.max(transfers.saturating_mul(MIN_CALL_GAS_LIMIT_PER_TRANSFER)) {
         return false;
     }
-    let average = gas_limits / txs.len() as u64;
-    average >= MIN_PARALLEL_AVG_GAS_LIMIT || (average >= MIN_SPREAD_AVG_GAS_LIMIT && !one_recipient_majority(txs))
+    let gas_limits: u64 = txs.iter().map(|tx| tx.gas_limit).fold(0, u64::saturating_add);
+    if gas_limits / txs.len() as u64 >= MIN_PARALLEL_AVG_GAS_LIMIT {
+        return true;
+    }
+    majority_recipient(txs).is_none_or(|recipient| !has_code(recipient))
 }
 
-/// The strict majority of `items` (Boyer-Moore's vote: two passes, nothing allocated); `None`
-/// counts as no one.
-fn majority<T: PartialEq + Copy>(items: impl Iterator<Item = Option<T>> + Clone) -> bool {
-    let mut candidate = None;
-    let mut lead = 0usize;
-    let mut count = 0usize;
+/// The item that is more than `1 / (COUNTERS + 1)` of `items`, if one is (Misra and Gries's
+/// frequent items: two passes, `COUNTERS` candidates, nothing allocated). `None` items count
+/// towards the total but are never the answer.
+fn frequent<T: PartialEq + Copy, const COUNTERS: usize>(items: impl Iterator<Item = Option<T>> + Clone) -> Option<T> {
+    let mut candidates: [(Option<T>, usize); COUNTERS] = [(None, 0); COUNTERS];
+    let mut total = 0usize;
     for item in items.clone() {
-        count += 1;
-        if lead == 0 {
-            candidate = item;
-            lead = 1;
-        } else if candidate.is_some() && candidate == item {
-            lead += 1;
+        total += 1;
+        if let Some(slot) = candidates.iter_mut().find(|(candidate, weight)| *weight > 0 && *candidate == item) {
+            slot.1 += 1;
+        } else if let Some(slot) = candidates.iter_mut().find(|(_, weight)| *weight == 0) {
+            *slot = (item, 1);
         } else {
-            lead -= 1;
+            for slot in &mut candidates {
+                slot.1 -= 1;
+            }
         }
     }
-    let Some(candidate) = candidate else { return false };
-    items.filter(|item| *item == Some(candidate)).count() * 2 > count
+    // Every item above the share is among the candidates; the exact counts decide.
+    candidates.iter().filter_map(|(candidate, weight)| (*weight > 0).then_some(*candidate).flatten()).find(|candidate| {
+        let count = items.clone().filter(|item| *item == Some(*candidate)).count();
+        count * (COUNTERS + 1) > total
+    })
 }
 
-/// Whether one account is the recipient of more than half of `txs`, not counting ERC-20
-/// `transfer` calls (each moves two balances of its own, a pattern Block-STM runs in parallel,
-/// with lazy credits for the recognised tokens) nor creations.
-pub fn one_recipient_majority(txs: &[TxEnv]) -> bool {
-    majority(txs.iter().map(|tx| match tx.kind {
+/// The account that receives more than half of `txs`, not counting ERC-20 `transfer` calls (each
+/// moves two balances of its own, a pattern Block-STM runs in parallel, with lazy credits for the
+/// recognised tokens) nor creations.
+pub fn majority_recipient(txs: &[TxEnv]) -> Option<Address> {
+    frequent::<_, 1>(txs.iter().map(|tx| match tx.kind {
         TxKind::Call(to) if crate::parallel::tokens::decode_transfer(&tx.data).is_none() => Some(to),
         _ => None,
     }))
 }
 
-/// Whether one sender sent more than half of `txs`. Each of its transactions needs the one before
-/// it (the nonce, and the balance unless the transfer is lazy), so more than half of the block is
-/// one chain; where every such block was measured (docs/benchmarks.md, "Sender chains"), Block-STM
-/// lost to sequential execution, by giving up half-way or by contending on the sender's entries.
-/// Boyer-Moore's majority vote: two passes, nothing allocated.
+/// Whether one account is the recipient of more than half of `txs` ([`majority_recipient`]).
+pub fn one_recipient_majority(txs: &[TxEnv]) -> bool {
+    majority_recipient(txs).is_some()
+}
+
+/// Whether one sender sent more than half of `txs` (Boyer and Moore's majority vote).
 pub fn one_sender_majority(txs: &[TxEnv]) -> bool {
-    majority(txs.iter().map(|tx| Some(tx.caller)))
+    frequent::<_, 1>(txs.iter().map(|tx| Some(tx.caller))).is_some()
+}
+
+/// Whether one sender sent more than a quarter of `txs`. Each of its transactions needs the one
+/// before it (the nonce, and the balance unless the transfer is lazy): Block-STM executes the
+/// chain's later links early on the old nonce and throws them away. Where such mainnet blocks
+/// were measured (docs/benchmarks.md, "Sender chains" and "The small-block rule re-fitted"),
+/// every one with a third or more from one sender lost to sequential execution or gave up on
+/// contention, and no block Block-STM runs under this rule has more than 15% from one sender.
+pub fn one_sender_chain(txs: &[TxEnv]) -> bool {
+    frequent::<_, 3>(txs.iter().map(|tx| Some(tx.caller))).is_some()
 }
 
 /// Results of the transaction phase, whichever path produced them.

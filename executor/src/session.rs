@@ -9,7 +9,7 @@
 //! a partial merge) rebuilds the block so far sequentially and runs again.
 
 use crate::{
-    block::{one_sender_majority, parallel_pays_off, BlockInput, BlockOutput, BlockRules, ChunkStart, ExecutedPath, ExecutionMode, ExecutionOptions, TxPhase},
+    block::{one_sender_chain, parallel_pays_off, BlockInput, BlockOutput, BlockRules, ChunkStart, ExecutedPath, ExecutionMode, ExecutionOptions, TxPhase},
     error::BlockError,
     overlay::BlockOverlay,
     parallel::{self, ParallelOutcome, ParallelStats},
@@ -140,10 +140,10 @@ impl<'a, S: StateSource> BlockSession<'a, S> {
         let (run, path) = match (attempt, parallel) {
             (partition::Attempt::Done(phase), _) => (phase, ExecutedPath::Partitioned),
             (_, None) => (sequential::execute_transactions(&mut self.overlay, self.input, txs, policy, start)?, ExecutedPath::Sequential),
-            (_, Some((threads, force))) if !force && !parallel_pays_off(txs, threads.get()) => {
+            (_, Some((threads, force))) if !force && !parallel_pays_off(txs, threads.get(), |address| self.has_code(address)) => {
                 (sequential::execute_transactions(&mut self.overlay, self.input, txs, policy, start)?, ExecutedPath::SmallBlockFallback)
             }
-            (_, Some((_, false))) if one_sender_majority(txs) => {
+            (_, Some((_, false))) if one_sender_chain(txs) => {
                 (sequential::execute_transactions(&mut self.overlay, self.input, txs, policy, start)?, ExecutedPath::SenderChainFallback)
             }
             (_, Some((threads, force))) => match parallel::execute_transactions(&mut self.overlay, self.input, txs, threads, policy, start, !force)? {
@@ -175,6 +175,13 @@ impl<'a, S: StateSource> BlockSession<'a, S> {
         self.phase.gas_used = run.gas_used;
         self.phase.blob_gas_used = run.blob_gas_used;
         Ok(outcome)
+    }
+
+    /// Whether `address` has code in the block so far; an account that cannot be read counts as
+    /// having code (the small-block rule then picks the sequential path, which reports the error).
+    fn has_code(&self, address: alloy_primitives::Address) -> bool {
+        use revm::DatabaseRef;
+        self.overlay.basic_ref(address).map_or(true, |info| info.is_some_and(|info| info.code_hash != revm::primitives::KECCAK_EMPTY))
     }
 
     /// Re-executes the transactions before `start` sequentially on a fresh overlay.

@@ -19,8 +19,11 @@ use pseq_executor::{
 const COUNTER: &[u8] = &[0x60, 0, 0x54, 0x60, 1, 0x01, 0x60, 0, 0x55, 0x00];
 const TXS: u64 = 1_000;
 
-/// `TXS` calls from distinct senders; `counters` counter contracts, called in rotation.
+/// `TXS` calls from distinct senders; `counters` counter contracts, called in rotation. A chain
+/// (one counter) carries a byte of calldata, which the counter ignores: calls without calldata
+/// would look like plain transfers to the small-block rule.
 fn block(counters: u64) -> (InMemoryState, BlockInput, Vec<TxEnv>) {
+    let data = if counters == 1 { Bytes::from_static(&[1]) } else { Bytes::new() };
     let mut state = InMemoryState::new();
     for c in 0..counters {
         state.insert_account(addr(0xc0, c), InMemoryAccount { nonce: 1, code: Some(Bytecode::new_raw(Bytes::from_static(COUNTER))), ..Default::default() });
@@ -34,6 +37,7 @@ fn block(counters: u64) -> (InMemoryState, BlockInput, Vec<TxEnv>) {
             gas_limit: 100_000,
             gas_price: 1,
             kind: TxKind::Call(addr(0xc0, i % counters)),
+            data: data.clone(),
             nonce: 0,
             chain_id: Some(1),
             ..Default::default()

@@ -1,9 +1,10 @@
 //! The default parallel path's up-front rules: a block runs sequentially when it is too small or
-//! its transactions too cheap for Block-STM to pay off, or when one sender sent more than half of
-//! its transactions (their nonces chain them), with the same result; a forced run still uses
-//! Block-STM, and a block where the largest sender has exactly half stays parallel. Blocks of
-//! cheaper calls (an average gas limit between the two limits) go to Block-STM only when no one
-//! contract takes more than half of them.
+//! its calls too few for Block-STM to pay off, or when one sender sent more than a quarter of its
+//! transactions (their nonces chain them), with the same result; a forced run still uses
+//! Block-STM, and a block where the largest sender has exactly a quarter stays parallel. Blocks of
+//! cheaper calls (an average gas limit below `MIN_PARALLEL_AVG_GAS_LIMIT`) go to Block-STM only
+//! when no one contract takes more than half of their transactions; a hot recipient without code
+//! (an exchange's deposit address) does not hold a block back.
 
 mod common;
 
@@ -11,8 +12,8 @@ use alloy_primitives::{Address, Bytes, TxKind, U256};
 use common::{addr, cancun_block_input};
 use pseq_executor::{
     block::{
-        one_recipient_majority, one_sender_majority, parallel_pays_off, ExecutedPath, MIN_PARALLEL_AVG_GAS_LIMIT, MIN_PARALLEL_TOTAL_GAS_LIMIT, MIN_PARALLEL_TXS,
-        MIN_SPREAD_AVG_GAS_LIMIT,
+        majority_recipient, one_recipient_majority, one_sender_chain, one_sender_majority, parallel_pays_off, ExecutedPath, MIN_PARALLEL_AVG_GAS_LIMIT,
+        MIN_CALL_GAS_LIMIT_PER_TRANSFER, MIN_PARALLEL_CALL_GAS_LIMIT, MIN_PARALLEL_TXS,
     },
     parallel::tokens::transfer_calldata,
     execute_block,
@@ -29,9 +30,9 @@ fn counter() -> Address {
     addr(0xc0, 0)
 }
 
-/// `TXS` calls to the counter (enough gas limit in all for the small-block rule to let Block-STM
-/// run them): the first `chained` from one sender (nonces 0, 1, ...), placed
-/// every other transaction while they last, the rest from distinct senders.
+/// `TXS` calls to the counter (with a byte of calldata it ignores, and enough gas limit in all for
+/// the small-block rule to let Block-STM run them): the first `chained` from one sender (nonces 0,
+/// 1, ...), placed every other transaction while they last, the rest from distinct senders.
 fn block(chained: u64) -> (InMemoryState, BlockInput, Vec<TxEnv>) {
     let mut state = InMemoryState::new();
     state.insert_account(counter(), InMemoryAccount { nonce: 1, code: Some(Bytecode::new_raw(Bytes::from_static(PER_CALLER_COUNTER))), ..Default::default() });
@@ -45,7 +46,8 @@ fn block(chained: u64) -> (InMemoryState, BlockInput, Vec<TxEnv>) {
         if caller != whale {
             state.insert_account(caller, InMemoryAccount { balance: U256::from(10u128.pow(18)), ..Default::default() });
         }
-        txs.push(TxEnv { caller, gas_limit: 300_000, gas_price: 1, kind: TxKind::Call(counter()), nonce, chain_id: Some(1), ..Default::default() });
+        let data = Bytes::from_static(&[1]);
+        txs.push(TxEnv { caller, gas_limit: 300_000, gas_price: 1, kind: TxKind::Call(counter()), data, nonce, chain_id: Some(1), ..Default::default() });
     }
     (state, cancun_block_input(), txs)
 }
@@ -63,17 +65,18 @@ fn run(chained: u64, options: ExecutionOptions) -> BlockOutput {
 }
 
 #[test]
-fn a_block_mostly_from_one_sender_runs_sequentially_with_the_same_result() {
+fn a_block_with_over_a_quarter_from_one_sender_runs_sequentially_with_the_same_result() {
+    assert_eq!(run(TXS / 4 + 1, ExecutionOptions::parallel(2)).path, ExecutedPath::SenderChainFallback);
     assert_eq!(run(TXS / 2 + 1, ExecutionOptions::parallel(2)).path, ExecutedPath::SenderChainFallback);
     assert_eq!(run(TXS, ExecutionOptions::parallel(2)).path, ExecutedPath::SenderChainFallback);
 }
 
 #[test]
-fn half_from_one_sender_or_a_forced_run_stays_on_block_stm() {
+fn a_quarter_from_one_sender_or_a_forced_run_stays_on_block_stm() {
     // Block-STM runs it (the contention rule may still stop it, depending on how the threads
-    // interleave the half that is one chain).
-    let half = run(TXS / 2, ExecutionOptions::parallel(2)).path;
-    assert!(matches!(half, ExecutedPath::Parallel | ExecutedPath::ParallelFallback(_)), "{half:?}");
+    // interleave the quarter that is one chain).
+    let quarter = run(TXS / 4, ExecutionOptions::parallel(2)).path;
+    assert!(matches!(quarter, ExecutedPath::Parallel | ExecutedPath::ParallelFallback(_)), "{quarter:?}");
     assert_eq!(run(TXS, ExecutionOptions::force_parallel(2)).path, ExecutedPath::Parallel);
 }
 
@@ -88,30 +91,55 @@ fn the_majority_vote_counts_exactly() {
     assert!(!one_sender_majority(&[tx(1), tx(1), tx(2), tx(2), tx(3)]));
     assert!(one_sender_majority(&[tx(2), tx(1), tx(1), tx(3), tx(1)]));
     assert!(!one_sender_majority(&[tx(1), tx(2), tx(1), tx(2)]));
+    // More than a quarter: the three candidates of the first pass may include others.
+    assert!(!one_sender_chain(&[]));
+    assert!(one_sender_chain(&[tx(1)]));
+    assert!(!one_sender_chain(&[tx(1), tx(2), tx(3), tx(4)]));
+    assert!(one_sender_chain(&[tx(1), tx(2), tx(3), tx(4), tx(1)]));
+    assert!(!one_sender_chain(&[tx(1), tx(2), tx(3), tx(4), tx(5), tx(6), tx(7), tx(1)]));
+    assert!(one_sender_chain(&[tx(5), tx(6), tx(7), tx(8), tx(1), tx(2), tx(3), tx(1), tx(1)]));
+    // Candidates pushed out by others still count if they come back often enough.
+    let mut spread: Vec<TxEnv> = (10..40).map(tx).collect();
+    spread.extend((0..11).map(|_| tx(1)));
+    assert!(one_sender_chain(&spread), "11 of 41");
+    spread.pop();
+    assert!(!one_sender_chain(&spread), "10 of 40");
 }
 
 #[test]
-fn the_small_block_rule_needs_enough_transactions_gas_and_threads() {
-    let txs = |count: usize, gas_limit: u64| vec![TxEnv { gas_limit, ..Default::default() }; count];
-    let enough = MIN_PARALLEL_TOTAL_GAS_LIMIT.div_ceil(MIN_PARALLEL_TXS as u64).max(MIN_PARALLEL_AVG_GAS_LIMIT);
-    assert!(parallel_pays_off(&txs(MIN_PARALLEL_TXS, enough), 2));
-    assert!(!parallel_pays_off(&txs(MIN_PARALLEL_TXS, enough), 1), "one thread");
-    assert!(!parallel_pays_off(&txs(MIN_PARALLEL_TXS - 1, enough * 2), 2), "too few transactions");
-    // Plain transfers: many, but each too cheap.
-    assert!(!parallel_pays_off(&txs(10_000, 21_000), 2));
-    assert!(parallel_pays_off(&txs(10_000, MIN_PARALLEL_AVG_GAS_LIMIT), 2));
+fn the_small_block_rule_needs_enough_transactions_calls_and_threads() {
+    let no_code = |_| false;
+    let call = |gas_limit: u64| TxEnv { gas_limit, data: Bytes::from_static(&[1]), kind: TxKind::Call(Address::ZERO), ..Default::default() };
+    let calls = |count: usize, gas_limit: u64| (0..count).map(|_| call(gas_limit)).collect::<Vec<_>>();
+    let enough = MIN_PARALLEL_CALL_GAS_LIMIT.div_ceil(MIN_PARALLEL_TXS as u64).max(MIN_PARALLEL_AVG_GAS_LIMIT);
+    assert!(parallel_pays_off(&calls(MIN_PARALLEL_TXS, enough), 2, no_code));
+    assert!(!parallel_pays_off(&calls(MIN_PARALLEL_TXS, enough), 1, no_code), "one thread");
+    assert!(!parallel_pays_off(&calls(MIN_PARALLEL_TXS - 1, enough * 2), 2, no_code), "too few transactions");
     // Enough transactions, each costly enough, but too little work in all.
-    let small = MIN_PARALLEL_TOTAL_GAS_LIMIT / 100 - 1;
-    assert!(small >= MIN_PARALLEL_AVG_GAS_LIMIT);
-    assert!(!parallel_pays_off(&txs(100, small), 2));
-    // Gas limits near u64::MAX do not overflow the sum.
-    assert!(parallel_pays_off(&txs(MIN_PARALLEL_TXS, u64::MAX), 2));
+    let small = MIN_PARALLEL_CALL_GAS_LIMIT / 100 - 1;
+    assert!(!parallel_pays_off(&calls(100, small), 2, no_code));
+    // Plain transfers, however many and whatever their gas limits, do not count as work...
+    let transfer = TxEnv { gas_limit: 1_000_000, kind: TxKind::Call(Address::ZERO), ..Default::default() };
+    let transfers = MIN_PARALLEL_CALL_GAS_LIMIT / MIN_CALL_GAS_LIMIT_PER_TRANSFER;
+    let mut mixed = vec![transfer.clone(); transfers as usize];
+    assert!(!parallel_pays_off(&mixed, 2, no_code));
+    // ...but do not hold back a block whose calls (or creations) have enough...
+    mixed.extend(calls(3, MIN_PARALLEL_CALL_GAS_LIMIT / 4));
+    assert!(!parallel_pays_off(&mixed, 2, no_code));
+    mixed.push(TxEnv { gas_limit: MIN_PARALLEL_CALL_GAS_LIMIT / 4, kind: TxKind::Create, ..Default::default() });
+    assert!(parallel_pays_off(&mixed, 2, no_code));
+    // ...as long as the calls carry enough per transfer.
+    mixed.push(transfer);
+    assert!(!parallel_pays_off(&mixed, 2, no_code), "one transfer too many");
+    // Gas limits near u64::MAX do not overflow the sums.
+    assert!(parallel_pays_off(&calls(MIN_PARALLEL_TXS, u64::MAX), 2, no_code));
 }
 
 /// `count` calls with a 60,000 gas limit to `counters` per-caller counters (call `n` to counter
-/// `n % counters`), each from its own sender: enough gas limits in all for Block-STM, an
-/// average between the two limits. The calls carry a byte of calldata (the counter ignores it),
-/// so the partitioned path, which takes only transfers, leaves them to Block-STM.
+/// `n % counters`), each from its own sender: with enough calls in all for Block-STM, an average
+/// gas limit below `MIN_PARALLEL_AVG_GAS_LIMIT`. The calls carry a byte of calldata (the counter
+/// ignores it), so the partitioned path, which takes only transfers and token `transfer`s here,
+/// leaves them to Block-STM.
 fn cheap_calls(count: u64, counters: u64) -> (InMemoryState, BlockInput, Vec<TxEnv>) {
     let mut state = InMemoryState::new();
     for c in 0..counters {
@@ -130,8 +158,8 @@ fn cheap_calls(count: u64, counters: u64) -> (InMemoryState, BlockInput, Vec<TxE
 
 #[test]
 fn cheap_calls_into_one_contract_run_sequentially_and_spread_ones_through_block_stm() {
-    let count = MIN_PARALLEL_TOTAL_GAS_LIMIT / 60_000 + 1;
-    assert!((MIN_SPREAD_AVG_GAS_LIMIT..MIN_PARALLEL_AVG_GAS_LIMIT).contains(&60_000));
+    let count = 250;
+    assert!(60_000 < MIN_PARALLEL_AVG_GAS_LIMIT && count * 60_000 >= MIN_PARALLEL_CALL_GAS_LIMIT);
     for (counters, expected) in [(1, ExecutedPath::SmallBlockFallback), (count, ExecutedPath::Parallel)] {
         let (state, input, txs) = cheap_calls(count, counters);
         let sequential = execute_block(&state, &input, &txs, &ExecutionOptions::sequential()).expect("sequential");
@@ -146,14 +174,15 @@ fn cheap_calls_into_one_contract_run_sequentially_and_spread_ones_through_block_
 fn the_recipient_vote_leaves_out_token_transfers_and_creations() {
     let call = |to: u64, data: Bytes| TxEnv { gas_limit: 60_000, kind: TxKind::Call(addr(0xc1, to)), data, ..Default::default() };
     let transfer = |n: u64| transfer_calldata(addr(0x5f, n), U256::from(1));
-    let count = MIN_PARALLEL_TOTAL_GAS_LIMIT / 60_000 + 1;
-    let one: Vec<TxEnv> = (0..count).map(|_| call(0, Bytes::new())).collect();
-    assert!(one_recipient_majority(&one));
-    assert!(!parallel_pays_off(&one, 2));
+    let count = 250;
+    let one: Vec<TxEnv> = (0..count).map(|_| call(0, Bytes::from_static(&[1]))).collect();
+    assert_eq!(majority_recipient(&one), Some(addr(0xc1, 0)));
+    assert!(!parallel_pays_off(&one, 2, |_| true), "cheap calls into one contract");
+    assert!(parallel_pays_off(&one, 2, |_| false), "the same recipient without code");
     // `transfer`s into one token move distinct balances: no majority.
     let token: Vec<TxEnv> = (0..count).map(|n| call(0, transfer(n))).collect();
     assert!(!one_recipient_majority(&token));
-    assert!(parallel_pays_off(&token, 2));
+    assert!(parallel_pays_off(&token, 2, |_| true));
     // Exactly half into one contract is no majority; one more is.
     let mut half: Vec<TxEnv> = (0..count / 2 * 2).map(|n| call(if n % 2 == 0 { 0 } else { n }, Bytes::new())).collect();
     assert!(!one_recipient_majority(&half));
@@ -162,8 +191,46 @@ fn the_recipient_vote_leaves_out_token_transfers_and_creations() {
     // Creations count as no recipient.
     let creations: Vec<TxEnv> = (0..count).map(|_| TxEnv { gas_limit: 60_000, kind: TxKind::Create, ..Default::default() }).collect();
     assert!(!one_recipient_majority(&creations));
-    // Below the lower average, spread or not, the block runs sequentially.
-    let cheaper: Vec<TxEnv> = (0..MIN_PARALLEL_TOTAL_GAS_LIMIT / 40_000 + 1).map(|n| TxEnv { gas_limit: 40_000, ..call(n, Bytes::new()) }).collect();
-    assert!(!one_recipient_majority(&cheaper));
-    assert!(!parallel_pays_off(&cheaper, 2));
+    assert!(parallel_pays_off(&creations, 2, |_| true));
+    // Costlier calls into one contract go to Block-STM anyway (the contention rule is their
+    // fallback).
+    let costly: Vec<TxEnv> = (0..count).map(|_| TxEnv { gas_limit: MIN_PARALLEL_AVG_GAS_LIMIT, ..call(0, Bytes::from_static(&[1])) }).collect();
+    assert!(parallel_pays_off(&costly, 2, |_| true));
+}
+
+/// `hot` plain transfers to one recipient (`recipient_code`: with the per-caller counter as its
+/// code) and `calls` calls with calldata to distinct counters, each from its own sender,
+/// interleaved: the pattern of mainnet blocks whose transactions mostly pay one exchange.
+fn hot_recipient_block(hot: u64, calls: u64, recipient_code: bool) -> (InMemoryState, BlockInput, Vec<TxEnv>) {
+    let mut state = InMemoryState::new();
+    let recipient = addr(0xee, 0);
+    let code = recipient_code.then(|| Bytecode::new_raw(Bytes::from_static(PER_CALLER_COUNTER)));
+    state.insert_account(recipient, InMemoryAccount { nonce: 1, code, ..Default::default() });
+    let mut txs = Vec::new();
+    for n in 0..hot + calls {
+        let caller = addr(0x5f, n);
+        state.insert_account(caller, InMemoryAccount { balance: U256::from(10u128.pow(18)), ..Default::default() });
+        let tx = TxEnv { caller, gas_price: 1, chain_id: Some(1), ..Default::default() };
+        txs.push(if n % (hot / calls + 1) == 0 && n / (hot / calls + 1) < calls {
+            let counter = addr(0xc1, n);
+            state.insert_account(counter, InMemoryAccount { nonce: 1, code: Some(Bytecode::new_raw(Bytes::from_static(PER_CALLER_COUNTER))), ..Default::default() });
+            TxEnv { gas_limit: 200_000, kind: TxKind::Call(counter), data: Bytes::from_static(&[1]), ..tx }
+        } else {
+            TxEnv { gas_limit: 60_000, kind: TxKind::Call(recipient), value: U256::from(n + 1), ..tx }
+        });
+    }
+    (state, cancun_block_input(), txs)
+}
+
+#[test]
+fn a_hot_recipient_without_code_does_not_hold_a_block_back_and_one_with_code_does() {
+    for (recipient_code, expected) in [(false, ExecutedPath::Parallel), (true, ExecutedPath::SmallBlockFallback)] {
+        let (state, input, txs) = hot_recipient_block(400, 40, recipient_code);
+        assert!(one_recipient_majority(&txs));
+        let sequential = execute_block(&state, &input, &txs, &ExecutionOptions::sequential()).expect("sequential");
+        assert!(sequential.receipts.iter().all(|r| r.success), "a transaction failed");
+        let parallel = execute_block(&state, &input, &txs, &ExecutionOptions::parallel(2)).expect("parallel");
+        assert!(parallel.same_result(&sequential), "parallel differs from sequential ({:?})", parallel.path);
+        assert_eq!(parallel.path, expected, "recipient with code: {recipient_code}");
+    }
 }
