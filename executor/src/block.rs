@@ -245,10 +245,11 @@ pub const MIN_PARALLEL_CALL_GAS_LIMIT: u64 = 4_000_000;
 /// Blocks whose calls and creations have less gas limit than this per plain value transfer run
 /// sequentially unless forced: each transfer costs Block-STM more than it gains (2.4 µs of thread
 /// time in a Block-STM run of 1,430 independent transfers, 0.8 µs sequentially), and the calls
-/// must pay for them. A mainnet block of
-/// 1,316 transfers and 30 calls (5,200 per transfer) won 1.1x when both cores were free and lost
-/// (0.7x) whenever the machine took one away; the next (15274915, 11,400) won 1.3x.
-pub const MIN_CALL_GAS_LIMIT_PER_TRANSFER: u64 = 10_000;
+/// must pay for them. Blocks near the line win only while both cores are free: a mainnet block of
+/// 1,316 transfers and 30 calls (5,200 per transfer) won 1.1x then and fell to 0.7x whenever the
+/// machine took part of a core away; one with 11,400 per transfer (15274915) fell from 1.27x to
+/// 0.88-0.91x, while every block above 28,000 per transfer stayed above 1.15x.
+pub const MIN_CALL_GAS_LIMIT_PER_TRANSFER: u64 = 15_000;
 
 /// Blocks whose transactions average a gas limit of at least this go to Block-STM even when most
 /// of them call one contract ([`one_recipient_majority`]): calls that costly give the workers

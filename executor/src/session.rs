@@ -209,10 +209,12 @@ impl<'a, S: StateSource> BlockSession<'a, S> {
         } else {
             None
         };
-        // The parallel path also normalises the diff on its threads.
-        let threads = match self.options.mode {
-            ExecutionMode::Sequential => 1,
-            ExecutionMode::Parallel { threads, .. } | ExecutionMode::Partitioned { threads } => threads.get(),
+        // The parallel path also normalises the diff on its threads, where its transactions ran
+        // on them: after a sequential fallback the helpers have slept since the last block, and
+        // waking them costs more than the diff of a block the rules kept sequential gains.
+        let threads = match (self.options.mode, self.path) {
+            (ExecutionMode::Sequential, _) | (_, Some(ExecutedPath::SmallBlockFallback | ExecutedPath::SenderChainFallback)) => 1,
+            (ExecutionMode::Parallel { threads, .. } | ExecutionMode::Partitioned { threads }, _) => threads.get(),
         };
         let state = self.overlay.into_diff_on(threads)?;
         Ok(BlockOutput {
