@@ -238,8 +238,8 @@ pub const MIN_PARALLEL_TXS: usize = 16;
 /// microsecond each, less than Block-STM spends scheduling, recording and validating them (a
 /// 30 M-gas block of independent transfers, forced: 0.57x); what pays for a Block-STM run is
 /// calls, which take tens of microseconds each, and a block with enough of them wins even when
-/// most of its transactions are transfers (mainnet blocks of 1,100-1,350 transactions, most
-/// paying one exchange: 1.1-1.6x).
+/// most of its transactions are transfers (mainnet blocks of 866 and 1,100 transactions, most
+/// paying one exchange: 1.5-1.6x).
 pub const MIN_PARALLEL_CALL_GAS_LIMIT: u64 = 4_000_000;
 
 /// Blocks whose calls and creations have less gas limit than this per plain value transfer run
