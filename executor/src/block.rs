@@ -252,7 +252,7 @@ pub const MIN_PARALLEL_CALL_GAS_LIMIT: u64 = 4_000_000;
 pub const MIN_CALL_GAS_LIMIT_PER_TRANSFER: u64 = 15_000;
 
 /// Blocks whose transactions average a gas limit of at least this go to Block-STM even when most
-/// of them call one contract ([`one_recipient_majority`]): calls that costly give the workers
+/// of them call one contract ([`majority_recipient`]): calls that costly give the workers
 /// enough to do between conflicts, and the contention rule stops a run that is a chain.
 pub const MIN_PARALLEL_AVG_GAS_LIMIT: u64 = 75_000;
 
@@ -271,13 +271,19 @@ pub fn parallel_pays_off(txs: &[TxEnv], threads: usize, has_code: impl FnOnce(Ad
     if threads < 2 || txs.len() < MIN_PARALLEL_TXS {
         return false;
     }
-    let runs_code = |tx: &&TxEnv| !tx.data.is_empty() || tx.kind == TxKind::Create;
-    let call_gas_limits: u64 = txs.iter().filter(runs_code).map(|tx| tx.gas_limit).fold(0, u64::saturating_add);
-    let transfers = txs.iter().filter(|tx| !runs_code(tx)).count() as u64;
+    // One pass: the gas limits of the calls and creations, the plain transfers, all gas limits.
+    let (mut call_gas_limits, mut transfers, mut gas_limits) = (0u64, 0u64, 0u64);
+    for tx in txs {
+        if tx.data.is_empty() && tx.kind != TxKind::Create {
+            transfers += 1;
+        } else {
+            call_gas_limits = call_gas_limits.saturating_add(tx.gas_limit);
+        }
+        gas_limits = gas_limits.saturating_add(tx.gas_limit);
+    }
     if call_gas_limits < MIN_PARALLEL_CALL_GAS_LIMIT.max(transfers.saturating_mul(MIN_CALL_GAS_LIMIT_PER_TRANSFER)) {
         return false;
     }
-    let gas_limits: u64 = txs.iter().map(|tx| tx.gas_limit).fold(0, u64::saturating_add);
     if gas_limits / txs.len() as u64 >= MIN_PARALLEL_AVG_GAS_LIMIT {
         return true;
     }
@@ -317,16 +323,6 @@ pub fn majority_recipient(txs: &[TxEnv]) -> Option<Address> {
         TxKind::Call(to) if crate::parallel::tokens::decode_transfer(&tx.data).is_none() => Some(to),
         _ => None,
     }))
-}
-
-/// Whether one account is the recipient of more than half of `txs` ([`majority_recipient`]).
-pub fn one_recipient_majority(txs: &[TxEnv]) -> bool {
-    majority_recipient(txs).is_some()
-}
-
-/// Whether one sender sent more than half of `txs` (Boyer and Moore's majority vote).
-pub fn one_sender_majority(txs: &[TxEnv]) -> bool {
-    frequent::<_, 1>(txs.iter().map(|tx| Some(tx.caller))).is_some()
 }
 
 /// Whether one sender sent more than a quarter of `txs`. Each of its transactions needs the one

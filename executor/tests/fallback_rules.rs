@@ -12,7 +12,7 @@ use alloy_primitives::{Address, Bytes, TxKind, U256};
 use common::{addr, cancun_block_input};
 use pseq_executor::{
     block::{
-        majority_recipient, one_recipient_majority, one_sender_chain, one_sender_majority, parallel_pays_off, ExecutedPath, MIN_PARALLEL_AVG_GAS_LIMIT,
+        majority_recipient, one_sender_chain, parallel_pays_off, ExecutedPath, MIN_PARALLEL_AVG_GAS_LIMIT,
         MIN_CALL_GAS_LIMIT_PER_TRANSFER, MIN_PARALLEL_CALL_GAS_LIMIT, MIN_PARALLEL_TXS,
     },
     parallel::tokens::transfer_calldata,
@@ -82,15 +82,18 @@ fn a_quarter_from_one_sender_or_a_forced_run_stays_on_block_stm() {
 
 #[test]
 fn the_majority_vote_counts_exactly() {
+    // The recipient vote: calls to `addr(0xc1, n)`.
+    let to = |n: u64| TxEnv { kind: TxKind::Call(addr(0xc1, n)), ..Default::default() };
+    let majority = |txs: &[TxEnv]| majority_recipient(txs).is_some();
+    assert!(!majority(&[]));
+    assert_eq!(majority_recipient(&[to(1)]), Some(addr(0xc1, 1)));
+    assert!(!majority(&[to(1), to(2)]));
+    assert!(majority(&[to(1), to(2), to(1)]));
+    // The vote's candidate after one pass can be a recipient without a majority: the count decides.
+    assert!(!majority(&[to(1), to(1), to(2), to(2), to(3)]));
+    assert_eq!(majority_recipient(&[to(2), to(1), to(1), to(3), to(1)]), Some(addr(0xc1, 1)));
+    assert!(!majority(&[to(1), to(2), to(1), to(2)]));
     let tx = |n: u64| TxEnv { caller: addr(0x5e, n), ..Default::default() };
-    assert!(!one_sender_majority(&[]));
-    assert!(one_sender_majority(&[tx(1)]));
-    assert!(!one_sender_majority(&[tx(1), tx(2)]));
-    assert!(one_sender_majority(&[tx(1), tx(2), tx(1)]));
-    // The vote's candidate after one pass can be a sender without a majority: the count decides.
-    assert!(!one_sender_majority(&[tx(1), tx(1), tx(2), tx(2), tx(3)]));
-    assert!(one_sender_majority(&[tx(2), tx(1), tx(1), tx(3), tx(1)]));
-    assert!(!one_sender_majority(&[tx(1), tx(2), tx(1), tx(2)]));
     // More than a quarter: the three candidates of the first pass may include others.
     assert!(!one_sender_chain(&[]));
     assert!(one_sender_chain(&[tx(1)]));
@@ -181,16 +184,16 @@ fn the_recipient_vote_leaves_out_token_transfers_and_creations() {
     assert!(parallel_pays_off(&one, 2, |_| false), "the same recipient without code");
     // `transfer`s into one token move distinct balances: no majority.
     let token: Vec<TxEnv> = (0..count).map(|n| call(0, transfer(n))).collect();
-    assert!(!one_recipient_majority(&token));
+    assert_eq!(majority_recipient(&token), None);
     assert!(parallel_pays_off(&token, 2, |_| true));
     // Exactly half into one contract is no majority; one more is.
     let mut half: Vec<TxEnv> = (0..count / 2 * 2).map(|n| call(if n % 2 == 0 { 0 } else { n }, Bytes::new())).collect();
-    assert!(!one_recipient_majority(&half));
+    assert_eq!(majority_recipient(&half), None);
     half.push(call(0, Bytes::new()));
-    assert!(one_recipient_majority(&half));
+    assert_eq!(majority_recipient(&half), Some(addr(0xc1, 0)));
     // Creations count as no recipient.
     let creations: Vec<TxEnv> = (0..count).map(|_| TxEnv { gas_limit: 60_000, kind: TxKind::Create, ..Default::default() }).collect();
-    assert!(!one_recipient_majority(&creations));
+    assert_eq!(majority_recipient(&creations), None);
     assert!(parallel_pays_off(&creations, 2, |_| true));
     // Costlier calls into one contract go to Block-STM anyway (the contention rule is their
     // fallback).
@@ -226,7 +229,7 @@ fn hot_recipient_block(hot: u64, calls: u64, recipient_code: bool) -> (InMemoryS
 fn a_hot_recipient_without_code_does_not_hold_a_block_back_and_one_with_code_does() {
     for (recipient_code, expected) in [(false, ExecutedPath::Parallel), (true, ExecutedPath::SmallBlockFallback)] {
         let (state, input, txs) = hot_recipient_block(400, 40, recipient_code);
-        assert!(one_recipient_majority(&txs));
+        assert_eq!(majority_recipient(&txs), Some(addr(0xee, 0)));
         let sequential = execute_block(&state, &input, &txs, &ExecutionOptions::sequential()).expect("sequential");
         assert!(sequential.receipts.iter().all(|r| r.success), "a transaction failed");
         let parallel = execute_block(&state, &input, &txs, &ExecutionOptions::parallel(2)).expect("parallel");
