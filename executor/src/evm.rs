@@ -48,3 +48,15 @@ where
         Ok(())
     }
 }
+
+/// Loads the KZG trusted setup that the point-evaluation precompile (`0x0a`, EIP-4844) verifies
+/// proofs with, and returns how long it took. The setup is loaded once per process, on first use,
+/// and loading it takes about a second of CPU: a node calls this on a thread of its own at start,
+/// so that the first block calling the precompile does not wait for it. A block that calls it
+/// while loading is under way waits for that load instead of starting its own.
+pub fn preload_kzg_setup() -> std::time::Duration {
+    let started = std::time::Instant::now();
+    // All-zero inputs are not a valid proof: the answer is `false`, the setup is loaded either way.
+    let _ = revm::precompile::kzg_point_evaluation::verify_kzg_proof(&[0; 48], &[0; 32], &[0; 32], &[0; 48]);
+    started.elapsed()
+}

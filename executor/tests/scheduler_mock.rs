@@ -68,21 +68,22 @@ fn execute(mv: &MvMemory, txs: &[MockTx], tx: usize) -> Result<(Vec<(Location, O
     Ok((reads, txs[tx].writes.iter().map(|k| (key(*k), Value::Storage(value))).collect()))
 }
 
-fn parallel(txs: &[MockTx], threads: usize) -> HashMap<u64, U256> {
+fn parallel(txs: &[MockTx], threads: usize, hoisted: Vec<usize>) -> HashMap<u64, U256> {
     let mv = MvMemory::new(txs.len(), Address::repeat_byte(0xbe));
-    let scheduler = Scheduler::new(txs.len());
+    let scheduler = Scheduler::with_hoisted(txs.len(), hoisted);
     std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| {
+        for worker in 0..threads {
+            let (scheduler, mv) = (&scheduler, &mv);
+            scope.spawn(move || {
                 let mut task = None;
                 while !scheduler.is_done() {
-                    let Some(current) = task.take().or_else(|| scheduler.next_task()) else {
+                    let Some(current) = task.take().or_else(|| scheduler.next_task(worker)) else {
                         std::thread::yield_now();
                         continue;
                     };
                     task = match current {
                         Task::Execute(tx, incarnation) => loop {
-                            match execute(&mv, txs, tx) {
+                            match execute(mv, txs, tx) {
                                 Ok((reads, writes)) => {
                                     let wrote_new = mv.record(tx, incarnation, reads, writes);
                                     break scheduler.finish_execution(tx, incarnation, wrote_new);
@@ -124,7 +125,23 @@ fn scheduler_and_memory_match_the_sequential_baseline() {
         let txs = generate(seed);
         let expected = sequential(&txs);
         for threads in [2, 4, 8] {
-            assert_eq!(parallel(&txs, threads), expected, "seed {seed}, {threads} threads");
+            assert_eq!(parallel(&txs, threads, Vec::new()), expected, "seed {seed}, {threads} threads");
+        }
+    }
+}
+
+/// Hoisted transactions (started before the block order reaches them) read what lower
+/// transactions have not written yet: validation must catch every such read.
+#[test]
+fn hoisted_transactions_match_the_sequential_baseline() {
+    for seed in 0..3000 {
+        let txs = generate(seed);
+        let expected = sequential(&txs);
+        // The top transaction, the middle one, and one past the block (ignored).
+        let hoisted = vec![txs.len() - 1, txs.len() / 2, txs.len() + 3];
+        for threads in [2, 4, 8] {
+            let hoisted = hoisted[..(threads - 1).min(hoisted.len())].to_vec();
+            assert_eq!(parallel(&txs, threads, hoisted), expected, "seed {seed}, {threads} threads");
         }
     }
 }

@@ -134,6 +134,7 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
     let (head, head_hash) = storage.head();
     tracing::info!(datadir = %config.datadir.display(), chain_id = spec.chain_id, head, %head_hash, "datadir opened");
     spawn_trie_cache_warm_up(storage.clone());
+    spawn_kzg_setup_load();
     let gas_limit = if config.dev { config.gas_limit } else { args.gas_limit.unwrap_or(spec.genesis_header.gas_limit) };
     let settings = BuilderSettings { gas_limit, threads: config.threads, continuous: config.continuous, ..Default::default() };
     let sequencer = Arc::new(Sequencer::new(storage.clone(), spec, settings).map_err(|e| e.to_string())?);
@@ -234,6 +235,19 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+/// Loads the KZG trusted setup of the point-evaluation precompile in the background: loaded on
+/// first use instead, it would hold up the first block that calls the precompile for as long as
+/// loading takes (about a second).
+fn spawn_kzg_setup_load() {
+    let spawned = std::thread::Builder::new().name("kzg-setup".into()).spawn(|| {
+        let took = pseq_executor::evm::preload_kzg_setup();
+        tracing::info!(ms = took.as_millis() as u64, "KZG trusted setup loaded");
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start loading the KZG trusted setup; the first block calling the point-evaluation precompile loads it");
     }
 }
 

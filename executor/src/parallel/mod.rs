@@ -6,11 +6,13 @@
 //! - [`worker`]: the worker loop and the translation of revm output into write sets.
 //! - [`lazy`]: the deferred beneficiary and transfer deltas and their exact evaluation.
 //! - [`tokens`]: the ERC-20 contracts whose transfers credit the recipient lazily.
+//! - [`hoist`]: heavy transactions late in the block, started ahead of the block order.
 //!
 //! After the scheduler finishes, every transaction's last incarnation is validated against the
 //! final versions, which makes the result that of executing the block in order. The merge then
 //! takes, per location, the last absolute write, and folds lazy deltas over it in block order.
 
+pub mod hoist;
 pub mod lazy;
 pub mod mv_memory;
 pub mod scheduler;
@@ -215,10 +217,10 @@ pub(crate) fn execute_transactions<S: StateSource>(
 ) -> Result<ParallelOutcome, BlockError> {
     let beneficiary = input.block.beneficiary;
     let mv = MvMemory::new(txs.len(), beneficiary);
-    let scheduler = scheduler::Scheduler::new(txs.len());
+    let workers = threads.get().min(txs.len().max(1));
+    let scheduler = scheduler::Scheduler::with_hoisted(txs.len(), hoist::heavy_late_transactions(txs, workers - 1));
     let outcomes: Vec<Mutex<Option<TxOutcome>>> = (0..txs.len()).map(|_| Mutex::new(None)).collect();
     let halt = Mutex::new(None);
-    let workers = threads.get().min(txs.len().max(1));
     let started = std::time::Instant::now();
     {
         let base: &BlockOverlay<'_, S> = overlay;
@@ -226,8 +228,8 @@ pub(crate) fn execute_transactions<S: StateSource>(
         // The workers run on the kept helper threads (`threads.rs`), the first on this one.
         crate::threads::map_on_threads(
             (0..workers).collect(),
-            |_| {
-                worker::run(&shared);
+            |worker| {
+                worker::run(&shared, worker);
                 Ok(())
             },
             || BlockError::Evm("a Block-STM worker thread panicked".into()),

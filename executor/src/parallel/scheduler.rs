@@ -3,6 +3,12 @@
 //! ESTIMATE waits on its writer as a dependency; an aborted validation re-opens the transaction
 //! with a higher incarnation and pulls validation back so every higher transaction is checked
 //! again. Workers finish when both indexes are past the block and no task is in flight.
+//!
+//! A few transactions may be *hoisted*: handed out once, before anything else, to the workers
+//! other than the first, which would otherwise all start at the bottom of the block with it (see
+//! [`super::hoist`]). Block-STM needs
+//! no help for that: a hoisted execution is one more incarnation, validated in block order like
+//! every other, and aborted and run again if a lower transaction wrote what it read.
 
 use super::{Incarnation, TxIdx};
 use parking_lot::Mutex;
@@ -42,6 +48,8 @@ pub struct Scheduler {
     halted: AtomicBool,
     states: Vec<Mutex<TxState>>,
     dependents: Vec<Mutex<Vec<TxIdx>>>,
+    hoisted: Vec<TxIdx>,
+    next_hoisted: AtomicUsize,
     /// Counters of the run, for diagnostics and benchmarks.
     pub stats: SchedulerStats,
 }
@@ -67,6 +75,14 @@ pub struct SchedulerStats {
 impl Scheduler {
     /// A scheduler for a block of `block_size` transactions.
     pub fn new(block_size: usize) -> Self {
+        Self::with_hoisted(block_size, Vec::new())
+    }
+
+    /// A scheduler that hands out the first execution of each of `hoisted` (transactions of the
+    /// block, in that order) to workers other than the first before any task in block order.
+    /// Indexes past the block are ignored.
+    pub fn with_hoisted(block_size: usize, mut hoisted: Vec<TxIdx>) -> Self {
+        hoisted.retain(|tx| *tx < block_size);
         Self {
             block_size,
             execution_idx: AtomicUsize::new(0),
@@ -77,6 +93,8 @@ impl Scheduler {
             halted: AtomicBool::new(false),
             states: (0..block_size).map(|_| Mutex::new(TxState { incarnation: 0, status: Status::ReadyToExecute })).collect(),
             dependents: (0..block_size).map(|_| Mutex::new(Vec::new())).collect(),
+            hoisted,
+            next_hoisted: AtomicUsize::new(0),
             stats: SchedulerStats::default(),
         }
     }
@@ -159,11 +177,30 @@ impl Scheduler {
         None
     }
 
-    /// The next task, validation first where it lags behind execution. `None` when nothing is
+    /// The next hoisted transaction not yet handed out, if it is still waiting for its first
+    /// execution.
+    fn next_hoisted(&self) -> Option<Task> {
+        if self.next_hoisted.load(Ordering::Relaxed) >= self.hoisted.len() {
+            return None;
+        }
+        let &tx = self.hoisted.get(self.next_hoisted.fetch_add(1, Ordering::SeqCst))?;
+        // An active task from here: the run cannot be found done while it executes. The block
+        // order may have reached it first; `try_incarnate` then ends the task.
+        self.num_active_tasks.fetch_add(1, Ordering::SeqCst);
+        self.try_incarnate(tx)
+    }
+
+    /// The next task for `worker` (numbered from 0): hoisted transactions first for workers other
+    /// than the first, then validation where it lags behind execution. `None` when nothing is
     /// available right now; the caller checks [`Scheduler::is_done`] and asks again.
-    pub fn next_task(&self) -> Option<Task> {
+    pub fn next_task(&self, worker: usize) -> Option<Task> {
         if self.is_done() {
             return None;
+        }
+        if worker > 0 {
+            if let Some(task) = self.next_hoisted() {
+                return Some(task);
+            }
         }
         if self.validation_idx.load(Ordering::SeqCst) < self.execution_idx.load(Ordering::SeqCst) {
             self.next_version_to_validate()

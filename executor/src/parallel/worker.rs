@@ -79,15 +79,16 @@ enum ExecOutcome {
     Blocked(TxIdx),
 }
 
-/// Runs tasks until the scheduler is done or the run is halted.
-pub fn run<S: StateSource>(shared: &Shared<'_, S>) {
+/// Runs tasks as worker `worker` (from 0; see [`Scheduler::next_task`]) until the scheduler is
+/// done or the run is halted.
+pub fn run<S: StateSource>(shared: &Shared<'_, S>, worker: usize) {
     let spec = shared.input.cfg.spec;
     let view = VersionedView::new(shared.base, shared.mv, spec);
     let mut evm = build_evm(view, shared.input.cfg.clone(), shared.input.block.clone());
     let mut task: Option<Task> = None;
     let mut idle_spins = 0u32;
     while !shared.scheduler.is_done() {
-        let current = match task.take().or_else(|| shared.scheduler.next_task()) {
+        let current = match task.take().or_else(|| shared.scheduler.next_task(worker)) {
             Some(current) => current,
             None => {
                 idle_spins += 1;
