@@ -6,9 +6,9 @@
 //!
 //! A few transactions may be *hoisted*: handed out once, before anything else, to the workers
 //! other than the first, which would otherwise all start at the bottom of the block with it (see
-//! [`super::hoist`]). Block-STM needs
-//! no help for that: a hoisted execution is one more incarnation, validated in block order like
-//! every other, and aborted and run again if a lower transaction wrote what it read.
+//! [`super::hoist`]). Correctness needs nothing more: a hoisted execution is one more incarnation,
+//! validated in block order like every other, and aborted and run again if a lower transaction
+//! wrote what it read.
 
 use super::{Incarnation, TxIdx};
 use parking_lot::Mutex;
