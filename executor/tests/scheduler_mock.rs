@@ -145,3 +145,28 @@ fn hoisted_transactions_match_the_sequential_baseline() {
         }
     }
 }
+
+/// The first worker starts at the bottom of the block; the others take the hoisted transactions
+/// first, each once (one the block order reached first is skipped), and the block order skips
+/// the hoisted ones it reaches while they execute.
+#[test]
+fn hoisted_transactions_go_to_the_other_workers_once() {
+    let scheduler = Scheduler::with_hoisted(10, vec![9, 0, 7]);
+    assert_eq!(scheduler.next_task(0), Some(Task::Execute(0, 0)));
+    assert_eq!(scheduler.next_task(1), Some(Task::Execute(9, 0)));
+    assert_eq!(scheduler.next_task(2), Some(Task::Execute(7, 0)), "transaction 0 already runs");
+    // Worker 0 works through the block order up to the hoisted transaction 7.
+    for tx in 0..7 {
+        if tx > 0 {
+            assert_eq!(scheduler.next_task(0), Some(Task::Execute(tx, 0)));
+        }
+        assert_eq!(scheduler.finish_execution(tx, 0, true), None);
+        assert_eq!(scheduler.next_task(0), Some(Task::Validate(tx, 0)));
+        assert_eq!(scheduler.finish_validation(tx, false), None);
+    }
+    // 7 is executing: the block order neither executes nor validates it.
+    assert_eq!(scheduler.next_task(0), None);
+    assert_eq!(scheduler.next_task(0), None);
+    assert_eq!(scheduler.next_task(0), Some(Task::Execute(8, 0)));
+    assert_eq!(scheduler.next_task(1), None, "9 is executing and nothing else is left");
+}

@@ -177,17 +177,19 @@ impl Scheduler {
         None
     }
 
-    /// The next hoisted transaction not yet handed out, if it is still waiting for its first
-    /// execution.
+    /// The next hoisted transaction not yet handed out that is still waiting for its first
+    /// execution (the block order may have reached some first).
     fn next_hoisted(&self) -> Option<Task> {
-        if self.next_hoisted.load(Ordering::Relaxed) >= self.hoisted.len() {
-            return None;
+        while self.next_hoisted.load(Ordering::Relaxed) < self.hoisted.len() {
+            let &tx = self.hoisted.get(self.next_hoisted.fetch_add(1, Ordering::SeqCst))?;
+            // An active task from here: the run cannot be found done while it executes. Where
+            // the transaction is not ready, `try_incarnate` ends the task.
+            self.num_active_tasks.fetch_add(1, Ordering::SeqCst);
+            if let Some(task) = self.try_incarnate(tx) {
+                return Some(task);
+            }
         }
-        let &tx = self.hoisted.get(self.next_hoisted.fetch_add(1, Ordering::SeqCst))?;
-        // An active task from here: the run cannot be found done while it executes. The block
-        // order may have reached it first; `try_incarnate` then ends the task.
-        self.num_active_tasks.fetch_add(1, Ordering::SeqCst);
-        self.try_incarnate(tx)
+        None
     }
 
     /// The next task for `worker` (numbered from 0): hoisted transactions first for workers other
