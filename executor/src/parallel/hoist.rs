@@ -56,17 +56,14 @@ pub fn heavy_late_transactions(txs: &[TxEnv], spare_workers: usize) -> Vec<TxIdx
             large_gas_limit || tx.data.len() >= MIN_HOIST_CALLDATA
         })
         .collect();
-    if heavy.is_empty() {
-        return heavy;
-    }
-    heavy.retain(|&index| {
+    // Largest gas limit first; the lower index first among equals. Each candidate's scan of the
+    // lower transactions stops once enough are found.
+    heavy.sort_by_key(|&index| (std::cmp::Reverse(txs[index].gas_limit), index));
+    let independent = |&index: &TxIdx| {
         let tx = &txs[index];
         !txs[..index].iter().any(|lower| lower.caller == tx.caller || (tx.kind.is_call() && lower.kind == tx.kind))
-    });
-    // Largest gas limit first; the lower index first among equals.
-    heavy.sort_by_key(|&index| (std::cmp::Reverse(txs[index].gas_limit), index));
-    heavy.truncate(spare_workers.saturating_mul(MAX_HOISTED_PER_WORKER));
-    heavy
+    };
+    heavy.into_iter().filter(independent).take(spare_workers.saturating_mul(MAX_HOISTED_PER_WORKER)).collect()
 }
 
 #[cfg(test)]
