@@ -127,6 +127,59 @@ pub enum InvalidTxPolicy {
     Skip,
 }
 
+/// Techniques of Block-STM that can be switched off, to measure what each one buys in the same
+/// process (`pseq bench exec --without`). Every combination gives the sequential result; only
+/// the time changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Techniques(u8);
+
+impl Techniques {
+    /// Heavy transactions late in the block started first ([`crate::parallel::hoist`]).
+    pub const HOISTING: Self = Self(1);
+    /// A transaction that finds its sender's nonce too high waits for the sender's lower
+    /// transaction instead of being recorded invalid ([`crate::parallel::worker`]).
+    pub const NONCE_WAITS: Self = Self(2);
+    /// ERC-20 `transfer` credits applied as deltas ([`crate::parallel::tokens`]).
+    pub const LAZY_TOKEN_CREDITS: Self = Self(4);
+    /// Every technique: the default.
+    pub const ALL: Self = Self(7);
+    /// No technique.
+    pub const NONE: Self = Self(0);
+    /// Each technique with the name `--without` takes.
+    pub const NAMED: [(&'static str, Self); 3] = [("hoisting", Self::HOISTING), ("nonce-waits", Self::NONCE_WAITS), ("lazy-token-credits", Self::LAZY_TOKEN_CREDITS)];
+
+    /// Whether every technique of `other` is in `self`.
+    pub fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// `self` without the techniques of `other`.
+    pub fn remove(self, other: Self) -> Self {
+        Self(self.0 & !other.0)
+    }
+
+    /// Both sets together.
+    pub fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+
+    /// The technique called `name` (see [`Techniques::NAMED`]).
+    pub fn named(name: &str) -> Option<Self> {
+        Self::NAMED.iter().find(|(known, _)| *known == name).map(|(_, technique)| *technique)
+    }
+
+    /// The names of the techniques in the set, comma separated.
+    pub fn names(self) -> String {
+        Self::NAMED.iter().filter(|(_, technique)| self.contains(*technique)).map(|(name, _)| *name).collect::<Vec<_>>().join(",")
+    }
+}
+
+impl Default for Techniques {
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
 /// How to execute a block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExecutionOptions {
@@ -134,18 +187,20 @@ pub struct ExecutionOptions {
     pub mode: ExecutionMode,
     /// Invalid transactions: reject the block or skip them.
     pub invalid_tx: InvalidTxPolicy,
+    /// The techniques Block-STM uses (all by default).
+    pub techniques: Techniques,
 }
 
 impl ExecutionOptions {
     /// The sequential reference path, rejecting invalid transactions.
     pub fn sequential() -> Self {
-        Self { mode: ExecutionMode::Sequential, invalid_tx: InvalidTxPolicy::Reject }
+        Self { mode: ExecutionMode::Sequential, invalid_tx: InvalidTxPolicy::Reject, techniques: Techniques::ALL }
     }
 
     /// The parallel path on `threads` threads, rejecting invalid transactions.
     pub fn parallel(threads: usize) -> Self {
         let threads = NonZeroUsize::new(threads).unwrap_or(NonZeroUsize::MIN);
-        Self { mode: ExecutionMode::Parallel { threads, force: false }, invalid_tx: InvalidTxPolicy::Reject }
+        Self { mode: ExecutionMode::Parallel { threads, force: false }, invalid_tx: InvalidTxPolicy::Reject, techniques: Techniques::ALL }
     }
 
     /// Like [`ExecutionOptions::parallel`] but never taking the small-block fallback.
@@ -160,12 +215,18 @@ impl ExecutionOptions {
     /// [`ExecutionMode::Partitioned`] on `threads` threads, rejecting invalid transactions.
     pub fn partitioned(threads: usize) -> Self {
         let threads = NonZeroUsize::new(threads).unwrap_or(NonZeroUsize::MIN);
-        Self { mode: ExecutionMode::Partitioned { threads }, invalid_tx: InvalidTxPolicy::Reject }
+        Self { mode: ExecutionMode::Partitioned { threads }, invalid_tx: InvalidTxPolicy::Reject, techniques: Techniques::ALL }
     }
 
     /// The same options with another invalid-transaction policy.
     pub fn with_invalid_tx(mut self, policy: InvalidTxPolicy) -> Self {
         self.invalid_tx = policy;
+        self
+    }
+
+    /// The same options with Block-STM's `techniques` switched off.
+    pub fn without(mut self, techniques: Techniques) -> Self {
+        self.techniques = self.techniques.remove(techniques);
         self
     }
 }

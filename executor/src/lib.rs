@@ -35,7 +35,7 @@ pub mod session;
 pub mod state;
 mod threads;
 
-pub use block::{execute_block, BlockInput, BlockRules, BlockOutput, ExecutionMode, ExecutionOptions, InvalidTxPolicy, Withdrawal, Ommer};
+pub use block::{execute_block, BlockInput, BlockRules, BlockOutput, ExecutionMode, ExecutionOptions, InvalidTxPolicy, Ommer, Techniques, Withdrawal};
 pub use diff::{AccountDiff, AccountState, StateDiff};
 pub use error::{BlockError, StateError};
 pub use session::{AppendOutcome, BlockSession};

@@ -146,7 +146,7 @@ impl<'a, S: StateSource> BlockSession<'a, S> {
             (_, Some((_, false))) if one_sender_chain(txs) => {
                 (sequential::execute_transactions(&mut self.overlay, self.input, txs, policy, start)?, ExecutedPath::SenderChainFallback)
             }
-            (_, Some((threads, force))) => match parallel::execute_transactions(&mut self.overlay, self.input, txs, threads, policy, start, !force)? {
+            (_, Some((threads, force))) => match parallel::execute_transactions(&mut self.overlay, self.input, txs, threads, policy, start, !force, self.options.techniques)? {
                 ParallelOutcome::Done(result) => {
                     self.stats = Some(result.stats);
                     (result.phase, ExecutedPath::Parallel)

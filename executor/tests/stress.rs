@@ -319,8 +319,10 @@ fn check_world(seed: u64, world: World) {
             );
         }
         // The partitioned path, tried on every block whatever its size: its independence check
-        // must catch every plan these conflicting blocks prove wrong.
-        for options in [ExecutionOptions::partitioned(2), ExecutionOptions::partitioned(3), ExecutionOptions::parallel(2)] {
+        // must catch every plan these conflicting blocks prove wrong. Then Block-STM without its
+        // refinements (`--without`), which must be exact too.
+        let plain_block_stm = ExecutionOptions::force_parallel(4).without(pseq_executor::Techniques::ALL);
+        for options in [ExecutionOptions::partitioned(2), ExecutionOptions::partitioned(3), ExecutionOptions::parallel(2), plain_block_stm] {
             let options = options.with_invalid_tx(policy);
             let partitioned = execute_block(&world.state, &world.input, &world.txs, &options);
             let same = same_outcome(&sequential, &partitioned);

@@ -224,7 +224,9 @@ pub struct BenchResult {
     pub failed_txs: usize,
     /// Threads of the parallel path.
     pub threads: usize,
-    /// Median sequential time.
+    /// What `sequential_ms` timed: `sequential`, or `without <techniques>` ([`Baseline`]).
+    pub baseline: String,
+    /// Median time of the baseline (sequential execution unless `--without`).
     pub sequential_ms: f64,
     /// Median parallel time.
     pub parallel_ms: f64,
@@ -255,6 +257,35 @@ pub fn alternate_medians(runs: usize, mut first: impl FnMut(), mut second: impl 
         second_times.push(median_ms(1, &mut second));
     }
     (median(first_times), median(second_times))
+}
+
+/// What the parallel path is timed against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Baseline {
+    /// Plain sequential revm: the speedup of the parallel path.
+    Sequential,
+    /// The same parallel path with these Block-STM techniques switched off (`--without`): what
+    /// they buy, measured in one process, alternating, so that the machine's noise (whole runs
+    /// 5% apart on the 2-core VM) falls on both sides.
+    Without(pseq_executor::Techniques),
+}
+
+impl Baseline {
+    /// The baseline's execution options, given the parallel path's.
+    pub fn options(self, parallel: ExecutionOptions) -> ExecutionOptions {
+        match self {
+            Self::Sequential => ExecutionOptions::sequential(),
+            Self::Without(techniques) => parallel.without(techniques),
+        }
+    }
+
+    /// How reports name the baseline: `sequential`, or `without <techniques>`.
+    pub fn label(self) -> String {
+        match self {
+            Self::Sequential => "sequential".into(),
+            Self::Without(techniques) => format!("without {}", techniques.names()),
+        }
+    }
 }
 
 /// Which parallel path a benchmark times.
@@ -288,10 +319,12 @@ impl ParallelPath {
     }
 }
 
-/// Runs the workload: checks parallel == sequential once, then `runs` alternating timed runs.
-pub fn run(workload: &Workload, threads: usize, runs: usize, path: ParallelPath) -> Result<BenchResult, String> {
+/// Runs the workload: checks parallel == sequential once (and the baseline too), then `runs`
+/// alternating timed runs of the baseline and the parallel path.
+pub fn run(workload: &Workload, threads: usize, runs: usize, path: ParallelPath, baseline: Baseline) -> Result<BenchResult, String> {
     let sequential = ExecutionOptions::sequential();
     let parallel = path.options(threads);
+    let baseline_options = baseline.options(parallel);
     let reference = execute_block(&workload.state, &workload.input, &workload.txs, &sequential).map_err(|e| e.to_string())?;
     let checked = execute_block(&workload.state, &workload.input, &workload.txs, &parallel).map_err(|e| e.to_string())?;
     let failed: Vec<usize> = reference.receipts.iter().zip(&reference.included).filter(|(r, _)| !r.success).map(|(_, i)| *i).collect();
@@ -304,10 +337,16 @@ pub fn run(workload: &Workload, threads: usize, runs: usize, path: ParallelPath)
     if !checked.same_result(&reference) {
         return Err(format!("{}: parallel result differs from sequential", workload.name));
     }
+    if baseline != Baseline::Sequential {
+        let base = execute_block(&workload.state, &workload.input, &workload.txs, &baseline_options).map_err(|e| e.to_string())?;
+        if !base.same_result(&reference) {
+            return Err(format!("{}: the parallel path {} differs from sequential", workload.name, baseline.label()));
+        }
+    }
     let (sequential_ms, parallel_ms) = alternate_medians(
         runs,
         || {
-            let _ = execute_block(&workload.state, &workload.input, &workload.txs, &sequential);
+            let _ = execute_block(&workload.state, &workload.input, &workload.txs, &baseline_options);
         },
         || {
             let _ = execute_block(&workload.state, &workload.input, &workload.txs, &parallel);
@@ -319,6 +358,7 @@ pub fn run(workload: &Workload, threads: usize, runs: usize, path: ParallelPath)
         gas: reference.gas_used,
         failed_txs: reference.receipts.iter().filter(|r| !r.success).count(),
         threads,
+        baseline: baseline.label(),
         sequential_ms,
         parallel_ms,
         speedup: sequential_ms / parallel_ms,

@@ -81,7 +81,10 @@ pub struct CorpusResult {
     pub gas: u64,
     /// Threads of the parallel path.
     pub threads: usize,
-    /// Sum of the per-block sequential medians.
+    /// What `sequential_ms` timed: `sequential`, or `without <techniques>`
+    /// ([`crate::bench::Baseline`]).
+    pub baseline: String,
+    /// Sum of the per-block baseline medians (sequential execution unless `--without`).
     pub sequential_ms: f64,
     /// Sum of the per-block parallel medians.
     pub parallel_ms: f64,
@@ -115,8 +118,11 @@ pub struct CorpusOptions {
     pub runs: usize,
     /// Which parallel path is timed.
     pub path: crate::bench::ParallelPath,
-    /// Bound each block from its dependencies ([`crate::bench_bound`]).
+    /// Bound each block from its dependencies ([`crate::bench_bound`]); only against the
+    /// sequential baseline.
     pub bound: bool,
+    /// What the parallel path is timed against.
+    pub baseline: crate::bench::Baseline,
 }
 
 impl CorpusOptions {
@@ -130,6 +136,7 @@ impl CorpusOptions {
 fn measure(label: String, state: &InMemoryState, input: &BlockInput, txs: &[TxEnv], options: &CorpusOptions) -> Result<(BlockResult, BlockOutput), String> {
     let sequential = ExecutionOptions::sequential();
     let parallel = options.parallel();
+    let baseline = options.baseline.options(parallel);
     let started = Instant::now();
     let reference = execute_block(state, input, txs, &sequential).map_err(|e| format!("{label}: sequential execution failed: {e}"))?;
     let checked = execute_block(state, input, txs, &parallel).map_err(|e| format!("{label}: parallel execution failed: {e}"))?;
@@ -139,16 +146,22 @@ fn measure(label: String, state: &InMemoryState, input: &BlockInput, txs: &[TxEn
     if !checked.same_result(&reference) {
         return Err(format!("{label}: parallel result differs from sequential ({:?})", checked.path));
     }
+    if options.baseline != crate::bench::Baseline::Sequential {
+        let base = execute_block(state, input, txs, &baseline).map_err(|e| format!("{label}: baseline execution failed: {e}"))?;
+        if !base.same_result(&reference) {
+            return Err(format!("{label}: the parallel path {} differs from sequential ({:?})", options.baseline.label(), base.path));
+        }
+    }
     let (sequential_ms, parallel_ms) = alternate_medians(
         runs,
         || {
-            let _ = execute_block(state, input, txs, &sequential);
+            let _ = execute_block(state, input, txs, &baseline);
         },
         || {
             let _ = execute_block(state, input, txs, &parallel);
         },
     );
-    let bound = if options.bound {
+    let bound = if options.bound && options.baseline == crate::bench::Baseline::Sequential {
         Some(crate::bench_bound::bound(state, input, txs, options.threads, runs.min(MAX_BOUND_RUNS), sequential_ms).map_err(|e| format!("{label}: bound: {e}"))?)
     } else {
         None
@@ -166,6 +179,14 @@ fn measure(label: String, state: &InMemoryState, input: &BlockInput, txs: &[TxEn
     Ok((result, reference))
 }
 
+impl CorpusResult {
+    /// The same result, naming `baseline` as what its `sequential_ms` timed.
+    pub fn against(mut self, baseline: crate::bench::Baseline) -> Self {
+        self.baseline = baseline.label();
+        self
+    }
+}
+
 /// Totals, geometric mean and extremes over the measured blocks.
 pub fn summarize(workload: &str, threads: usize, per_block: Vec<BlockResult>) -> CorpusResult {
     let sequential_ms: f64 = per_block.iter().map(|b| b.sequential_ms).sum();
@@ -179,6 +200,7 @@ pub fn summarize(workload: &str, threads: usize, per_block: Vec<BlockResult>) ->
         txs: per_block.iter().map(|b| b.txs).sum(),
         gas,
         threads,
+        baseline: crate::bench::Baseline::Sequential.label(),
         sequential_ms,
         parallel_ms,
         speedup: if parallel_ms > 0.0 { sequential_ms / parallel_ms } else { 0.0 },
@@ -224,7 +246,7 @@ pub fn mainnet(dir: &Path, options: &CorpusOptions) -> Result<CorpusResult, Stri
         counts.pass();
         progress.tick(&counts);
     }
-    Ok(summarize("mainnet", options.threads, per_block))
+    Ok(summarize("mainnet", options.threads, per_block).against(options.baseline))
 }
 
 /// The `eest-benchmark` workload over the fixture folder `dir` (`blockchain_tests`).
@@ -248,7 +270,7 @@ pub fn eest_benchmark(dir: &Path, options: &CorpusOptions) -> Result<CorpusResul
         }
         progress.tick(&counts);
     }
-    Ok(summarize("eest-benchmark", options.threads, per_block))
+    Ok(summarize("eest-benchmark", options.threads, per_block).against(options.baseline))
 }
 
 /// Every valid block of one EEST test, each measured on the state the chain has reached.

@@ -28,6 +28,8 @@ pub struct ExecBench {
     pub path: bench::ParallelPath,
     /// Bound each corpus block from its dependencies ([`crate::bench_bound`]).
     pub bound: bool,
+    /// What the parallel path is timed against.
+    pub baseline: bench::Baseline,
     /// One JSON object per workload instead of a text line.
     pub json: bool,
 }
@@ -46,8 +48,8 @@ fn print_corpus(result: &CorpusResult, json: bool) {
     }
     for block in &result.per_block {
         println!(
-            "  {:<48} {:>5} txs {:>11} gas  sequential {:>8.2} ms  parallel {:>8.2} ms  {:.2}x  {}",
-            block.block, block.txs, block.gas, block.sequential_ms, block.parallel_ms, block.speedup, block.path
+            "  {:<48} {:>5} txs {:>11} gas  {} {:>8.2} ms  parallel {:>8.2} ms  {:.2}x  {}",
+            block.block, block.txs, block.gas, result.baseline, block.sequential_ms, block.parallel_ms, block.speedup, block.path
         );
         if let Some(bound) = &block.bound {
             println!(
@@ -63,11 +65,12 @@ fn print_corpus(result: &CorpusResult, json: bool) {
         );
     }
     println!(
-        "{:<19} {:>4} blocks {:>6} txs {:>13} gas  sequential {:>9.2} ms  parallel {:>9.2} ms ({} threads)  total {:.2}x  geomean {:.2}x  min {:.2}x  max {:.2}x  {} below 0.95x  {:.2} Ggas/s  peak RSS {:.0} MiB",
+        "{:<19} {:>4} blocks {:>6} txs {:>13} gas  {} {:>9.2} ms  parallel {:>9.2} ms ({} threads)  total {:.2}x  geomean {:.2}x  min {:.2}x  max {:.2}x  {} below 0.95x  {:.2} Ggas/s  peak RSS {:.0} MiB",
         result.workload,
         result.blocks,
         result.txs,
         result.gas,
+        result.baseline,
         result.sequential_ms,
         result.parallel_ms,
         result.threads,
@@ -109,7 +112,7 @@ pub fn run(request: &ExecBench, chart_dir: Option<&Path>) -> Result<(), String> 
     for name in &request.workloads {
         if CORPUS_WORKLOADS.contains(&name.as_str()) {
             eprintln!("[bench] {name}: {} runs per path and block", request.runs);
-            let options = CorpusOptions { threads: request.threads, runs: request.runs, path: request.path, bound: request.bound };
+            let options = CorpusOptions { threads: request.threads, runs: request.runs, path: request.path, bound: request.bound, baseline: request.baseline };
             let result = run_corpus(name, &options)?;
             print_corpus(&result, request.json);
             bars.push(Bar { label: format!("{name} (total)"), value: result.speedup, mark: result.bound.map(|bound| bound.scheduled_speedup) });
@@ -122,19 +125,19 @@ pub fn run(request: &ExecBench, chart_dir: Option<&Path>) -> Result<(), String> 
         }
         let workload = bench::build(name, request.txs, &contracts)?;
         eprintln!("[bench] {name}: {} transactions, {} runs per path", workload.txs.len(), request.runs);
-        let r = bench::run(&workload, request.threads, request.runs, request.path)?;
+        let r = bench::run(&workload, request.threads, request.runs, request.path, request.baseline)?;
         if request.json {
             println!("{}", serde_json::to_string(&r).unwrap_or_default());
         } else {
             println!(
-                "{:<19} {:>6} txs {:>13} gas  sequential {:>9.2} ms  parallel {:>9.2} ms ({} threads)  {:.2}x  {:.2} Ggas/s  {} failed  peak RSS {:.0} MiB",
-                r.workload, r.txs, r.gas, r.sequential_ms, r.parallel_ms, r.threads, r.speedup, r.gigagas_per_s_parallel, r.failed_txs, r.peak_rss_mb
+                "{:<19} {:>6} txs {:>13} gas  {} {:>9.2} ms  parallel {:>9.2} ms ({} threads)  {:.2}x  {:.2} Ggas/s  {} failed  peak RSS {:.0} MiB",
+                r.workload, r.txs, r.gas, r.baseline, r.sequential_ms, r.parallel_ms, r.threads, r.speedup, r.gigagas_per_s_parallel, r.failed_txs, r.peak_rss_mb
             );
         }
         bars.push(Bar { label: r.workload.clone(), value: r.speedup, mark: None });
     }
     if let Some(dir) = chart_dir {
-        let title = format!("parallel vs sequential, {} threads", request.threads);
+        let title = format!("parallel vs {}, {} threads", request.baseline.label(), request.threads);
         bar_chart(&dir.join("exec-speedups.png"), &title, &bars, 1.0)?;
         eprintln!("[bench] charts written to {}", dir.display());
     }

@@ -277,6 +277,12 @@ enum BenchCommand {
         /// (`bound` fields; docs/benchmarks.md, "How far the mainnet blocks can go").
         #[arg(long)]
         bound: bool,
+        /// Time the parallel path against itself without these Block-STM techniques (comma
+        /// separated: hoisting, nonce-waits, lazy-token-credits) instead of against sequential
+        /// execution: what they buy, measured in one process. The `sequential_ms` fields then
+        /// hold the baseline's time, and `baseline` names it.
+        #[arg(long, value_delimiter = ',', value_parser = parse_technique, conflicts_with = "bound")]
+        without: Vec<pseq_executor::Techniques>,
         /// One JSON object per workload.
         #[arg(long)]
         json: bool,
@@ -284,6 +290,14 @@ enum BenchCommand {
         #[arg(long)]
         chart: Option<PathBuf>,
     },
+}
+
+/// A Block-STM technique by the name `--without` takes.
+fn parse_technique(name: &str) -> Result<pseq_executor::Techniques, String> {
+    pseq_executor::Techniques::named(name).ok_or_else(|| {
+        let known: Vec<&str> = pseq_executor::Techniques::NAMED.iter().map(|(known, _)| *known).collect();
+        format!("unknown technique {name:?} (known: {})", known.join(", "))
+    })
 }
 
 /// How the executor runs.
@@ -437,9 +451,13 @@ fn main() -> ExitCode {
             let options = statetest::StateTestOptions { exec: exec.options(), compare: exec.compare, forks };
             finish(statetest::run(&paths, &options))
         }
-        Command::Bench { what: BenchCommand::Exec { workload, threads, txs, runs, force_parallel, partitioned, bound, json, chart } } => {
+        Command::Bench { what: BenchCommand::Exec { workload, threads, txs, runs, force_parallel, partitioned, bound, without, json, chart } } => {
             let path = pseq::bench::ParallelPath::from_flags(force_parallel, partitioned);
-            let request = pseq::bench_exec::ExecBench { workloads: workload, threads: threads.unwrap_or_else(default_threads), txs, runs, path, bound, json };
+            let baseline = match without.into_iter().reduce(pseq_executor::Techniques::union) {
+                Some(techniques) => pseq::bench::Baseline::Without(techniques),
+                None => pseq::bench::Baseline::Sequential,
+            };
+            let request = pseq::bench_exec::ExecBench { workloads: workload, threads: threads.unwrap_or_else(default_threads), txs, runs, path, bound, baseline, json };
             if let Some(dir) = &chart {
                 if let Err(e) = std::fs::create_dir_all(dir) {
                     eprintln!("error: {}: {e}", dir.display());

@@ -54,7 +54,7 @@ fn bench_exec_times_mainnet_blocks_and_a_synthetic_block_and_draws_charts() {
 #[test]
 fn eest_benchmark_workload_measures_every_valid_block_of_its_fixtures() {
     let dir = corpus::eest_benchmark().expect("eest benchmark corpus").join("blockchain_tests/benchmark/compute/scenario");
-    let options = bench_corpus::CorpusOptions { threads: 2, runs: 1, path: pseq::bench::ParallelPath::ForcedBlockStm, bound: true };
+    let options = bench_corpus::CorpusOptions { threads: 2, runs: 1, path: pseq::bench::ParallelPath::ForcedBlockStm, bound: true, baseline: pseq::bench::Baseline::Sequential };
     let result = bench_corpus::eest_benchmark(&dir, &options).expect("workload runs");
     assert!(result.blocks >= 1);
     assert_eq!(result.blocks, result.per_block.len());
@@ -66,4 +66,25 @@ fn eest_benchmark_workload_measures_every_valid_block_of_its_fixtures() {
         assert_eq!((bound.txs_ms, bound.critical_path_ms, bound.scheduled_ms), (0.0, 0.0, 0.0), "{}", block.block);
     }
     assert!(result.bound.is_some(), "a bound for the workload");
+}
+
+#[test]
+fn bench_exec_without_a_technique_times_the_parallel_path_against_itself() {
+    let out = Command::new(env!("CARGO_BIN_EXE_pseq"))
+        .args(["bench", "exec", "--workload", "erc20-hot-recipient", "--txs", "600", "--threads", "2", "--runs", "1", "--force-parallel", "--json"])
+        .args(["--without", "lazy-token-credits,hoisting"])
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run pseq");
+    assert!(out.status.success(), "pseq bench exec failed: {}", String::from_utf8_lossy(&out.stderr));
+    let result: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).expect("one JSON object");
+    assert_eq!(result["workload"], "erc20-hot-recipient");
+    assert_eq!(result["baseline"], "without hoisting,lazy-token-credits");
+    assert!(result["sequential_ms"].as_f64().is_some_and(|ms| ms > 0.0));
+
+    // An unknown name is refused, with the known ones.
+    let out = Command::new(env!("CARGO_BIN_EXE_pseq")).args(["bench", "exec", "--workload", "erc20", "--without", "magic"]).output().expect("run pseq");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown technique \"magic\"") && stderr.contains("nonce-waits"), "{stderr}");
 }

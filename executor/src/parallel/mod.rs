@@ -21,7 +21,7 @@ pub mod view;
 pub mod worker;
 
 use crate::{
-    block::{check_block_limits, BlockInput, ChunkStart, InvalidTxPolicy, TxPhase},
+    block::{check_block_limits, BlockInput, ChunkStart, InvalidTxPolicy, Techniques, TxPhase},
     error::BlockError,
     overlay::{BlockOverlay, ShardWriter},
     state::StateSource,
@@ -205,7 +205,9 @@ fn merge_shards<S: StateSource>(
 /// Executes `txs` with Block-STM on `threads` threads over `overlay` (the block so far); `start`
 /// places them in the block (the first one's index, the gas already used before them). With
 /// `give_up_on_contention`, a run whose executions are mostly wasted on conflicts stops early
-/// with [`FallbackReason::Contention`] (nothing is merged then).
+/// with [`FallbackReason::Contention`] (nothing is merged then). `techniques` are those of
+/// Block-STM's refinements it uses.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn execute_transactions<S: StateSource>(
     overlay: &mut BlockOverlay<'_, S>,
     input: &BlockInput,
@@ -214,17 +216,19 @@ pub(crate) fn execute_transactions<S: StateSource>(
     policy: InvalidTxPolicy,
     start: ChunkStart,
     give_up_on_contention: bool,
+    techniques: Techniques,
 ) -> Result<ParallelOutcome, BlockError> {
     let beneficiary = input.block.beneficiary;
     let mv = MvMemory::new(txs.len(), beneficiary);
     let workers = threads.get().min(txs.len().max(1));
-    let scheduler = scheduler::Scheduler::with_hoisted(txs.len(), hoist::heavy_late_transactions(txs, workers - 1));
+    let hoisted = if techniques.contains(Techniques::HOISTING) { hoist::heavy_late_transactions(txs, workers - 1) } else { Vec::new() };
+    let scheduler = scheduler::Scheduler::with_hoisted(txs.len(), hoisted);
     let outcomes: Vec<Mutex<Option<TxOutcome>>> = (0..txs.len()).map(|_| Mutex::new(None)).collect();
     let halt = Mutex::new(None);
     let started = std::time::Instant::now();
     {
         let base: &BlockOverlay<'_, S> = overlay;
-        let shared = Shared { base, input, txs, mv: &mv, scheduler: &scheduler, outcomes: &outcomes, halt: &halt, give_up_on_contention };
+        let shared = Shared { base, input, txs, mv: &mv, scheduler: &scheduler, outcomes: &outcomes, halt: &halt, give_up_on_contention, techniques };
         // The workers run on the kept helper threads (`threads.rs`), the first on this one.
         crate::threads::map_on_threads(
             (0..workers).collect(),

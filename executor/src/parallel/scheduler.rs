@@ -211,6 +211,11 @@ impl Scheduler {
         }
     }
 
+    /// Whether the last incarnation of `tx` has finished executing (and was not aborted since).
+    pub fn has_executed(&self, tx: TxIdx) -> bool {
+        self.states[tx].lock().status == Status::Executed
+    }
+
     /// Makes `tx` wait for `blocking`. Returns `false` when `blocking` has executed meanwhile
     /// (the caller re-executes `tx` at once); `true` ends the caller's task.
     pub fn add_dependency(&self, tx: TxIdx, blocking: TxIdx) -> bool {

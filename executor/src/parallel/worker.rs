@@ -2,21 +2,24 @@
 //! EVM over a [`VersionedView`], turns revm's output into a write set, and validates.
 
 use super::{
-    mv_memory::{AccountValue, Debit, Location, MvMemory, Value},
+    mv_memory::{AccountValue, Debit, Location, MvMemory, Observed, Value},
     scheduler::{Scheduler, Task},
     tokens,
     view::{LazyTokenCredit, LazyTransfer, VersionedView, ViewError},
     FallbackReason, Incarnation, TxIdx, TxOutcome,
 };
 use crate::{
-    block::BlockInput,
+    block::{BlockInput, Techniques},
     evm::{build_evm, DeferredFeeHandler, PseqEvm},
     state::StateSource,
 };
 use alloy_primitives::{Address, TxKind, U256};
 use parking_lot::Mutex;
 use revm::{
-    context::{result::EVMError, ContextSetters, Transaction, TxEnv},
+    context::{
+        result::{EVMError, InvalidTransaction},
+        ContextSetters, Transaction, TxEnv,
+    },
     context_interface::{ContextTr, JournalTr},
     handler::Handler,
     primitives::{hardfork::SpecId, KECCAK_EMPTY},
@@ -49,6 +52,8 @@ pub struct Shared<'a, S> {
     pub halt: &'a Mutex<Option<Halt>>,
     /// Stop with [`FallbackReason::Contention`] when conflicts waste too many executions.
     pub give_up_on_contention: bool,
+    /// The refinements of Block-STM this run uses.
+    pub techniques: Techniques,
 }
 
 /// Executions counted before the contention rule may stop a run.
@@ -240,7 +245,7 @@ fn execute_once<S: StateSource>(
 ) -> Result<ExecOutcome, Halt> {
     let tx = &shared.txs[tx_idx];
     let lazy = lazy_transfer(shared, &evm.ctx.journaled_state.database, tx_idx, tx).map_err(|e| Halt::Error(e.into()))?;
-    let credit = if lazy.is_none() { lazy_token_credit(shared, &mut evm.ctx.journaled_state.database, tx).map_err(|e| Halt::Error(e.into()))? } else { None };
+    let credit = if lazy.is_none() && shared.techniques.contains(Techniques::LAZY_TOKEN_CREDITS) { lazy_token_credit(shared, &mut evm.ctx.journaled_state.database, tx).map_err(|e| Halt::Error(e.into()))? } else { None };
     match execute_with(shared, evm, tx_idx, lazy, credit)? {
         // The credit's write was not the recipient's balance plus the amount (a token charging a
         // fee, say): execute again with an exact read.
@@ -266,7 +271,17 @@ fn execute_with<S: StateSource>(
         Ok(result) => result,
         Err(EVMError::Database(ViewError::Blocked(blocking))) => return Ok(Some(ExecOutcome::Blocked(blocking))),
         Err(EVMError::Database(ViewError::State(error))) => return Err(Halt::Error(error.into())),
-        Err(EVMError::Transaction(reason)) => return Ok(Some(ExecOutcome::Done(TxOutcome::Invalid(reason), Vec::new()))),
+        Err(EVMError::Transaction(reason)) => {
+            // Too high a nonce while a lower transaction of the same sender has not executed yet:
+            // the two ran side by side. This one waits for it instead of being recorded invalid
+            // and aborted at validation.
+            if shared.techniques.contains(Techniques::NONCE_WAITS) && matches!(reason, InvalidTransaction::NonceTooHigh { .. }) {
+                if let Some(lower) = nonce_wait(shared, &evm.ctx.journaled_state.database, tx_idx) {
+                    return Ok(Some(ExecOutcome::Blocked(lower)));
+                }
+            }
+            return Ok(Some(ExecOutcome::Done(TxOutcome::Invalid(reason), Vec::new())));
+        }
         Err(other) => return Err(Halt::Error(crate::BlockError::Evm(other.to_string()))),
     };
 
@@ -358,6 +373,24 @@ fn execute_with<S: StateSource>(
         writes.push((Location::Account(beneficiary), Value::Credit { amount: reward, no_code: false }));
     }
     Ok(Some(ExecOutcome::Done(TxOutcome::Executed { result, cleared }, writes)))
+}
+
+/// What an execution of `tx_idx` that found its sender's nonce too high waits for: the nearest
+/// lower transaction of the same sender, where that one has not executed yet, or has executed
+/// since this execution read the sender (the read is stale: the wait ends at once and the
+/// transaction runs again). `None` where the nonce is too high against the current state: the
+/// transaction is recorded invalid, as sequentially, and validation catches any later change.
+/// A retry needs a new write below since the read, so the retries end.
+fn nonce_wait<S: StateSource>(shared: &Shared<'_, S>, view: &VersionedView<'_, S>, tx_idx: TxIdx) -> Option<TxIdx> {
+    let sender = shared.txs[tx_idx].caller;
+    let lower = shared.txs[..tx_idx].iter().rposition(|tx| tx.caller == sender)?;
+    if !shared.scheduler.has_executed(lower) {
+        return Some(lower);
+    }
+    let location = Location::Account(sender);
+    let Some((_, Observed::Versions(seen))) = view.reads.iter().find(|(read, _)| *read == location) else { return None };
+    let now = shared.mv.read(&location, tx_idx).ok()?;
+    (now.origins != *seen).then_some(lower)
 }
 
 /// The fee the beneficiary receives for a transaction, as revm's mainnet handler computes it.
