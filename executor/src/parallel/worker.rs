@@ -375,15 +375,22 @@ fn execute_with<S: StateSource>(
     Ok(Some(ExecOutcome::Done(TxOutcome::Executed { result, cleared }, writes)))
 }
 
+/// How far below a transaction whose nonce is too high its sender's previous transaction is
+/// looked for.
+pub const NONCE_WAIT_WINDOW: usize = 1024;
+
 /// What an execution of `tx_idx` that found its sender's nonce too high waits for: the nearest
 /// lower transaction of the same sender, where that one has not executed yet, or has executed
 /// since this execution read the sender (the read is stale: the wait ends at once and the
 /// transaction runs again). `None` where the nonce is too high against the current state: the
 /// transaction is recorded invalid, as sequentially, and validation catches any later change.
-/// A retry needs a new write below since the read, so the retries end.
+/// A retry needs a new write below since the read, so the retries end. The lower transaction is
+/// looked for among the [`NONCE_WAIT_WINDOW`] below: a block of transactions invalid for their
+/// nonces costs no quadratic scan, and one found farther down is validated as usual.
 fn nonce_wait<S: StateSource>(shared: &Shared<'_, S>, view: &VersionedView<'_, S>, tx_idx: TxIdx) -> Option<TxIdx> {
     let sender = shared.txs[tx_idx].caller;
-    let lower = shared.txs[..tx_idx].iter().rposition(|tx| tx.caller == sender)?;
+    let floor = tx_idx.saturating_sub(NONCE_WAIT_WINDOW);
+    let lower = floor + shared.txs[floor..tx_idx].iter().rposition(|tx| tx.caller == sender)?;
     if !shared.scheduler.has_executed(lower) {
         return Some(lower);
     }
