@@ -143,8 +143,6 @@ impl Techniques {
     pub const LAZY_TOKEN_CREDITS: Self = Self(4);
     /// Every technique: the default.
     pub const ALL: Self = Self(7);
-    /// No technique.
-    pub const NONE: Self = Self(0);
     /// Each technique with the name `--without` takes.
     pub const NAMED: [(&'static str, Self); 3] = [("hoisting", Self::HOISTING), ("nonce-waits", Self::NONCE_WAITS), ("lazy-token-credits", Self::LAZY_TOKEN_CREDITS)];
 
@@ -171,12 +169,6 @@ impl Techniques {
     /// The names of the techniques in the set, comma separated.
     pub fn names(self) -> String {
         Self::NAMED.iter().filter(|(_, technique)| self.contains(*technique)).map(|(name, _)| *name).collect::<Vec<_>>().join(",")
-    }
-}
-
-impl Default for Techniques {
-    fn default() -> Self {
-        Self::ALL
     }
 }
 

@@ -21,7 +21,7 @@ use pseq_executor::{
         primitives::hardfork::SpecId,
     },
     state::InMemoryAccount,
-    BlockInput, ExecutionOptions, InMemoryState,
+    BlockInput, BlockOutput, ExecutionOptions, InMemoryState,
 };
 use std::path::Path;
 
@@ -279,6 +279,19 @@ impl Baseline {
         }
     }
 
+    /// Checks that the baseline gives `reference` (the sequential output) on the block: nothing
+    /// to run for the sequential baseline itself.
+    pub fn check(self, parallel: ExecutionOptions, state: &InMemoryState, input: &BlockInput, txs: &[TxEnv], reference: &BlockOutput) -> Result<(), String> {
+        if self == Self::Sequential {
+            return Ok(());
+        }
+        let output = execute_block(state, input, txs, &self.options(parallel)).map_err(|e| format!("the parallel path {} failed: {e}", self.label()))?;
+        if !output.same_result(reference) {
+            return Err(format!("the parallel path {} differs from sequential ({:?})", self.label(), output.path));
+        }
+        Ok(())
+    }
+
     /// How reports name the baseline: `sequential`, or `without <techniques>`.
     pub fn label(self) -> String {
         match self {
@@ -337,12 +350,7 @@ pub fn run(workload: &Workload, threads: usize, runs: usize, path: ParallelPath,
     if !checked.same_result(&reference) {
         return Err(format!("{}: parallel result differs from sequential", workload.name));
     }
-    if baseline != Baseline::Sequential {
-        let base = execute_block(&workload.state, &workload.input, &workload.txs, &baseline_options).map_err(|e| e.to_string())?;
-        if !base.same_result(&reference) {
-            return Err(format!("{}: the parallel path {} differs from sequential", workload.name, baseline.label()));
-        }
-    }
+    baseline.check(parallel, &workload.state, &workload.input, &workload.txs, &reference).map_err(|e| format!("{}: {e}", workload.name))?;
     let (sequential_ms, parallel_ms) = alternate_medians(
         runs,
         || {

@@ -146,12 +146,7 @@ fn measure(label: String, state: &InMemoryState, input: &BlockInput, txs: &[TxEn
     if !checked.same_result(&reference) {
         return Err(format!("{label}: parallel result differs from sequential ({:?})", checked.path));
     }
-    if options.baseline != crate::bench::Baseline::Sequential {
-        let base = execute_block(state, input, txs, &baseline).map_err(|e| format!("{label}: baseline execution failed: {e}"))?;
-        if !base.same_result(&reference) {
-            return Err(format!("{label}: the parallel path {} differs from sequential ({:?})", options.baseline.label(), base.path));
-        }
-    }
+    options.baseline.check(parallel, state, input, txs, &reference).map_err(|e| format!("{label}: {e}"))?;
     let (sequential_ms, parallel_ms) = alternate_medians(
         runs,
         || {
