@@ -141,10 +141,18 @@ impl Techniques {
     pub const NONCE_WAITS: Self = Self(2);
     /// ERC-20 `transfer` credits applied as deltas ([`crate::parallel::tokens`]).
     pub const LAZY_TOKEN_CREDITS: Self = Self(4);
+    /// Balances of accounts that cannot be empty (with code, or a nonce) read only when the EVM
+    /// looks at them ([`crate::parallel::held`]).
+    pub const HELD_BALANCES: Self = Self(8);
     /// Every technique: the default.
-    pub const ALL: Self = Self(7);
+    pub const ALL: Self = Self(15);
     /// Each technique with the name `--without` takes.
-    pub const NAMED: [(&'static str, Self); 3] = [("hoisting", Self::HOISTING), ("nonce-waits", Self::NONCE_WAITS), ("lazy-token-credits", Self::LAZY_TOKEN_CREDITS)];
+    pub const NAMED: [(&'static str, Self); 4] = [
+        ("hoisting", Self::HOISTING),
+        ("nonce-waits", Self::NONCE_WAITS),
+        ("lazy-token-credits", Self::LAZY_TOKEN_CREDITS),
+        ("held-balances", Self::HELD_BALANCES),
+    ];
 
     /// Whether every technique of `other` is in `self`.
     pub fn contains(self, other: Self) -> bool {

@@ -6,7 +6,9 @@
 //! a hot storage slot, contracts reading the beneficiary's and a hot account's balance (forcing
 //! lazy values to be evaluated mid-block), contracts forwarding value, CREATE2 at a colliding
 //! address, contract creation, SELFDESTRUCT, reverts, out-of-gas, senders running out of balance in
-//! the middle of a chain of transfers, nonce gaps, and ERC-20 transfers (the corpus's
+//! the middle of a chain of transfers, nonce gaps, ether moved through contracts whose balances
+//! the parallel path holds (credits inside calls, `SELFBALANCE` and `BALANCE` of them, payments
+//! and `CREATE` out of balances of a few wei), and ERC-20 transfers (the corpus's
 //! OpenZeppelin token) among a few holders, most of them to one hot holder, whose balance the
 //! parallel path credits lazily, with balance reads, self-transfers, transfers of a whole balance
 //! and transfers beyond it in between.
@@ -84,6 +86,11 @@ struct Contracts {
     factory: Address,
     burner: Address,
     token: Address,
+    keeper: Address,
+    keeper_forwarder: Address,
+    payer: Address,
+    creator: Address,
+    keeper_reader: Address,
 }
 
 /// Calldata of `transfer(to, amount)`.
@@ -135,7 +142,25 @@ fn contracts(state: &mut InMemoryState, hot_eoa: Address, beneficiary_of_destruc
     // infinite loop: runs out of gas
     let burner = put(8, vec![0x5b, 0x60, 0, 0x56], 0);
     let token = addr(1009);
-    Contracts { counter, reverter, coinbase_reader, hot_reader, forwarder, destructor, factory, burner, token }
+    // Contracts whose balances the parallel path holds (see `parallel::held`), and the
+    // instructions that make it read them exactly.
+    // slot4 = SELFBALANCE when calldata is not empty; otherwise only receives
+    let keeper = put(10, vec![0x36, 0x15, 0x60, 0x09, 0x57, 0x47, 0x60, 4, 0x55, 0x5b, 0x00], 0);
+    // CALL(gas, keeper, callvalue, 0, 0, 0, 0): a credit to a contract inside a call
+    let mut code = vec![0x60, 0, 0x60, 0, 0x60, 0, 0x60, 0, 0x34];
+    push20(&mut code, keeper);
+    code.extend_from_slice(&[0x5a, 0xf1, 0x50, 0x00]);
+    let keeper_forwarder = put(11, code, 0);
+    // CALL(gas, CALLER, 1, 0, 0, 0, 0) out of a balance of a few wei: fails once it is spent
+    let payer = put(12, vec![0x60, 0, 0x60, 0, 0x60, 0, 0x60, 0, 0x60, 1, 0x33, 0x5a, 0xf1, 0x50, 0x00], 3);
+    // CREATE(1, 0, 0): a new empty account funded with one wei, and a nonce raised
+    let creator = put(13, vec![0x60, 0, 0x60, 0, 0x60, 1, 0xf0, 0x50, 0x00], 2);
+    // slot5 = BALANCE(keeper)
+    let mut code = Vec::new();
+    push20(&mut code, keeper);
+    code.extend_from_slice(&[0x31, 0x60, 5, 0x55, 0x00]);
+    let keeper_reader = put(14, code, 0);
+    Contracts { counter, reverter, coinbase_reader, hot_reader, forwarder, destructor, factory, burner, token, keeper, keeper_forwarder, payer, creator, keeper_reader }
 }
 
 struct World {
@@ -217,6 +242,10 @@ fn generate_sized(seed: u64, big: bool) -> World {
     let bad_nonce_percent = if big { 0 } else { 3 };
     let mut txs = Vec::new();
     let mut targets = vec![c.counter, c.reverter, c.coinbase_reader, c.hot_reader, c.forwarder, c.factory, c.burner];
+    // In some blocks, mostly calls moving ether through contracts.
+    if rng.chance(40) {
+        targets.extend([c.keeper, c.keeper_forwarder, c.keeper_forwarder, c.payer, c.creator, c.keeper_reader, c.forwarder]);
+    }
     if with_destructor {
         targets.push(c.destructor);
     }
@@ -384,6 +413,7 @@ fn generated_blocks_cover_invalid_and_skipped_transactions() {
     let mut lazy_fallbacks = 0;
     let mut exact_wipes = 0;
     let mut lazy_credit_blocks = 0;
+    let mut held_credit_blocks = 0;
     for seed in 0..200 {
         let world = generate(seed);
         if execute_block(&world.state, &world.input, &world.txs, &ExecutionOptions::sequential()).is_err() {
@@ -403,6 +433,9 @@ fn generated_blocks_cover_invalid_and_skipped_transactions() {
                 }
                 if parallel.stats.is_some_and(|s| s.lazy_token_credits > 0) {
                     lazy_credit_blocks += 1;
+                }
+                if parallel.stats.is_some_and(|s| s.held_credits > 0) {
+                    held_credit_blocks += 1;
                 }
             }
             ExecutedPath::ParallelFallback(FallbackReason::LazyCheckFailed) => lazy_fallbacks += 1,
@@ -431,7 +464,8 @@ fn generated_blocks_cover_invalid_and_skipped_transactions() {
     assert!(lazy_fallbacks > 0, "no block exercised a failing lazy check");
     assert!(exact_wipes > 0, "no block destroyed a pre-existing account under Block-STM");
     assert!(lazy_credit_blocks > 8, "only {lazy_credit_blocks} blocks credited an ERC-20 holder lazily under Block-STM");
-    eprintln!("rejected {rejected}, skipped {skipped}, reverted {reverted}, parallel {parallel_runs}, lazy fallbacks {lazy_fallbacks}, blocks with storage wipes {exact_wipes}, with lazy token credits {lazy_credit_blocks}");
+    assert!(held_credit_blocks > 20, "only {held_credit_blocks} blocks credited a held balance under Block-STM");
+    eprintln!("rejected {rejected}, skipped {skipped}, reverted {reverted}, parallel {parallel_runs}, lazy fallbacks {lazy_fallbacks}, blocks with storage wipes {exact_wipes}, with lazy token credits {lazy_credit_blocks}, with held credits {held_credit_blocks}");
     assert!(rejected > 20, "only {rejected} blocks rejected");
     assert!(skipped > 50, "only {skipped} transactions skipped");
     assert!(reverted > 50, "only {reverted} transactions failed");

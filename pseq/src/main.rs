@@ -278,9 +278,9 @@ enum BenchCommand {
         #[arg(long)]
         bound: bool,
         /// Time the parallel path against itself without these Block-STM techniques (comma
-        /// separated: hoisting, nonce-waits, lazy-token-credits) instead of against sequential
-        /// execution: what they buy, measured in one process. The `sequential_ms` fields then
-        /// hold the baseline's time, and `baseline` names it.
+        /// separated: hoisting, nonce-waits, lazy-token-credits, held-balances) instead of
+        /// against sequential execution: what they buy, measured in one process. The
+        /// `sequential_ms` fields then hold the baseline's time, and `baseline` names it.
         #[arg(long, value_delimiter = ',', value_parser = parse_technique, conflicts_with = "bound")]
         without: Vec<pseq_executor::Techniques>,
         /// One JSON object per workload.

@@ -30,6 +30,9 @@ pub enum LazyError {
     /// other way round (its gas would differ).
     #[error("slot zero-ness differs")]
     ZeronessMismatch,
+    /// A rebalanced account's balance differs from the one the transaction read.
+    #[error("balance differs from the one read")]
+    BalanceMismatch,
 }
 
 /// Applies a lazy ERC-20 credit to the slot's value before it, in block order: the transaction
@@ -73,6 +76,15 @@ pub fn apply_delta(account: Option<AccountValue>, delta: &Value, spec: SpecId) -
             }
             Ok(Some(account))
         }
+        Value::Rebalance { before, after } => match account {
+            // The account cannot be empty (it was held: it has code or a nonce), so setting its
+            // balance deletes nothing.
+            Some(mut account) if account.balance == *before => {
+                account.balance = *after;
+                Ok(Some(account))
+            }
+            _ => Err(LazyError::BalanceMismatch),
+        },
         Value::Debit(debit) => {
             let mut account = account.unwrap_or_else(empty_account);
             if account.code_hash != KECCAK_EMPTY {
@@ -177,6 +189,18 @@ mod tests {
         assert_eq!(apply_delta(None, &zero, SpecId::HOMESTEAD), Ok(account(0, 0)));
         let five = Value::Credit { amount: U256::from(5), no_code: true };
         assert_eq!(apply_delta(None, &five, SpecId::CANCUN), Ok(account(5, 0)));
+    }
+
+    #[test]
+    fn a_rebalance_applies_only_over_the_balance_it_read() {
+        let contract = |balance: u64| Some(AccountValue { balance: U256::from(balance), nonce: 1, code_hash: B256::repeat_byte(1) });
+        let rebalance = Value::Rebalance { before: U256::from(10), after: U256::from(4) };
+        assert_eq!(apply_delta(contract(10), &rebalance, SpecId::CANCUN), Ok(contract(4)));
+        assert_eq!(apply_delta(contract(11), &rebalance, SpecId::CANCUN), Err(LazyError::BalanceMismatch));
+        assert_eq!(apply_delta(None, &rebalance, SpecId::CANCUN), Err(LazyError::BalanceMismatch));
+        // In block order after a credit, as a reader walking the deltas applies them.
+        let entries = [Value::Credit { amount: U256::from(6), no_code: false }, rebalance];
+        assert_eq!(evaluate(contract(4), entries.iter(), SpecId::CANCUN), Ok((contract(4), false)));
     }
 
     #[test]

@@ -6,12 +6,14 @@
 //! - [`worker`]: the worker loop and the translation of revm output into write sets.
 //! - [`lazy`]: the deferred beneficiary and transfer deltas and their exact evaluation.
 //! - [`tokens`]: the ERC-20 contracts whose transfers credit the recipient lazily.
+//! - [`held`]: balances of accounts that cannot be empty, read only when the EVM looks at them.
 //! - [`hoist`]: heavy transactions late in the block, started ahead of the block order.
 //!
 //! After the scheduler finishes, every transaction's last incarnation is validated against the
 //! final versions, which makes the result that of executing the block in order. The merge then
 //! takes, per location, the last absolute write, and folds lazy deltas over it in block order.
 
+pub mod held;
 pub mod hoist;
 pub mod lazy;
 pub mod mv_memory;
@@ -103,6 +105,8 @@ pub struct ParallelStats {
     pub storage_wipes: usize,
     /// Executions that credited an ERC-20 recipient's balance as a delta ([`tokens`]).
     pub lazy_token_credits: usize,
+    /// Executions that credited an account whose balance they held ([`held`]).
+    pub held_credits: usize,
     /// Microseconds the workers ran (execution and validation).
     pub run_us: u64,
     /// Microseconds of the serial merge after the run.
@@ -250,6 +254,7 @@ pub(crate) fn execute_transactions<S: StateSource>(
         dependencies: scheduler.stats.dependencies.load(std::sync::atomic::Ordering::Relaxed),
         storage_wipes: scheduler.stats.storage_wipes.load(std::sync::atomic::Ordering::Relaxed),
         lazy_token_credits: scheduler.stats.lazy_token_credits.load(std::sync::atomic::Ordering::Relaxed),
+        held_credits: scheduler.stats.held_credits.load(std::sync::atomic::Ordering::Relaxed),
     };
     match halt.into_inner() {
         Some(Halt::Fallback(reason)) => {

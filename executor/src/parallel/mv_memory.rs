@@ -75,6 +75,16 @@ pub enum Value {
     },
     /// Lazy: a plain transfer's sender pays and bumps its nonce.
     Debit(Debit),
+    /// A balance read exactly and changed by a transaction that held it first ([`super::held`]):
+    /// `before` is the balance it read, `after` the one it leaves; nonce and code stay. Applying
+    /// it checks the balance is still `before`, which validation guarantees for the transaction's
+    /// last incarnation. Readers that hold the balance walk past it as past any delta.
+    Rebalance {
+        /// The balance the transaction read.
+        before: U256,
+        /// The balance it leaves.
+        after: U256,
+    },
     /// Lazy: add `amount` to a storage slot (a recognised ERC-20 token's balance of a transfer's
     /// recipient). Sequential execution would have reverted on overflow and charged its gas by
     /// whether the slot was zero before: applying the delta checks both.
@@ -124,11 +134,16 @@ pub enum Observed {
     Versions(Origins),
     /// Only whether a storage slot was zero (a lazy ERC-20 credit's recipient balance).
     Zeroness(Zeroness),
+    /// Only the nearest absolute entry of an account read (its nonce and code), not the deltas
+    /// above it: an account whose balance the transaction held (see [`super::held`]).
+    Absolute(Origin),
 }
 
 #[derive(Debug, Clone)]
 enum Entry {
-    Estimate,
+    /// An aborted incarnation's write, or one expected; `true` when the aborted write was a
+    /// delta (a read of the absolute entry only walks past it: see [`MvMemory::read_absolute`]).
+    Estimate(bool),
     Data(Incarnation, Value),
 }
 
@@ -227,7 +242,7 @@ impl MvMemory {
             data: papaya::HashMap::builder().capacity(2 * block_size).hasher(FxBuildHasher).resize_mode(papaya::ResizeMode::Blocking).build(),
             any_wipes: AtomicBool::new(false),
             beneficiary: Location::Account(beneficiary),
-            beneficiary_slots: (0..block_size).map(|_| Mutex::new(Some(Entry::Estimate))).collect(),
+            beneficiary_slots: (0..block_size).map(|_| Mutex::new(Some(Entry::Estimate(false)))).collect(),
             last_writes: (0..block_size).map(|_| Mutex::new(Vec::new())).collect(),
             last_reads: (0..block_size).map(|_| Mutex::new(Vec::new())).collect(),
             codes: DashMap::with_hasher(FxBuildHasher),
@@ -286,6 +301,41 @@ impl MvMemory {
         Ok(resolved)
     }
 
+    /// The nearest absolute entry of account `location` below `tx` (or the pre-block state), and
+    /// its value, walking past deltas and past ESTIMATEs of aborted deltas: what a transaction
+    /// holding the account's balance observes ([`super::held`]). `Err(blocking)` on an ESTIMATE
+    /// that may become an absolute value. A delta that comes back absolute is a new write
+    /// ([`MvMemory::record`]), so readers that walked past it are validated again.
+    pub fn read_absolute(&self, location: &Location, tx: TxIdx) -> Result<(Origin, Option<Value>), TxIdx> {
+        let step = |writer: TxIdx, entry: &Entry| match entry {
+            Entry::Estimate(true) => Ok(None),
+            Entry::Estimate(false) => Err(writer),
+            Entry::Data(incarnation, value) if value.is_absolute() => Ok(Some((Origin::Version(writer, *incarnation), Some(value.clone())))),
+            Entry::Data(..) => Ok(None),
+        };
+        if *location == self.beneficiary {
+            for writer in (0..tx).rev() {
+                if let Some(entry) = &*self.beneficiary_slots[writer].lock() {
+                    if let Some(found) = step(writer, entry)? {
+                        return Ok(found);
+                    }
+                }
+            }
+        } else {
+            let guard = self.data.guard();
+            if let Some(versions) = self.data.get(location, &guard) {
+                let versions = versions.lock();
+                let below = versions.partition_point(|(t, _)| *t < tx);
+                for (writer, entry) in versions[..below].iter().rev() {
+                    if let Some(found) = step(*writer, entry)? {
+                        return Ok(found);
+                    }
+                }
+            }
+        }
+        Ok((Origin::Base, None))
+    }
+
     /// The highest entry below `tx` at `location`, with its writer.
     fn highest_below(&self, location: &Location, tx: TxIdx) -> Option<(TxIdx, Entry)> {
         let guard = self.data.guard();
@@ -336,7 +386,7 @@ impl MvMemory {
             let below = versions.partition_point(|(t, _)| *t < tx);
             for (writer, entry) in versions[..below].iter().rev().take_while(|(writer, _)| floor.is_none_or(|floor| *writer > floor)) {
                 match entry {
-                    Entry::Estimate => return Err(*writer),
+                    Entry::Estimate(_) => return Err(*writer),
                     Entry::Data(_, Value::Storage(value)) => return Ok(Zeroness::Value(*value)),
                     Entry::Data(_, Value::StorageAdd { amount, .. }) if !amount.is_zero() => return Ok(Zeroness::NonZero),
                     Entry::Data(..) => {}
@@ -344,7 +394,7 @@ impl MvMemory {
             }
         }
         match wipe {
-            Some((writer, Entry::Estimate)) => Err(writer),
+            Some((writer, Entry::Estimate(_))) => Err(writer),
             Some(_) => Ok(Zeroness::Value(U256::ZERO)),
             None => Ok(Zeroness::Base),
         }
@@ -352,8 +402,8 @@ impl MvMemory {
 
     /// Records incarnation `incarnation` of `tx`: its reads and its writes. Entries of the
     /// previous incarnation at locations not written again are removed. Returns whether a
-    /// location was written that the previous incarnation did not write (then higher
-    /// transactions must be validated again).
+    /// location was written that the previous incarnation did not write, or written absolute
+    /// where it wrote a delta (then higher transactions must be validated again).
     pub fn record(&self, tx: TxIdx, incarnation: Incarnation, reads: ReadSet, writes: WriteSet) -> bool {
         let mut wrote_beneficiary = false;
         // A beneficiary write is new when the previous incarnation left the slot empty (it was
@@ -383,6 +433,13 @@ impl MvMemory {
         let mut last = self.last_writes[tx].lock();
         let previous = std::mem::replace(&mut *last, writes);
         let contains = |set: &WriteSet, location: &Location| set.iter().any(|(l, _)| l == location);
+        // A write is new at a location the previous incarnation did not write, and where it wrote
+        // a delta and this one an absolute value: readers holding the account's balance walked
+        // past the delta's ESTIMATE (`read_absolute`) and must be validated again.
+        let is_new = |location: &Location, value: &Value, before: Option<bool>| match before {
+            None => *location != self.beneficiary,
+            Some(was_absolute) => value.is_absolute() && !was_absolute,
+        };
         let wrote_new;
         if previous.len() <= 8 && last.len() <= 8 {
             for (location, _) in &previous {
@@ -390,16 +447,17 @@ impl MvMemory {
                     self.remove_entry(location, tx);
                 }
             }
-            wrote_new = last.iter().any(|(l, _)| *l != self.beneficiary && !contains(&previous, l));
+            let before = |location: &Location| previous.iter().find(|(l, _)| l == location).map(|(_, v)| v.is_absolute());
+            wrote_new = last.iter().any(|(l, v)| is_new(l, v, before(l)));
         } else {
             let new_set: rustc_hash::FxHashSet<&Location> = last.iter().map(|(l, _)| l).collect();
-            let old_set: rustc_hash::FxHashSet<&Location> = previous.iter().map(|(l, _)| l).collect();
+            let old_kinds: rustc_hash::FxHashMap<&Location, bool> = previous.iter().map(|(l, v)| (l, v.is_absolute())).collect();
             for (location, _) in &previous {
                 if *location != self.beneficiary && !new_set.contains(location) {
                     self.remove_entry(location, tx);
                 }
             }
-            wrote_new = last.iter().any(|(l, _)| *l != self.beneficiary && !old_set.contains(l));
+            wrote_new = last.iter().any(|(l, v)| is_new(l, v, old_kinds.get(l).copied()));
         }
         drop(last);
         *self.last_reads[tx].lock() = reads;
@@ -418,11 +476,12 @@ impl MvMemory {
 
     /// Replaces the last writes of `tx` by ESTIMATE markers (its incarnation was aborted).
     pub fn convert_writes_to_estimates(&self, tx: TxIdx) {
-        for (location, _) in self.last_writes[tx].lock().iter() {
+        for (location, value) in self.last_writes[tx].lock().iter() {
+            let estimate = Entry::Estimate(!value.is_absolute());
             if *location == self.beneficiary {
-                *self.beneficiary_slots[tx].lock() = Some(Entry::Estimate);
+                *self.beneficiary_slots[tx].lock() = Some(estimate);
             } else if let Some(versions) = self.data.get(location, &self.data.guard()) {
-                upsert(&mut versions.lock(), tx, Entry::Estimate);
+                upsert(&mut versions.lock(), tx, estimate);
             }
         }
     }
@@ -433,6 +492,7 @@ impl MvMemory {
         reads.iter().all(|(location, observed)| match observed {
             Observed::Versions(origins) => self.read(location, tx).is_ok_and(|resolved| resolved.origins == *origins),
             Observed::Zeroness(seen) => self.read_zeroness(location, tx).is_ok_and(|now| now.observed() == *seen),
+            Observed::Absolute(origin) => self.read_absolute(location, tx).is_ok_and(|(now, _)| now == *origin),
         })
     }
 
@@ -543,6 +603,33 @@ mod tests {
         mv.record(2, 0, Vec::new(), vec![(slot(1), add(1))]);
         assert_eq!(mv.read_zeroness(&slot(1), 4), Ok(Zeroness::NonZero));
         assert_eq!(mv.read(&slot(1), 5).map(|r| (r.absolute, r.origins.to_vec())), Ok((Some(Value::Storage(U256::ZERO)), vec![Origin::Version(4, 0)])));
+    }
+
+    #[test]
+    fn absolute_reads_walk_past_deltas_and_their_estimates_but_not_past_absolute_estimates() {
+        let account = Location::Account(Address::repeat_byte(1));
+        let credit = |amount: u64| Value::Credit { amount: U256::from(amount), no_code: false };
+        let absolute = Value::Account(Some(AccountValue { balance: U256::from(7), nonce: 1, code_hash: B256::repeat_byte(2) }));
+        let mv = MvMemory::new(8, Address::repeat_byte(0xbe));
+        mv.record(1, 0, Vec::new(), vec![(account, absolute.clone())]);
+        mv.record(3, 0, Vec::new(), vec![(account, credit(5))]);
+        assert_eq!(mv.read_absolute(&account, 1), Ok((Origin::Base, None)));
+        assert_eq!(mv.read_absolute(&account, 5), Ok((Origin::Version(1, 0), Some(absolute.clone()))));
+        // A reader holding the balance validates while only the credits above change.
+        mv.record(5, 0, vec![(account, Observed::Absolute(Origin::Version(1, 0)))], Vec::new());
+        mv.convert_writes_to_estimates(3);
+        assert_eq!(mv.read(&account, 5).map(|_| ()), Err(3), "an exact read waits for the aborted credit");
+        assert!(mv.validate_reads(5), "a held read walks past it");
+        // The credit comes back as an absolute value: a new write, and the held read is stale.
+        assert!(mv.record(3, 1, Vec::new(), vec![(account, absolute.clone())]));
+        assert!(!mv.validate_reads(5));
+        // Back to a credit: nothing new for readers, and the held read is valid again.
+        assert!(!mv.record(3, 2, Vec::new(), vec![(account, credit(6))]));
+        assert!(mv.validate_reads(5));
+        // An aborted absolute write stops a held read.
+        mv.convert_writes_to_estimates(1);
+        assert_eq!(mv.read_absolute(&account, 5), Err(1));
+        assert!(!mv.validate_reads(5));
     }
 
     #[test]

@@ -70,6 +70,8 @@ pub struct SchedulerStats {
     pub storage_wipes: AtomicUsize,
     /// Executions that credited an ERC-20 balance lazily ([`super::tokens`]).
     pub lazy_token_credits: AtomicUsize,
+    /// Executions that credited an account whose balance they held ([`super::held`]).
+    pub held_credits: AtomicUsize,
 }
 
 impl Scheduler {

@@ -5,11 +5,12 @@
 
 use super::{
     lazy::apply_delta,
-    mv_memory::{AccountValue, Location, MvMemory, Observed, ReadSet, Resolved, Value, Zeroness},
+    mv_memory::{AccountValue, Location, MvMemory, Observed, Origins, ReadSet, Resolved, Value, Zeroness},
     TxIdx,
 };
 use crate::{error::StateError, state::StateSource};
 use alloy_primitives::{map::HashMap, Address, B256, U256};
+use smallvec::SmallVec;
 use revm::{
     bytecode::Bytecode,
     database::{DBErrorMarker, Database},
@@ -26,6 +27,10 @@ pub enum ViewError {
     /// The pre-block state failed.
     #[error(transparent)]
     State(#[from] StateError),
+    /// A held balance's credits overflow the real balance: sequential execution would have
+    /// failed a transfer that this execution made.
+    #[error("held balance overflow")]
+    HeldBalanceOverflow,
 }
 
 impl DBErrorMarker for ViewError {}
@@ -73,22 +78,140 @@ pub struct VersionedView<'a, S> {
     /// Which contracts called by this worker are known tokens (their balances mapping slot), by
     /// their pre-block code; kept for the whole block.
     pub token_kinds: HashMap<Address, Option<u64>>,
+    /// Whether this transaction holds balances ([`super::held`]), and the accounts it never
+    /// holds (its sender and the beneficiary).
+    holding: Option<[Address; 2]>,
+    /// The accounts whose balance this incarnation holds: the EVM was given [`HELD_BALANCE`].
+    pub held: SmallVec<[Address; 4]>,
+    /// Accounts this incarnation must read exactly when it loads them: an instruction is about
+    /// to look at their balance.
+    exact: SmallVec<[Address; 2]>,
+    /// Accounts this incarnation held, then read exactly: a change of their balance alone is
+    /// written as a [`Value::Rebalance`].
+    pub released: SmallVec<[Address; 2]>,
+}
+
+/// The balance the EVM is given for an account whose balance is held: 2^128 wei, above all the
+/// ether there is by far, so that no credit overflows it and the credits it received are the
+/// final balance minus this.
+pub const HELD_BALANCE: U256 = U256::from_limbs([0, 0, 1, 0]);
+
+/// An account in the pre-block state, and its code where the state gives it along.
+type PreBlock = (Option<AccountValue>, Option<Bytecode>);
+
+/// What [`VersionedView::load_held`] did: held the account, or left it to an exact read (with
+/// the pre-block account where it looked that up).
+enum Loaded {
+    Held(AccountInfo),
+    Exact(Option<PreBlock>),
+}
+
+/// Whether an account is never empty, whatever its balance: it has code or a nonce.
+fn cannot_be_empty(account: &AccountValue) -> bool {
+    account.code_hash != KECCAK_EMPTY || account.nonce > 0
+}
+
+/// An account read from the multi-version memory: its value (deltas applied), the code the
+/// pre-block state gave with it, and the entries the read went through.
+struct AccountRead {
+    account: Option<AccountValue>,
+    code: Option<Bytecode>,
+    origins: Origins,
 }
 
 impl<'a, S: StateSource> VersionedView<'a, S> {
     /// A view for the block; [`VersionedView::reset`] points it at a transaction.
     pub fn new(base: &'a S, mv: &'a MvMemory, spec: SpecId) -> Self {
-        Self { base, mv, spec, tx: 0, lazy: None, lazy_credit: None, credit_base: None, reads: Vec::new(), read_accounts: HashMap::default(), token_kinds: HashMap::default() }
+        Self {
+            base,
+            mv,
+            spec,
+            tx: 0,
+            lazy: None,
+            lazy_credit: None,
+            credit_base: None,
+            reads: Vec::new(),
+            read_accounts: HashMap::default(),
+            token_kinds: HashMap::default(),
+            holding: None,
+            held: SmallVec::new(),
+            exact: SmallVec::new(),
+            released: SmallVec::new(),
+        }
     }
 
-    /// Prepares the view for executing `tx`, lazily or not.
-    pub fn reset(&mut self, tx: TxIdx, lazy: Option<LazyTransfer>, lazy_credit: Option<LazyTokenCredit>) {
+    /// Prepares the view for executing `tx`, lazily or not. `holding` names the two accounts
+    /// whose balances are never held (the sender and the beneficiary) when the transaction holds
+    /// balances at all.
+    pub fn reset(&mut self, tx: TxIdx, lazy: Option<LazyTransfer>, lazy_credit: Option<LazyTokenCredit>, holding: Option<[Address; 2]>) {
         self.tx = tx;
         self.lazy = lazy;
         self.lazy_credit = lazy_credit;
         self.credit_base = None;
         self.reads.clear();
         self.read_accounts.clear();
+        self.holding = holding;
+        self.held.clear();
+        self.exact.clear();
+        self.released.clear();
+    }
+
+    /// Stops holding the balance of `address` before an instruction looks at it. Where it was
+    /// held, reads the account exactly and returns it (the caller moves the EVM's copy onto the
+    /// real balance); otherwise makes sure it is read exactly if the instruction loads it.
+    /// `Err` when the exact read meets an ESTIMATE.
+    pub fn release(&mut self, address: Address) -> Result<Option<Option<AccountValue>>, ViewError> {
+        let Some(index) = self.held.iter().position(|held| *held == address) else {
+            if !self.exact.contains(&address) {
+                self.exact.push(address);
+            }
+            return Ok(None);
+        };
+        self.held.swap_remove(index);
+        self.released.push(address);
+        let read = self.read_account(address, None)?;
+        self.reads.push((Location::Account(address), Observed::Versions(read.origins)));
+        self.read_accounts.insert(address, read.account.clone());
+        Ok(Some(read.account))
+    }
+
+    /// Loads `address` holding its balance, where this transaction holds balances and the
+    /// account cannot be empty whatever its balance: it has code, or a nonce (deltas never
+    /// remove code and only raise nonces). Only the nearest absolute entry is read, and recorded.
+    /// `None` where the account is to be read exactly.
+    fn load_held(&mut self, address: Address) -> Result<Loaded, ViewError> {
+        let Some(excluded) = self.holding else { return Ok(Loaded::Exact(None)) };
+        if excluded.contains(&address) || self.exact.contains(&address) {
+            return Ok(Loaded::Exact(None));
+        }
+        let location = Location::Account(address);
+        let (origin, absolute) = self.mv.read_absolute(&location, self.tx).map_err(ViewError::Blocked)?;
+        let (account, code) = match absolute {
+            Some(Value::Account(value)) => (value, None),
+            _ => {
+                let pre_block = self.pre_block(address)?;
+                if !pre_block.0.as_ref().is_some_and(cannot_be_empty) {
+                    return Ok(Loaded::Exact(Some(pre_block)));
+                }
+                pre_block
+            }
+        };
+        let Some(account) = account.filter(cannot_be_empty) else { return Ok(Loaded::Exact(None)) };
+        self.reads.push((location, Observed::Absolute(origin)));
+        self.held.push(address);
+        let code = match code {
+            Some(code) if account.code_hash != KECCAK_EMPTY => code,
+            _ => self.code(account.code_hash)?,
+        };
+        Ok(Loaded::Held(crate::state::account_info(HELD_BALANCE, account.nonce, account.code_hash, Some(code))))
+    }
+
+    /// The account in the pre-block state, with its code where the state gives it along.
+    fn pre_block(&self, address: Address) -> Result<PreBlock, ViewError> {
+        Ok(match self.base.basic_ref(address)? {
+            Some(info) => (Some(AccountValue { balance: info.balance, nonce: info.nonce, code_hash: info.code_hash }), info.code),
+            None => (None, None),
+        })
     }
 
     /// Whether the account at `address` has code as transaction `tx` would see it now, without
@@ -106,15 +229,16 @@ impl<'a, S: StateSource> VersionedView<'a, S> {
     }
 
     /// Reads the account at `address` through the multi-version memory, applying lazy deltas.
-    /// Also returns the account's code when the pre-block state supplied it with the account.
-    fn read_account(&mut self, address: Address) -> Result<(Option<AccountValue>, Option<Bytecode>), ViewError> {
+    /// Does not record the read.
+    /// `pre_block` is the pre-block account where the caller already looked it up.
+    fn read_account(&self, address: Address, pre_block: Option<PreBlock>) -> Result<AccountRead, ViewError> {
         let location = Location::Account(address);
         let resolved = self.mv.read(&location, self.tx).map_err(ViewError::Blocked)?;
         let (mut account, mut code) = match resolved.absolute {
             Some(Value::Account(value)) => (value, None),
-            _ => match self.base.basic_ref(address)? {
-                Some(info) => (Some(AccountValue { balance: info.balance, nonce: info.nonce, code_hash: info.code_hash }), info.code),
-                None => (None, None),
+            _ => match pre_block {
+                Some(pre_block) => pre_block,
+                None => self.pre_block(address)?,
             },
         };
         for delta in &resolved.deltas {
@@ -125,8 +249,7 @@ impl<'a, S: StateSource> VersionedView<'a, S> {
         if account.is_none() {
             code = None;
         }
-        self.reads.push((location, Observed::Versions(resolved.origins)));
-        Ok((account, code))
+        Ok(AccountRead { account, code, origins: resolved.origins })
     }
 
     fn code(&self, code_hash: B256) -> Result<Bytecode, StateError> {
@@ -152,11 +275,16 @@ impl<S: StateSource> Database for VersionedView<'_, S> {
                 return Ok(None);
             }
         }
-        let (account, known_code) = self.read_account(address)?;
-        self.read_accounts.insert(address, account.clone());
-        let Some(account) = account else { return Ok(None) };
+        let pre_block = match self.load_held(address)? {
+            Loaded::Held(info) => return Ok(Some(info)),
+            Loaded::Exact(pre_block) => pre_block,
+        };
+        let read = self.read_account(address, pre_block)?;
+        self.reads.push((Location::Account(address), Observed::Versions(read.origins)));
+        self.read_accounts.insert(address, read.account.clone());
+        let Some(account) = read.account else { return Ok(None) };
         // Deltas never change code, so code that came with the pre-block account still fits.
-        let code = match known_code {
+        let code = match read.code {
             Some(code) if account.code_hash != KECCAK_EMPTY => code,
             _ => self.code(account.code_hash)?,
         };

@@ -5,7 +5,7 @@ use super::{
     mv_memory::{AccountValue, Debit, Location, MvMemory, Observed, Value},
     scheduler::{Scheduler, Task},
     tokens,
-    view::{LazyTokenCredit, LazyTransfer, VersionedView, ViewError},
+    view::{LazyTokenCredit, LazyTransfer, VersionedView, ViewError, HELD_BALANCE},
     FallbackReason, Incarnation, TxIdx, TxOutcome,
 };
 use crate::{
@@ -90,6 +90,9 @@ pub fn run<S: StateSource>(shared: &Shared<'_, S>, worker: usize) {
     let spec = shared.input.cfg.spec;
     let view = VersionedView::new(shared.base, shared.mv, spec);
     let mut evm = build_evm(view, shared.input.cfg.clone(), shared.input.block.clone());
+    if shared.techniques.contains(Techniques::HELD_BALANCES) {
+        super::held::install_hooks(&mut evm);
+    }
     let mut task: Option<Task> = None;
     let mut idle_spins = 0u32;
     while !shared.scheduler.is_done() {
@@ -263,7 +266,9 @@ fn execute_with<S: StateSource>(
     credit: Option<LazyTokenCredit>,
 ) -> Result<Option<ExecOutcome>, Halt> {
     let tx = &shared.txs[tx_idx];
-    evm.ctx.journaled_state.database.reset(tx_idx, lazy, credit);
+    let beneficiary = shared.input.block.beneficiary;
+    let holds = shared.techniques.contains(Techniques::HELD_BALANCES) && lazy.is_none() && tx.authorization_list.is_empty();
+    evm.ctx.journaled_state.database.reset(tx_idx, lazy, credit, holds.then_some([tx.caller, beneficiary]));
     evm.ctx.set_tx(tx.clone());
     let result = DeferredFeeHandler::<_, EVMError<ViewError>>::default().run(evm);
     let state = evm.ctx.journal_mut().finalize();
@@ -271,6 +276,7 @@ fn execute_with<S: StateSource>(
         Ok(result) => result,
         Err(EVMError::Database(ViewError::Blocked(blocking))) => return Ok(Some(ExecOutcome::Blocked(blocking))),
         Err(EVMError::Database(ViewError::State(error))) => return Err(Halt::Error(error.into())),
+        Err(EVMError::Database(ViewError::HeldBalanceOverflow)) => return Err(Halt::Fallback(FallbackReason::LazyCheckFailed)),
         Err(EVMError::Transaction(reason)) => {
             // Too high a nonce while a lower transaction of the same sender has not executed yet:
             // the two ran side by side. This one waits for it instead of being recorded invalid
@@ -287,7 +293,6 @@ fn execute_with<S: StateSource>(
 
     let spec = shared.input.cfg.spec;
     let clear_empty = spec.is_enabled_in(SpecId::SPURIOUS_DRAGON);
-    let beneficiary = shared.input.block.beneficiary;
     let gas_used = result.tx_gas_used();
     let reward = fee_reward(shared.input, tx, gas_used);
     let view = &evm.ctx.journaled_state.database;
@@ -322,6 +327,20 @@ fn execute_with<S: StateSource>(
         if !account.is_touched() {
             continue;
         }
+        if view.held.contains(&address) {
+            // Still held: the instructions that could have lowered the balance, changed the nonce
+            // or destroyed the account release it first. What it received is a credit.
+            let credited = account.info.balance.checked_sub(HELD_BALANCE).filter(|_| !account.is_selfdestructed());
+            let Some(credited) = credited else { return Err(Halt::Error(crate::BlockError::Evm(format!("held account {address} of transaction {tx_idx} lost balance or was destroyed")))) };
+            if !credited.is_zero() {
+                writes.push((Location::Account(address), Value::Credit { amount: credited, no_code: false }));
+                shared.scheduler.stats.held_credits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            if !storage_writes(shared, view, &mut writes, address, &account, credit) {
+                return Ok(None);
+            }
+            continue;
+        }
         let read = view.read_accounts.get(&address);
         let new_value = if account.is_selfdestructed() {
             if !account.is_created() {
@@ -352,27 +371,50 @@ fn execute_with<S: StateSource>(
         };
         let unchanged = read.is_some_and(|read| *read == new_value);
         if !unchanged || address == beneficiary {
-            writes.push((Location::Account(address), Value::Account(new_value.clone())));
-        }
-        if new_value.is_some() {
-            for (slot, value) in account.changed_storage_slots() {
-                if let Some(credit) = credit.filter(|credit| credit.token == address && credit.slot == *slot) {
-                    // The recipient's balance became what the EVM was given plus the amount: a
-                    // delta. Anything else is not the transfer the credit assumes.
-                    let given = view.credit_base;
-                    let Some(given) = given.filter(|given| value.present_value.checked_sub(*given) == Some(credit.amount)) else { return Ok(None) };
-                    writes.push((Location::Storage(address, *slot), Value::StorageAdd { amount: credit.amount, was_nonzero: !given.is_zero() }));
-                    shared.scheduler.stats.lazy_token_credits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    continue;
+            let value = match (&new_value, read) {
+                // Held, then read exactly, and only its balance changed: a delta, which readers
+                // holding the balance above it walk past.
+                (Some(new), Some(Some(old))) if view.released.contains(&address) && new.nonce == old.nonce && new.code_hash == old.code_hash => {
+                    Value::Rebalance { before: old.balance, after: new.balance }
                 }
-                writes.push((Location::Storage(address, *slot), Value::Storage(value.present_value)));
-            }
+                _ => Value::Account(new_value.clone()),
+            };
+            writes.push((Location::Account(address), value));
+        }
+        if new_value.is_some() && !storage_writes(shared, view, &mut writes, address, &account, credit) {
+            return Ok(None);
         }
     }
     if !paid_beneficiary {
         writes.push((Location::Account(beneficiary), Value::Credit { amount: reward, no_code: false }));
     }
     Ok(Some(ExecOutcome::Done(TxOutcome::Executed { result, cleared }, writes)))
+}
+
+/// Adds the storage slots `account` changed to `writes`; the lazily credited slot becomes a
+/// delta. `false` when that slot's write is not the transfer the credit assumes (the transaction
+/// must run again with an exact read).
+fn storage_writes<S>(
+    shared: &Shared<'_, S>,
+    view: &VersionedView<'_, S>,
+    writes: &mut Vec<(Location, Value)>,
+    address: Address,
+    account: &revm::state::Account,
+    credit: Option<LazyTokenCredit>,
+) -> bool {
+    for (slot, value) in account.changed_storage_slots() {
+        if let Some(credit) = credit.filter(|credit| credit.token == address && credit.slot == *slot) {
+            // The recipient's balance became what the EVM was given plus the amount: a
+            // delta. Anything else is not the transfer the credit assumes.
+            let given = view.credit_base;
+            let Some(given) = given.filter(|given| value.present_value.checked_sub(*given) == Some(credit.amount)) else { return false };
+            writes.push((Location::Storage(address, *slot), Value::StorageAdd { amount: credit.amount, was_nonzero: !given.is_zero() }));
+            shared.scheduler.stats.lazy_token_credits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            continue;
+        }
+        writes.push((Location::Storage(address, *slot), Value::Storage(value.present_value)));
+    }
+    true
 }
 
 /// How far below a transaction whose nonce is too high its sender's previous transaction is
