@@ -144,3 +144,70 @@ fn payments_out_and_balance_reads_between_deposits_are_exact() {
         }
     }
 }
+
+/// `CALL(GAS, COINBASE, CALLVALUE, 0, 0, 0, 0)`: a tip to the block's beneficiary.
+const TIPPER: &[u8] = &[0x60, 0, 0x60, 0, 0x60, 0, 0x60, 0, 0x34, 0x41, 0x5a, 0xf1, 0x50, 0x00];
+
+/// Counts down from 262,144 (about six million gas), then `SELFDESTRUCT(CALLER)`.
+const SLOW_DESTRUCTOR: &[u8] = &[0x62, 0x04, 0x00, 0x00, 0x5b, 0x60, 0x01, 0x90, 0x03, 0x80, 0x60, 0x04, 0x57, 0x50, 0x33, 0xff];
+
+#[test]
+fn tips_to_a_beneficiary_destroyed_below_them_are_charged_as_sequentially() {
+    // Before Cancun a contract beneficiary destroyed by the block's first transaction is, for
+    // the tips above it, an account without code re-created by that transaction's fee. Tips that
+    // run while the slow first transaction does hold the beneficiary's balance and call its code;
+    // its absolute write (the account gone) must send them back to run again.
+    const TXS: u64 = 64;
+    let mut input = cancun_block_input();
+    input.cfg.set_spec_and_mainnet_gas_params(pseq_executor::revm::primitives::hardfork::SpecId::SHANGHAI);
+    let beneficiary = input.block.beneficiary;
+    let tipper = addr(0xa0, 9);
+    let mut state = InMemoryState::new();
+    let contract = |code: &[u8]| InMemoryAccount { balance: U256::from(5), nonce: 1, code: Some(Bytecode::new_raw(Bytes::copy_from_slice(code))), ..Default::default() };
+    state.insert_account(beneficiary, contract(SLOW_DESTRUCTOR));
+    state.insert_account(tipper, contract(TIPPER));
+    for n in 0..TXS {
+        state.insert_account(addr(0x5e, n), InMemoryAccount { balance: U256::from(10u128.pow(18)), ..Default::default() });
+    }
+    let mut txs = vec![TxEnv { gas_limit: 8_000_000, ..call(0, beneficiary, 0, &[]) }];
+    txs.extend((1..TXS).map(|n| call(n, tipper, 1, &[])));
+    let sequential = execute_block(&state, &input, &txs, &ExecutionOptions::sequential()).expect("sequential");
+    assert_eq!(sequential.included.len(), TXS as usize);
+    for threads in [2, 4, 8] {
+        for _ in 0..10 {
+            let output = execute_block(&state, &input, &txs, &ExecutionOptions::force_parallel(threads)).expect("parallel");
+            assert_eq!(output.path, ExecutedPath::Parallel);
+            assert!(output.same_result(&sequential), "{threads} threads: parallel differs from sequential");
+        }
+    }
+}
+
+#[test]
+fn tips_to_the_beneficiary_wait_for_nothing() {
+    // Searchers pay the block's beneficiary from contracts. Reading its balance exactly waits for
+    // every lower transaction's fee; holding it, a tip is one more credit beside the fee.
+    const TXS: u64 = 200;
+    let input = cancun_block_input();
+    let tipper = addr(0xa0, 9);
+    let mut state = world(TXS, 0);
+    state.insert_account(input.block.beneficiary, InMemoryAccount { balance: U256::from(1), nonce: 7, ..Default::default() });
+    state.insert_account(tipper, InMemoryAccount { nonce: 1, code: Some(Bytecode::new_raw(Bytes::from_static(TIPPER))), ..Default::default() });
+    let txs: Vec<TxEnv> = (0..TXS).map(|n| call(n, tipper, n + 1, &[])).collect();
+    let sequential = execute_block(&state, &input, &txs, &ExecutionOptions::sequential()).expect("sequential");
+    assert_eq!(sequential.included.len(), TXS as usize);
+    for threads in [2, 4, 8] {
+        for _ in 0..5 {
+            let stats = parallel(&state, &txs, ExecutionOptions::force_parallel(threads), &sequential);
+            assert_eq!((stats.aborts, stats.dependencies), (0, 0), "{threads} threads: {stats:?}");
+        }
+    }
+    let mut waits = 0;
+    for _ in 0..50 {
+        let stats = parallel(&state, &txs, ExecutionOptions::force_parallel(2).without(Techniques::HELD_BALANCES), &sequential);
+        waits += stats.aborts + stats.dependencies;
+        if waits > 0 {
+            break;
+        }
+    }
+    assert!(waits > 0, "tips without held balances never waited");
+}

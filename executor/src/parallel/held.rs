@@ -20,9 +20,11 @@
 //! when the instruction loads it. revm journals balance changes inside a transaction as
 //! transfers (relative), so moving the copy by a constant keeps every revert exact.
 //!
-//! Never held: the sender (it pays for gas), the beneficiary (its fee is a delta already), and
-//! every account of a transaction with an EIP-7702 authorization list (an authority's nonce is
-//! checked) or of a lazy plain transfer (both sides are deltas already).
+//! The beneficiary is held too: a searcher's tip paid from a contract joins the transaction's
+//! fee in one credit, instead of waiting for every lower transaction's fee (the beneficiary's
+//! entries start as ESTIMATEs of credits, which a held read walks past). Never held: the sender
+//! (it pays for gas), and every account of a transaction with an EIP-7702 authorization list (an
+//! authority's nonce is checked) or of a lazy plain transfer (both sides are deltas already).
 //!
 //! [`Value::Credit`]: super::mv_memory::Value::Credit
 

@@ -242,7 +242,8 @@ impl MvMemory {
             data: papaya::HashMap::builder().capacity(2 * block_size).hasher(FxBuildHasher).resize_mode(papaya::ResizeMode::Blocking).build(),
             any_wipes: AtomicBool::new(false),
             beneficiary: Location::Account(beneficiary),
-            beneficiary_slots: (0..block_size).map(|_| Mutex::new(Some(Entry::Estimate(false)))).collect(),
+            // Expected fee credits: a read of the absolute entry walks past them.
+            beneficiary_slots: (0..block_size).map(|_| Mutex::new(Some(Entry::Estimate(true)))).collect(),
             last_writes: (0..block_size).map(|_| Mutex::new(Vec::new())).collect(),
             last_reads: (0..block_size).map(|_| Mutex::new(Vec::new())).collect(),
             codes: DashMap::with_hasher(FxBuildHasher),
@@ -436,8 +437,10 @@ impl MvMemory {
         // A write is new at a location the previous incarnation did not write, and where it wrote
         // a delta and this one an absolute value: readers holding the account's balance walked
         // past the delta's ESTIMATE (`read_absolute`) and must be validated again.
+        // The beneficiary's slot held an ESTIMATE of a credit before its first write: an absolute
+        // first write is new too.
         let is_new = |location: &Location, value: &Value, before: Option<bool>| match before {
-            None => *location != self.beneficiary,
+            None => *location != self.beneficiary || value.is_absolute(),
             Some(was_absolute) => value.is_absolute() && !was_absolute,
         };
         let wrote_new;

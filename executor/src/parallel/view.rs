@@ -78,9 +78,9 @@ pub struct VersionedView<'a, S> {
     /// Which contracts called by this worker are known tokens (their balances mapping slot), by
     /// their pre-block code; kept for the whole block.
     pub token_kinds: HashMap<Address, Option<u64>>,
-    /// Whether this transaction holds balances ([`super::held`]), and the accounts it never
-    /// holds (its sender and the beneficiary).
-    holding: Option<[Address; 2]>,
+    /// Whether this transaction holds balances ([`super::held`]), and the account it never
+    /// holds (its sender).
+    holding: Option<Address>,
     /// The accounts whose balance this incarnation holds: the EVM was given [`HELD_BALANCE`].
     pub held: SmallVec<[Address; 4]>,
     /// Accounts this incarnation must read exactly when it loads them: an instruction is about
@@ -140,10 +140,9 @@ impl<'a, S: StateSource> VersionedView<'a, S> {
         }
     }
 
-    /// Prepares the view for executing `tx`, lazily or not. `holding` names the two accounts
-    /// whose balances are never held (the sender and the beneficiary) when the transaction holds
-    /// balances at all.
-    pub fn reset(&mut self, tx: TxIdx, lazy: Option<LazyTransfer>, lazy_credit: Option<LazyTokenCredit>, holding: Option<[Address; 2]>) {
+    /// Prepares the view for executing `tx`, lazily or not. `holding` names the sender, whose
+    /// balance is never held, when the transaction holds balances at all.
+    pub fn reset(&mut self, tx: TxIdx, lazy: Option<LazyTransfer>, lazy_credit: Option<LazyTokenCredit>, holding: Option<Address>) {
         self.tx = tx;
         self.lazy = lazy;
         self.lazy_credit = lazy_credit;
@@ -180,8 +179,8 @@ impl<'a, S: StateSource> VersionedView<'a, S> {
     /// remove code and only raise nonces). Only the nearest absolute entry is read, and recorded.
     /// `None` where the account is to be read exactly.
     fn load_held(&mut self, address: Address) -> Result<Loaded, ViewError> {
-        let Some(excluded) = self.holding else { return Ok(Loaded::Exact(None)) };
-        if excluded.contains(&address) || self.exact.contains(&address) {
+        let Some(sender) = self.holding else { return Ok(Loaded::Exact(None)) };
+        if address == sender || self.exact.contains(&address) {
             return Ok(Loaded::Exact(None));
         }
         let location = Location::Account(address);

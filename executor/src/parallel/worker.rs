@@ -268,7 +268,7 @@ fn execute_with<S: StateSource>(
     let tx = &shared.txs[tx_idx];
     let beneficiary = shared.input.block.beneficiary;
     let holds = shared.techniques.contains(Techniques::HELD_BALANCES) && lazy.is_none() && tx.authorization_list.is_empty();
-    evm.ctx.journaled_state.database.reset(tx_idx, lazy, credit, holds.then_some([tx.caller, beneficiary]));
+    evm.ctx.journaled_state.database.reset(tx_idx, lazy, credit, holds.then_some(tx.caller));
     evm.ctx.set_tx(tx.clone());
     let result = DeferredFeeHandler::<_, EVMError<ViewError>>::default().run(evm);
     let state = evm.ctx.journal_mut().finalize();
@@ -315,6 +315,27 @@ fn execute_with<S: StateSource>(
                 continue;
             }
         }
+        if account.is_touched() && view.held.contains(&address) {
+            // Still held: the instructions that could have lowered the balance, changed the nonce
+            // or destroyed the account release it first. What it received is a credit, and the
+            // beneficiary's fee joins it.
+            let credited = account.info.balance.checked_sub(HELD_BALANCE).filter(|_| !account.is_selfdestructed());
+            let Some(credited) = credited else { return Err(Halt::Error(crate::BlockError::Evm(format!("held account {address} of transaction {tx_idx} lost balance or was destroyed")))) };
+            let amount = if address == beneficiary {
+                paid_beneficiary = true;
+                credited.saturating_add(reward)
+            } else {
+                credited
+            };
+            if !amount.is_zero() || address == beneficiary {
+                writes.push((Location::Account(address), Value::Credit { amount, no_code: false }));
+                shared.scheduler.stats.held_credits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            if !storage_writes(shared, view, &mut writes, address, &account, credit) {
+                return Ok(None);
+            }
+            continue;
+        }
         if address == beneficiary {
             if !account.is_touched() {
                 continue;
@@ -325,20 +346,6 @@ fn execute_with<S: StateSource>(
             paid_beneficiary = true;
         }
         if !account.is_touched() {
-            continue;
-        }
-        if view.held.contains(&address) {
-            // Still held: the instructions that could have lowered the balance, changed the nonce
-            // or destroyed the account release it first. What it received is a credit.
-            let credited = account.info.balance.checked_sub(HELD_BALANCE).filter(|_| !account.is_selfdestructed());
-            let Some(credited) = credited else { return Err(Halt::Error(crate::BlockError::Evm(format!("held account {address} of transaction {tx_idx} lost balance or was destroyed")))) };
-            if !credited.is_zero() {
-                writes.push((Location::Account(address), Value::Credit { amount: credited, no_code: false }));
-                shared.scheduler.stats.held_credits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-            if !storage_writes(shared, view, &mut writes, address, &account, credit) {
-                return Ok(None);
-            }
             continue;
         }
         let read = view.read_accounts.get(&address);
