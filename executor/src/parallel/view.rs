@@ -160,13 +160,14 @@ impl<'a, S: StateSource> VersionedView<'a, S> {
     /// real balance); otherwise makes sure it is read exactly if the instruction loads it.
     /// `Err` when the exact read meets an ESTIMATE.
     pub fn release(&mut self, address: Address) -> Result<Option<Option<AccountValue>>, ViewError> {
-        let Some(index) = self.held.iter().position(|held| *held == address) else {
+        if !self.held.contains(&address) {
             if !self.exact.contains(&address) {
                 self.exact.push(address);
             }
             return Ok(None);
-        };
-        self.held.swap_remove(index);
+        }
+        // revm loads an account from the database once per transaction; all copies go anyway.
+        self.held.retain(|held| *held != address);
         self.released.push(address);
         let read = self.read_account(address, None)?;
         self.reads.push((Location::Account(address), Observed::Versions(read.origins)));
@@ -177,7 +178,7 @@ impl<'a, S: StateSource> VersionedView<'a, S> {
     /// Loads `address` holding its balance, where this transaction holds balances and the
     /// account cannot be empty whatever its balance: it has code, or a nonce (deltas never
     /// remove code and only raise nonces). Only the nearest absolute entry is read, and recorded.
-    /// `None` where the account is to be read exactly.
+    /// [`Loaded::Exact`] where the account is to be read exactly.
     fn load_held(&mut self, address: Address) -> Result<Loaded, ViewError> {
         let Some(sender) = self.holding else { return Ok(Loaded::Exact(None)) };
         if address == sender || self.exact.contains(&address) {
@@ -227,9 +228,9 @@ impl<'a, S: StateSource> VersionedView<'a, S> {
         Ok(code_hash.is_some_and(|hash| hash != KECCAK_EMPTY))
     }
 
-    /// Reads the account at `address` through the multi-version memory, applying lazy deltas.
-    /// Does not record the read.
-    /// `pre_block` is the pre-block account where the caller already looked it up.
+    /// Reads the account at `address` through the multi-version memory, applying lazy deltas,
+    /// without recording the read. `pre_block` is the pre-block account where the caller already
+    /// looked it up.
     fn read_account(&self, address: Address, pre_block: Option<PreBlock>) -> Result<AccountRead, ViewError> {
         let location = Location::Account(address);
         let resolved = self.mv.read(&location, self.tx).map_err(ViewError::Blocked)?;
