@@ -5,7 +5,7 @@
 //! Conflict patterns: a few shared senders and recipients, transfers to and from the beneficiary,
 //! a hot storage slot, contracts reading the beneficiary's and a hot account's balance (forcing
 //! lazy values to be evaluated mid-block), contracts forwarding value, CREATE2 at a colliding
-//! address, contract creation, SELFDESTRUCT, reverts, out-of-gas, senders running out of balance in
+//! address (funded before the creation in some blocks), contract creation, SELFDESTRUCT, reverts, out-of-gas, senders running out of balance in
 //! the middle of a chain of transfers, nonce gaps, ether moved through contracts whose balances
 //! the parallel path holds (credits inside calls, `SELFBALANCE` and `BALANCE` of them, payments
 //! and `CREATE` out of balances of a few wei), and ERC-20 transfers (the corpus's
@@ -198,6 +198,12 @@ fn generate_sized(seed: u64, big: bool) -> World {
     if rng.chance(50) {
         state.insert_account(empty, InMemoryAccount::default());
     }
+    // The factory's CREATE2 address, funded before its contract exists in some blocks (a
+    // counterfactual deployment: the creation keeps the balance), and paid in the block.
+    let create2_target = addr(1007).create2(alloy_primitives::B256::from(U256::from(42)), alloy_primitives::keccak256([0x60, 0x00, 0x60, 0x00, 0xf3]));
+    if rng.chance(50) {
+        state.insert_account(create2_target, InMemoryAccount { balance: U256::from(ETHER), ..Default::default() });
+    }
     let hot_eoa = eoas[0];
     let beneficiary_choice = rng.below(4);
     let c = contracts(&mut state, hot_eoa, if rng.chance(50) { addr(501) } else { hot_eoa });
@@ -269,10 +275,11 @@ fn generate_sized(seed: u64, big: bool) -> World {
         let kind_roll = if token_heavy && rng.chance(60) { 10 } else { rng.below(12) };
         let (kind, data, gas_limit, value) = match kind_roll {
             0..=3 => {
-                let to = match rng.below(5) {
+                let to = match rng.below(6) {
                     0 => hot_eoa,
                     1 => beneficiary,
                     2 => empty,
+                    3 => create2_target,
                     _ => eoas[rng.below(eoas.len() as u64) as usize],
                 };
                 let value = if rng.chance(15) { U256::ZERO } else { U256::from(rng.below(4) as u128 * ETHER / 4 + rng.below(1000) as u128) };

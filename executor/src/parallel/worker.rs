@@ -319,8 +319,12 @@ fn execute_with<S: StateSource>(
             // Still held: the instructions that could have lowered the balance, changed the nonce
             // or destroyed the account release it first. What it received is a credit, and the
             // beneficiary's fee joins it.
-            let credited = account.info.balance.checked_sub(HELD_BALANCE).filter(|_| !account.is_selfdestructed());
-            let Some(credited) = credited else { return Err(Halt::Error(crate::BlockError::Evm(format!("held account {address} of transaction {tx_idx} lost balance or was destroyed")))) };
+            // Nor can a held account be created: it has code or a nonce, so creating at its
+            // address collides.
+            let credited = account.info.balance.checked_sub(HELD_BALANCE).filter(|_| !account.is_selfdestructed() && !account.is_created());
+            let Some(credited) = credited else {
+                return Err(Halt::Error(crate::BlockError::Evm(format!("held account {address} of transaction {tx_idx} lost balance, was destroyed or was created"))));
+            };
             let amount = if address == beneficiary {
                 paid_beneficiary = true;
                 credited.saturating_add(reward)
