@@ -20,6 +20,10 @@
 //! when the instruction loads it. revm journals balance changes inside a transaction as
 //! transfers (relative), so moving the copy by a constant keeps every revert exact.
 //!
+//! A balance alone does not make an account holdable, although no delta can take it to zero: a
+//! contract created at a funded address (a counterfactual deployment) keeps the balance, so the
+//! creation reads it. An account with code or a nonce cannot be created over (it collides).
+//!
 //! The beneficiary is held too: a searcher's tip paid from a contract joins the transaction's
 //! fee in one credit, instead of waiting for every lower transaction's fee (the beneficiary's
 //! entries start as ESTIMATEs of credits, which a held read walks past). Never held: the sender
