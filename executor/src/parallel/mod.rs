@@ -9,9 +9,11 @@
 //! - [`held`]: balances of accounts that cannot be empty, read only when the EVM looks at them.
 //! - [`hoist`]: heavy transactions late in the block, started ahead of the block order.
 //!
-//! After the scheduler finishes, every transaction's last incarnation is validated against the
-//! final versions, which makes the result that of executing the block in order. The merge then
-//! takes, per location, the last absolute write, and folds lazy deltas over it in block order.
+//! When the scheduler finishes, every transaction's last incarnation has been validated after
+//! its execution, and again whenever a lower transaction wrote a location it had not written
+//! before (or wrote absolute where it had written a delta), which makes the result that of
+//! executing the block in order. The merge then takes, per location, the last absolute write,
+//! and folds lazy deltas over it in block order, checking each.
 
 pub mod held;
 pub mod hoist;
