@@ -268,57 +268,14 @@ impl MvMemory {
         *location == self.beneficiary || self.data.pin().contains_key(location)
     }
 
-    /// Reads `location` as transaction `tx` sees it. `Err(blocking)` when an ESTIMATE of
-    /// transaction `blocking` is in the way.
-    pub fn read(&self, location: &Location, tx: TxIdx) -> Result<Resolved, TxIdx> {
-        let mut resolved = Resolved::default();
-        if *location == self.beneficiary {
-            for writer in (0..tx).rev() {
-                if let Some(entry) = &*self.beneficiary_slots[writer].lock() {
-                    if resolved.step(writer, entry)? {
-                        return Ok(resolved);
-                    }
-                }
-            }
-        } else {
-            if let Location::Storage(address, _) = location {
-                if self.any_wipes.load(Ordering::Acquire) {
-                    return self.read_slot_with_wipes(location, *address, tx);
-                }
-            }
-            let guard = self.data.guard();
-            if let Some(versions) = self.data.get(location, &guard) {
-                let versions = versions.lock();
-                let below = versions.partition_point(|(t, _)| *t < tx);
-                for (writer, entry) in versions[..below].iter().rev() {
-                    if resolved.step(*writer, entry)? {
-                        return Ok(resolved);
-                    }
-                }
-            }
-        }
-        resolved.origins.push(Origin::Base);
-        resolved.deltas.reverse();
-        Ok(resolved)
-    }
-
-    /// The nearest absolute entry of account `location` below `tx` (or the pre-block state), and
-    /// its value, walking past deltas and past ESTIMATEs of aborted deltas: what a transaction
-    /// holding the account's balance observes ([`super::held`]). `Err(blocking)` on an ESTIMATE
-    /// that may become an absolute value. A delta that comes back absolute is a new write
-    /// ([`MvMemory::record`]), so readers that walked past it are validated again.
-    pub fn read_absolute(&self, location: &Location, tx: TxIdx) -> Result<(Origin, Option<Value>), TxIdx> {
-        let step = |writer: TxIdx, entry: &Entry| match entry {
-            Entry::Estimate(true) => Ok(None),
-            Entry::Estimate(false) => Err(writer),
-            Entry::Data(incarnation, value) if value.is_absolute() => Ok(Some((Origin::Version(writer, *incarnation), Some(value.clone())))),
-            Entry::Data(..) => Ok(None),
-        };
+    /// Walks the entries of `location` below `tx`, nearest first, until `step` returns a value
+    /// (or an error). Storage wipes are not looked at (see [`MvMemory::read_slot_with_wipes`]).
+    fn walk_down<T>(&self, location: &Location, tx: TxIdx, mut step: impl FnMut(TxIdx, &Entry) -> Result<Option<T>, TxIdx>) -> Result<Option<T>, TxIdx> {
         if *location == self.beneficiary {
             for writer in (0..tx).rev() {
                 if let Some(entry) = &*self.beneficiary_slots[writer].lock() {
                     if let Some(found) = step(writer, entry)? {
-                        return Ok(found);
+                        return Ok(Some(found));
                     }
                 }
             }
@@ -329,12 +286,43 @@ impl MvMemory {
                 let below = versions.partition_point(|(t, _)| *t < tx);
                 for (writer, entry) in versions[..below].iter().rev() {
                     if let Some(found) = step(*writer, entry)? {
-                        return Ok(found);
+                        return Ok(Some(found));
                     }
                 }
             }
         }
-        Ok((Origin::Base, None))
+        Ok(None)
+    }
+
+    /// Reads `location` as transaction `tx` sees it. `Err(blocking)` when an ESTIMATE of
+    /// transaction `blocking` is in the way.
+    pub fn read(&self, location: &Location, tx: TxIdx) -> Result<Resolved, TxIdx> {
+        if let Location::Storage(address, _) = location {
+            if self.any_wipes.load(Ordering::Acquire) {
+                return self.read_slot_with_wipes(location, *address, tx);
+            }
+        }
+        let mut resolved = Resolved::default();
+        if self.walk_down(location, tx, |writer, entry| Ok(resolved.step(writer, entry)?.then_some(())))?.is_none() {
+            resolved.origins.push(Origin::Base);
+            resolved.deltas.reverse();
+        }
+        Ok(resolved)
+    }
+
+    /// The nearest absolute entry of account `location` below `tx` (or the pre-block state), and
+    /// its value, walking past deltas and past ESTIMATEs of aborted deltas: what a transaction
+    /// holding the account's balance observes ([`super::held`]). `Err(blocking)` on an ESTIMATE
+    /// that may become an absolute value. A delta that comes back absolute is a new write
+    /// ([`MvMemory::record`]), so readers that walked past it are validated again.
+    pub fn read_absolute(&self, location: &Location, tx: TxIdx) -> Result<(Origin, Option<Value>), TxIdx> {
+        let found = self.walk_down(location, tx, |writer, entry| match entry {
+            Entry::Estimate(true) => Ok(None),
+            Entry::Estimate(false) => Err(writer),
+            Entry::Data(incarnation, value) if value.is_absolute() => Ok(Some((Origin::Version(writer, *incarnation), Some(value.clone())))),
+            Entry::Data(..) => Ok(None),
+        })?;
+        Ok(found.unwrap_or((Origin::Base, None)))
     }
 
     /// The highest entry below `tx` at `location`, with its writer.

@@ -317,10 +317,8 @@ fn execute_with<S: StateSource>(
         }
         if account.is_touched() && view.held.contains(&address) {
             // Still held: the instructions that could have lowered the balance, changed the nonce
-            // or destroyed the account release it first. What it received is a credit, and the
-            // beneficiary's fee joins it.
-            // Nor can a held account be created: it has code or a nonce, so creating at its
-            // address collides.
+            // or destroyed the account release it first, and creating at its address collides (it
+            // has code or a nonce). What it received is a credit, and the beneficiary's fee joins it.
             let credited = account.info.balance.checked_sub(HELD_BALANCE).filter(|_| !account.is_selfdestructed() && !account.is_created());
             let Some(credited) = credited else {
                 return Err(Halt::Error(crate::BlockError::Evm(format!("held account {address} of transaction {tx_idx} lost balance, was destroyed or was created"))));
