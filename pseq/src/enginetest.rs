@@ -174,12 +174,23 @@ async fn run_test(fixture: &Fixture, options: &EngineTestOptions) -> Result<(), 
     let result = drive(addr, &secret, fixture).await;
     let _ = handle.stop();
     handle.stopped().await;
-    result?;
     let (_, head) = storage.head();
+    release(storage).await;
+    result?;
     if head != fixture.lastblockhash {
         return Err(format!("head {head} != lastblockhash {}", fixture.lastblockhash));
     }
     Ok(())
+}
+
+/// Waits (up to five seconds) until the server's connection tasks have let go of `storage`, so the
+/// database is closed before its temporary folder is removed (otherwise RocksDB writes its last
+/// manifest into a folder being deleted, and the folder stays behind).
+async fn release(storage: Arc<Storage>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while Arc::strong_count(&storage) > 1 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 }
 
 /// A bearer token for `secret`, issued now.
