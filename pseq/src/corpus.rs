@@ -6,9 +6,12 @@ use std::{
     path::{Path, PathBuf},
 };
 
-/// The workspace root (the folder holding the top-level `Cargo.toml`).
+/// The workspace root (the folder holding the top-level `Cargo.toml`): the parent of the crate's
+/// folder as cargo names it when it runs us (`cargo test`, `cargo run`), else as it was at build
+/// time. (A build folder shared by two checkouts may hold a binary compiled in the other one.)
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    crate_dir.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// Where the packed corpora live: `$PSEQ_CORPORA`, else `../shared/corpora` beside the workspace.

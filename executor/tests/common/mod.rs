@@ -31,7 +31,10 @@ pub fn cancun_block_input() -> BlockInput {
 /// The runtime code of `../shared/corpora/contracts/{name}.hex`; panics when the corpora are not
 /// beside the project (a missing corpus must fail, not skip).
 pub fn corpus_code(name: &str) -> Bytes {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../shared/corpora/contracts/{name}.hex"));
+    // The crate's folder as cargo names it now (a shared build folder may hold a test binary
+    // compiled in another checkout).
+    let crate_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+    let path = std::path::Path::new(&crate_dir).join(format!("../../shared/corpora/contracts/{name}.hex"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (the corpora must sit beside the project)", path.display()));
     Bytes::from(alloy_primitives::hex::decode(text.trim().trim_start_matches("0x")).unwrap_or_else(|e| panic!("{name}.hex: {e}")))
 }
