@@ -416,11 +416,22 @@ impl<'a, S: StateSource> BlockOverlay<'a, S> {
     /// Commits one transaction's (or system call's) finalized EVM state.
     pub fn apply_evm_state(&mut self, state: EvmState) {
         let clear_empty = self.spec.is_enabled_in(SpecId::SPURIOUS_DRAGON);
+        let base = self.base;
         for (address, account) in state {
             if !account.is_touched() {
                 continue;
             }
-            let entry = self.shards[shard_of(&address)].live_entry(address).or_default();
+            let entry = match self.shards[shard_of(&address)].live_entry(address) {
+                IndexEntry::Occupied(entry) => entry.into_mut(),
+                // The block's first write of the account: the EVM has just read it from the
+                // pre-block state, so its fields are read again now, while in the cache, for the
+                // diff (which would otherwise look each account up once more at the end). A
+                // failed read is left to the diff, which reports it.
+                IndexEntry::Vacant(entry) => {
+                    let known_before = base.basic_ref(address).ok().map(|before| before.as_ref().map(Fields::of));
+                    entry.insert(OverlayAccount { known_before, ..Default::default() })
+                }
+            };
             if account.is_selfdestructed() || (clear_empty && account.is_empty()) {
                 *entry = OverlayAccount { info: None, storage: HashMap::default(), storage_cleared: true, known_before: entry.known_before };
                 continue;
