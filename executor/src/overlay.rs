@@ -9,6 +9,10 @@
 //! have them at hand, and the diff takes them as they are, instead of each one being inserted
 //! into a map and compared again at the end. Reads see them like any other write; a later write
 //! moves one back into the map first.
+//!
+//! The diff compares each written account with its fields before the block. Where a writer read
+//! them already (the sequential path's commit, just after the EVM loaded the account; the
+//! partitioned merge), they are kept with the account (`known_before`) and not looked up again.
 
 use crate::{
     diff::{AccountDiff, AccountState, StateDiff},
