@@ -1,6 +1,6 @@
 //! [`execute_block`]: the entry point. Pre-block rules, the transactions (sequentially or with
 //! Block-STM), post-block rules, then the normalised [`StateDiff`]. It is a
-//! [`BlockSession`](crate::session::BlockSession) given every transaction at once.
+//! [`BlockSession`] given every transaction at once.
 
 use crate::{
     diff::StateDiff,

@@ -88,7 +88,7 @@ pub fn shard_of(address: &Address) -> usize {
 }
 
 /// An account a partitioned run wrote and normalised during its merge, on the merge's threads
-/// (see [`ShardWriter::settle`]): its diff against the pre-block state, kept out of the
+/// (see `ShardWriter::settle`): its diff against the pre-block state, kept out of the
 /// shard's map until a later write needs it there again.
 #[derive(Debug, Clone)]
 pub struct SettledAccount {

@@ -32,7 +32,7 @@ impl Storage {
     /// Reads every bottom branch of the account trie and of the storage tries (the branches
     /// alloy-trie does not store, whose children are leaves) with its leaves, hashes them, checks
     /// the result against the hash their parent stores, and keeps them, and every stored branch
-    /// above them (see [`warm_node`]), in the in-memory cache the incremental state root uses,
+    /// above them (see `warm_node`), in the in-memory cache the incremental state root uses,
     /// until the cache's byte limit
     /// ([`crate::StorageOptions::trie_cache_bytes`]). Safe while blocks are committed: entries
     /// are found by content, so one read across a commit is only left unused. The account trie

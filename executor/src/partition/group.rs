@@ -180,7 +180,7 @@ impl<S: StateSource> Database for GroupState<'_, S> {
 pub type GroupShard = IndexMap<Address, GroupAccount>;
 
 /// What a group produced so far: what it touched, the code it deployed, and its transactions'
-/// results. A group runs in stages ([`run_group`]), each continuing from where the last one
+/// results. A group runs in stages ([`GroupRunner::run`]), each continuing from where the last one
 /// stopped, so that the groups can be checked against each other in between.
 pub struct GroupResult {
     /// Accounts read or written, in the overlay's shards.
