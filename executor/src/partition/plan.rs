@@ -12,7 +12,6 @@ use crate::{
     state::StateSource,
 };
 use alloy_primitives::{map::HashMap, Address, TxKind, U256};
-use rustc_hash::FxHashMap;
 use revm::{context::TxEnv, primitives::KECCAK_EMPTY};
 
 /// A recipient of at least this many plain transfers is credited lazily (its balance is not
@@ -56,27 +55,13 @@ pub struct LazySlot {
 /// node. Keys are 64-bit hashes: two keys that hash alike (about one chance in 2^64 / n^2) only
 /// join transactions that did not need joining.
 struct Components {
-    nodes: FxHashMap<u64, u32>,
     parent: Vec<u32>,
 }
 
 impl Components {
-    fn with_capacity(keys: usize) -> Self {
-        Self { nodes: FxHashMap::with_capacity_and_hasher(keys, Default::default()), parent: Vec::with_capacity(keys) }
-    }
-
-    /// The node of `account` (with `holder`: that holder's balance in the token `account`).
-    fn node(&mut self, account: &Address, holder: Option<&Address>) -> u32 {
-        let key = match holder {
-            None => hash_address(account, 0),
-            Some(holder) => hash_address(holder, hash_address(account, 1)),
-        };
-        let next = self.parent.len() as u32;
-        let node = *self.nodes.entry(key).or_insert(next);
-        if node == next {
-            self.parent.push(next);
-        }
-        node
+    /// `nodes` nodes, each its own component.
+    fn new(nodes: u32) -> Self {
+        Self { parent: (0..nodes).collect() }
     }
 
     fn find(&mut self, mut node: u32) -> u32 {
@@ -93,6 +78,59 @@ impl Components {
         if a != b {
             let (low, high) = if a < b { (a, b) } else { (b, a) };
             self.parent[high as usize] = low;
+        }
+    }
+}
+
+/// Numbers 64-bit keys densely, in the order they are first seen: an open-addressing table at
+/// most half full. On a large block the table outgrows the cache, and a lookup would wait for
+/// memory before the next could start; the caller prefetches the slots of keys a few places
+/// ahead instead ([`Interner::prefetch`]).
+struct Interner {
+    /// `(key, node)`; key 0 marks a free slot (a key of 0 is taken as 1).
+    slots: Vec<(u64, u32)>,
+    mask: usize,
+    count: u32,
+}
+
+impl Interner {
+    fn with_capacity(keys: usize) -> Self {
+        let size = (keys * 2).next_power_of_two().max(16);
+        Self { slots: vec![(0, 0); size], mask: size - 1, count: 0 }
+    }
+
+    fn home(&self, key: u64) -> usize {
+        // The keys are hashes already, mixed in every bit.
+        key as usize & self.mask
+    }
+
+    /// Asks the processor to bring `key`'s slot into the cache.
+    fn prefetch(&self, key: u64) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let slot = self.slots.as_ptr().wrapping_add(self.home(key));
+            // SAFETY: a prefetch is a hint; it reads nothing and cannot fault.
+            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(slot.cast::<i8>()) };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = key;
+    }
+
+    /// The node of `key`, a new one where it is the first time.
+    fn intern(&mut self, key: u64) -> u32 {
+        let key = key.max(1);
+        let mut at = self.home(key);
+        loop {
+            let (held, node) = self.slots[at];
+            if held == key {
+                return node;
+            }
+            if held == 0 {
+                self.slots[at] = (key, self.count);
+                self.count += 1;
+                return self.count - 1;
+            }
+            at = (at + 1) & self.mask;
         }
     }
 }
@@ -127,6 +165,19 @@ fn plain_transfer_to(tx: &TxEnv, to: &Address) -> bool {
 /// No recipient node.
 const NONE: u32 = u32::MAX;
 
+/// The keys of one transaction, in the order they are interned: its sender, its recipient, and
+/// for a recognised token's `transfer` the sender's and the recipient's balances.
+struct Keys {
+    sender: u64,
+    recipient: Option<u64>,
+    balances: Option<(u64, u64)>,
+    /// The recipient is a token called otherwise than by a plain `transfer` between two holders.
+    impure: bool,
+}
+
+/// Places ahead whose keys are prefetched while interning.
+const PREFETCH_AHEAD: usize = 8;
+
 /// What the plan needs of one transaction.
 struct Record {
     sender: u32,
@@ -147,37 +198,31 @@ pub fn plan<S: StateSource>(base: &S, txs: &[TxEnv], beneficiary: Address, group
     if groups < 2 || txs.len() < 2 {
         return Ok(None);
     }
-    // One pass over the transactions: the nodes of each one's sender, recipient and (for a
-    // recognised token's `transfer`) the two balances, plain transfers per recipient, and which
-    // nodes send. The passes after it read only these records.
-    let mut components = Components::with_capacity(txs.len() * 2);
+    // A pass over the transactions: the keys of each one's sender, recipient and (for a
+    // recognised token's `transfer`) the two balances. Then the keys become nodes, in the same
+    // order, with the slots of later keys prefetched; then plain transfers per recipient, and
+    // which nodes send. The passes after that read only the records.
+    let mut keys: Vec<Keys> = Vec::with_capacity(txs.len());
     let mut records: Vec<Record> = Vec::with_capacity(txs.len());
-    let mut transfers: Vec<u32> = Vec::with_capacity(txs.len() * 2);
-    let mut sends: Vec<bool> = Vec::with_capacity(txs.len() * 2);
     let mut token_kinds: HashMap<Address, Option<u64>> = HashMap::default();
-    let mut token_paid: Vec<u32> = Vec::with_capacity(txs.len() * 2);
-    let mut token_sends: Vec<bool> = Vec::with_capacity(txs.len() * 2);
-    let mut impure_tokens: Vec<u32> = Vec::new();
     for tx in txs {
         if tx.caller == beneficiary {
             tracing::trace!(sender = %tx.caller, "the beneficiary sends");
             return Ok(None);
         }
-        let sender = components.node(&tx.caller, None);
-        let mut record = Record { sender, recipient: NONE, balances: None, plain: false, gas: tx.gas_limit.max(1) };
+        let mut key = Keys { sender: hash_address(&tx.caller, 0), recipient: None, balances: None, impure: false };
+        let mut record = Record { sender: 0, recipient: NONE, balances: None, plain: false, gas: tx.gas_limit.max(1) };
         if let TxKind::Call(to) = tx.kind {
             if to == beneficiary {
                 tracing::trace!(sender = %tx.caller, "a transaction pays the beneficiary");
                 return Ok(None);
             }
-            record.recipient = components.node(&to, None);
+            key.recipient = Some(hash_address(&to, 0));
             record.plain = plain_transfer_to(tx, &to);
             let transfer = tokens::decode_transfer(&tx.data);
-            if transfer.is_none() {
-                // Any other call to a token (a deposit, an approval) may write more than two
-                // balances: its transfers are joined by the token's own account after all.
-                impure_tokens.push(record.recipient);
-            }
+            // Any other call to a token (a deposit, an approval) may write more than two
+            // balances: its transfers are joined by the token's own account after all.
+            key.impure = transfer.is_none();
             if let Some((holder, _)) = transfer {
                 let known = match token_kinds.get(&to) {
                     Some(known) => *known,
@@ -189,25 +234,57 @@ pub fn plan<S: StateSource>(base: &S, txs: &[TxEnv], beneficiary: Address, group
                     }
                 };
                 if known.is_some() && holder != tx.caller {
-                    record.balances = Some((components.node(&to, Some(&tx.caller)), components.node(&to, Some(&holder))));
+                    let token = hash_address(&to, 1);
+                    key.balances = Some((hash_address(&tx.caller, token), hash_address(&holder, token)));
                 } else if known.is_some() {
-                    impure_tokens.push(record.recipient);
+                    key.impure = true;
                 }
             }
         }
-        transfers.resize(components.parent.len(), 0);
-        sends.resize(components.parent.len(), false);
-        token_paid.resize(components.parent.len(), 0);
-        token_sends.resize(components.parent.len(), false);
+        keys.push(key);
+        records.push(record);
+    }
+    let mut interner = Interner::with_capacity(txs.len() * 2);
+    let mut impure_tokens: Vec<u32> = Vec::new();
+    for index in 0..keys.len() {
+        if let Some(ahead) = keys.get(index + PREFETCH_AHEAD) {
+            interner.prefetch(ahead.sender);
+            if let Some(recipient) = ahead.recipient {
+                interner.prefetch(recipient);
+            }
+            if let Some((from, to)) = ahead.balances {
+                interner.prefetch(from);
+                interner.prefetch(to);
+            }
+        }
+        let key = &keys[index];
+        let record = &mut records[index];
+        record.sender = interner.intern(key.sender);
+        if let Some(recipient) = key.recipient {
+            record.recipient = interner.intern(recipient);
+            if key.impure {
+                impure_tokens.push(record.recipient);
+            }
+        }
+        record.balances = key.balances.map(|(from, to)| (interner.intern(from), interner.intern(to)));
+    }
+    drop(keys);
+    let nodes = interner.count as usize;
+    drop(interner);
+    let mut components = Components::new(nodes as u32);
+    let mut transfers: Vec<u32> = vec![0; nodes];
+    let mut sends: Vec<bool> = vec![false; nodes];
+    let mut token_paid: Vec<u32> = vec![0; nodes];
+    let mut token_sends: Vec<bool> = vec![false; nodes];
+    for record in &records {
         if let Some((from, to)) = record.balances {
             token_sends[from as usize] = true;
             token_paid[to as usize] = token_paid[to as usize].saturating_add(1);
         }
-        sends[sender as usize] = true;
+        sends[record.sender as usize] = true;
         if record.plain {
             transfers[record.recipient as usize] = transfers[record.recipient as usize].saturating_add(1);
         }
-        records.push(record);
     }
     // Join each transaction's keys, except a hot recipient's (many plain transfers, not a
     // sender, no code before the block) and a recognised token's own account.
