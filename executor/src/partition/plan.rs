@@ -94,6 +94,7 @@ struct Interner {
 }
 
 impl Interner {
+    /// A table for up to `keys` distinct keys, at most half full.
     fn with_capacity(keys: usize) -> Self {
         let size = (keys * 2).next_power_of_two().max(16);
         Self { slots: vec![(0, 0); size], mask: size - 1, count: 0 }
@@ -244,7 +245,8 @@ pub fn plan<S: StateSource>(base: &S, txs: &[TxEnv], beneficiary: Address, group
         keys.push(key);
         records.push(record);
     }
-    let mut interner = Interner::with_capacity(txs.len() * 2);
+    let key_count: usize = keys.iter().map(|key| 1 + usize::from(key.recipient.is_some()) + 2 * usize::from(key.balances.is_some())).sum();
+    let mut interner = Interner::with_capacity(key_count);
     let mut impure_tokens: Vec<u32> = Vec::new();
     for index in 0..keys.len() {
         if let Some(ahead) = keys.get(index + PREFETCH_AHEAD) {
@@ -396,6 +398,25 @@ mod tests {
 
     fn call(from: u64, to: u64, value: u64) -> TxEnv {
         TxEnv { caller: address(from), kind: TxKind::Call(address(to)), value: U256::from(value), gas_limit: 100_000, ..Default::default() }
+    }
+
+    #[test]
+    fn keys_are_numbered_densely_in_the_order_first_seen() {
+        // Keys that share their home slot (the same low bits) probe onwards; 0 is taken as 1.
+        let keys: Vec<u64> = vec![5, 5 + 64, 0, 1, 5, 7 + 128, 5 + 64, 9];
+        let mut interner = Interner::with_capacity(keys.len());
+        for key in &keys {
+            interner.prefetch(*key);
+        }
+        let nodes: Vec<u32> = keys.iter().map(|key| interner.intern(*key)).collect();
+        assert_eq!(nodes, vec![0, 1, 2, 2, 0, 3, 1, 4]);
+        assert_eq!(interner.count, 5);
+        // As many distinct keys as the table was made for, all colliding: each still gets its own node.
+        let colliding: Vec<u64> = (1..=40u64).map(|i| i << 20).collect();
+        let mut interner = Interner::with_capacity(colliding.len());
+        let nodes: Vec<u32> = colliding.iter().map(|key| interner.intern(*key)).collect();
+        assert_eq!(nodes, (0..40).collect::<Vec<u32>>());
+        assert_eq!(colliding.iter().map(|key| interner.intern(*key)).collect::<Vec<u32>>(), nodes);
     }
 
     #[test]
