@@ -51,9 +51,8 @@ pub struct LazySlot {
     pub first: u32,
 }
 
-/// Union-find over keys (an account, or a token holder's balance), each interned once as a
-/// node. Keys are 64-bit hashes: two keys that hash alike (about one chance in 2^64 / n^2) only
-/// join transactions that did not need joining.
+/// Union-find over the nodes the [`Interner`] gave the keys (an account, or a token holder's
+/// balance).
 struct Components {
     parent: Vec<u32>,
 }
@@ -83,7 +82,8 @@ impl Components {
 }
 
 /// Numbers 64-bit keys densely, in the order they are first seen: an open-addressing table at
-/// most half full. On a large block the table outgrows the cache, and a lookup would wait for
+/// most half full. Keys are hashes: two keys that hash alike (about one chance in 2^64 / n^2)
+/// only join transactions that did not need joining. On a large block the table outgrows the cache, and a lookup would wait for
 /// memory before the next could start; the caller prefetches the slots of keys a few places
 /// ahead instead ([`Interner::prefetch`]).
 struct Interner {
@@ -176,6 +176,14 @@ struct Keys {
     impure: bool,
 }
 
+impl Keys {
+    /// The keys, in the order they are interned.
+    fn each(&self) -> impl Iterator<Item = u64> {
+        let balances = self.balances.map(|(from, to)| [from, to]);
+        std::iter::once(self.sender).chain(self.recipient).chain(balances.into_iter().flatten())
+    }
+}
+
 /// Places ahead whose keys are prefetched while interning.
 const PREFETCH_AHEAD: usize = 8;
 
@@ -245,19 +253,11 @@ pub fn plan<S: StateSource>(base: &S, txs: &[TxEnv], beneficiary: Address, group
         keys.push(key);
         records.push(record);
     }
-    let key_count: usize = keys.iter().map(|key| 1 + usize::from(key.recipient.is_some()) + 2 * usize::from(key.balances.is_some())).sum();
-    let mut interner = Interner::with_capacity(key_count);
+    let mut interner = Interner::with_capacity(keys.iter().map(|key| key.each().count()).sum());
     let mut impure_tokens: Vec<u32> = Vec::new();
     for index in 0..keys.len() {
         if let Some(ahead) = keys.get(index + PREFETCH_AHEAD) {
-            interner.prefetch(ahead.sender);
-            if let Some(recipient) = ahead.recipient {
-                interner.prefetch(recipient);
-            }
-            if let Some((from, to)) = ahead.balances {
-                interner.prefetch(from);
-                interner.prefetch(to);
-            }
+            ahead.each().for_each(|key| interner.prefetch(key));
         }
         let key = &keys[index];
         let record = &mut records[index];
@@ -271,9 +271,9 @@ pub fn plan<S: StateSource>(base: &S, txs: &[TxEnv], beneficiary: Address, group
         record.balances = key.balances.map(|(from, to)| (interner.intern(from), interner.intern(to)));
     }
     drop(keys);
-    let nodes = interner.count as usize;
+    let mut components = Components::new(interner.count);
+    let nodes = components.parent.len();
     drop(interner);
-    let mut components = Components::new(nodes as u32);
     let mut transfers: Vec<u32> = vec![0; nodes];
     let mut sends: Vec<bool> = vec![false; nodes];
     let mut token_paid: Vec<u32> = vec![0; nodes];
