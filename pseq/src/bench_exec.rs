@@ -88,7 +88,7 @@ fn print_corpus(result: &CorpusResult, json: bool) {
 /// (EEST, whose hundreds of blocks would not fit; the bar is that file's total-time ratio).
 fn corpus_bars(result: &CorpusResult) -> Vec<Bar> {
     if result.workload == "mainnet" {
-        return result.per_block.iter().map(|b| Bar { label: b.block.clone(), value: b.speedup, mark: b.bound.map(|bound| bound.scheduled_speedup) }).collect();
+        return result.per_block.iter().map(|b| Bar { label: b.block.clone(), value: b.speedup, mark: b.bound.map(|bound| bound.scheduled_speedup), anchor: false }).collect();
     }
     let mut files: Vec<(String, f64, f64)> = Vec::new();
     for block in &result.per_block {
@@ -101,7 +101,27 @@ fn corpus_bars(result: &CorpusResult) -> Vec<Bar> {
             _ => files.push((file, block.sequential_ms, block.parallel_ms)),
         }
     }
-    files.into_iter().map(|(label, sequential, parallel)| Bar { label, value: sequential / parallel, mark: None }).collect()
+    files.into_iter().map(|(label, sequential, parallel)| Bar { label, value: sequential / parallel, mark: None, anchor: false }).collect()
+}
+
+/// RISE pevm's speedups at 2 threads over its own sequential mode, measured on the same kind of
+/// 2-core machine (`../shared/reference/pevm-anchor.md`): per workload, the bars drawn under
+/// ours in the speedup chart. The mainnet blocks give two: total-time ratio and geometric mean.
+const PEVM_TWO_THREADS: [(&str, &[(&str, f64)]); 4] = [
+    ("raw-transfers", &[("pevm", 0.82)]),
+    ("erc20", &[("pevm", 1.31)]),
+    ("uniswap", &[("pevm", 2.10)]),
+    ("mainnet", &[("pevm (total)", 1.24), ("pevm (geomean)", 1.10)]),
+];
+
+/// The anchor's bars for `workload`, where the run compares with it: 2 threads, against
+/// sequential execution.
+fn pevm_bars(request: &ExecBench, workload: &str) -> Vec<Bar> {
+    if request.threads != 2 || request.baseline != bench::Baseline::Sequential {
+        return Vec::new();
+    }
+    let figures = PEVM_TWO_THREADS.iter().find(|(name, _)| *name == workload).map_or(&[][..], |(_, figures)| *figures);
+    figures.iter().map(|(label, value)| Bar { label: format!("{workload}: {label}"), value: *value, mark: None, anchor: true }).collect()
 }
 
 /// Runs the benchmark; with `chart_dir`, writes `exec-speedups.png` (one bar per workload) and
@@ -115,7 +135,11 @@ pub fn run(request: &ExecBench, chart_dir: Option<&Path>) -> Result<(), String> 
             let options = CorpusOptions { threads: request.threads, runs: request.runs, path: request.path, bound: request.bound, baseline: request.baseline };
             let result = run_corpus(name, &options)?;
             print_corpus(&result, request.json);
-            bars.push(Bar { label: format!("{name} (total)"), value: result.speedup, mark: result.bound.map(|bound| bound.scheduled_speedup) });
+            bars.push(Bar { label: format!("{name} (total)"), value: result.speedup, mark: result.bound.map(|bound| bound.scheduled_speedup), anchor: false });
+            if name == "mainnet" {
+                bars.push(Bar { label: format!("{name} (geomean)"), value: result.geomean_speedup, mark: None, anchor: false });
+            }
+            bars.extend(pevm_bars(request, name));
             if let Some(dir) = chart_dir {
                 let marks = if request.bound { ", mark: bound" } else { "" };
                 let title = format!("{name}: speedup per {} ({} threads{marks})", if name == "mainnet" { "block" } else { "fixture file" }, request.threads);
@@ -134,12 +158,37 @@ pub fn run(request: &ExecBench, chart_dir: Option<&Path>) -> Result<(), String> 
                 r.workload, r.txs, r.gas, r.baseline, r.sequential_ms, r.parallel_ms, r.threads, r.speedup, r.gigagas_per_s_parallel, r.failed_txs, r.peak_rss_mb
             );
         }
-        bars.push(Bar { label: r.workload.clone(), value: r.speedup, mark: None });
+        bars.push(Bar { label: r.workload.clone(), value: r.speedup, mark: None, anchor: false });
+        bars.extend(pevm_bars(request, name));
     }
     if let Some(dir) = chart_dir {
-        let title = format!("parallel vs {}, {} threads", request.baseline.label(), request.threads);
+        let anchored = if bars.iter().any(|bar| bar.anchor) { " (blue: RISE pevm)" } else { "" };
+        let title = format!("parallel vs {}, {} threads{anchored}", request.baseline.label(), request.threads);
         bar_chart(&dir.join("exec-speedups.png"), &title, &bars, 1.0)?;
         eprintln!("[bench] charts written to {}", dir.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(threads: usize, baseline: bench::Baseline) -> ExecBench {
+        ExecBench { workloads: Vec::new(), threads, txs: None, runs: 1, path: bench::ParallelPath::Default, bound: false, baseline, json: false }
+    }
+
+    #[test]
+    fn pevm_bars_come_only_where_the_run_compares_with_its_anchor() {
+        let two = request(2, bench::Baseline::Sequential);
+        let raw = pevm_bars(&two, "raw-transfers");
+        assert_eq!(raw.len(), 1);
+        assert!(raw[0].anchor && (raw[0].value - 0.82).abs() < 1e-9);
+        let mainnet: Vec<f64> = pevm_bars(&two, "mainnet").iter().map(|bar| bar.value).collect();
+        assert_eq!(mainnet, vec![1.24, 1.10]);
+        // No anchor figure for this workload, for another thread count, or against another baseline.
+        assert!(pevm_bars(&two, "hot-recipient").is_empty());
+        assert!(pevm_bars(&request(4, bench::Baseline::Sequential), "uniswap").is_empty());
+        assert!(pevm_bars(&request(2, bench::Baseline::Without(pseq_executor::Techniques::HOISTING)), "uniswap").is_empty());
+    }
 }

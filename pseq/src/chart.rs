@@ -17,6 +17,9 @@ pub struct Bar {
     pub value: f64,
     /// A mark drawn across the bar's row at this value (the bound of `bench exec --bound`).
     pub mark: Option<f64>,
+    /// A reference figure measured elsewhere (RISE pevm's, from its anchor), drawn in blue
+    /// instead of green or red.
+    pub anchor: bool,
 }
 
 const WHITE: u8 = 0;
@@ -25,7 +28,8 @@ const GRID: u8 = 2;
 const FASTER: u8 = 3;
 const SLOWER: u8 = 4;
 const TEXT_GREY: u8 = 5;
-const PALETTE: [[u8; 3]; 6] = [[255, 255, 255], [0, 0, 0], [225, 225, 225], [46, 139, 87], [205, 92, 60], [90, 90, 90]];
+const ANCHOR: u8 = 6;
+const PALETTE: [[u8; 3]; 7] = [[255, 255, 255], [0, 0, 0], [225, 225, 225], [46, 139, 87], [205, 92, 60], [90, 90, 90], [95, 125, 185]];
 
 const GLYPH: usize = 8;
 const ROW: usize = 14;
@@ -105,7 +109,11 @@ pub fn bar_chart(path: &Path, title: &str, bars: &[Bar], reference: f64) -> Resu
         if let Some(mark) = bar.mark.filter(|m| m.is_finite()) {
             canvas.rect(x_of(mark), y, 2, ROW, BLACK);
         }
-        let colour = if bar.value >= reference { FASTER } else { SLOWER };
+        let colour = match (bar.anchor, bar.value >= reference) {
+            (true, _) => ANCHOR,
+            (false, true) => FASTER,
+            (false, false) => SLOWER,
+        };
         let end = x_of(bar.value);
         canvas.rect(plot_left, y + 2, end - plot_left, ROW - 4, colour);
         canvas.text(end + 4, y + (ROW - GLYPH) / 2, &format!("{:.2}x", bar.value), 1, BLACK);
@@ -170,13 +178,17 @@ mod tests {
     fn a_chart_is_a_png_whose_pixels_decode_back() {
         let dir = tempfile::tempdir().expect("temporary folder");
         let path = dir.path().join("chart.png");
-        let bars = vec![Bar { label: "faster".into(), value: 1.8, mark: Some(1.9) }, Bar { label: "slower".into(), value: 0.6, mark: None }];
+        let bars = vec![
+            Bar { label: "faster".into(), value: 1.8, mark: Some(1.9), anchor: false },
+            Bar { label: "slower".into(), value: 0.6, mark: None, anchor: false },
+            Bar { label: "anchor".into(), value: 1.2, mark: None, anchor: true },
+        ];
         bar_chart(&path, "test", &bars, 1.0).expect("chart written");
         let bytes = std::fs::read(&path).expect("chart read");
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
         let width = u32::from_be_bytes(bytes[16..20].try_into().expect("4 bytes")) as usize;
         let height = u32::from_be_bytes(bytes[20..24].try_into().expect("4 bytes")) as usize;
-        // Find the IDAT chunk, inflate it, and check both bar colours are drawn.
+        // Find the IDAT chunk, inflate it, and check the three bar colours are drawn.
         let mut at = 8;
         let mut idat = Vec::new();
         while at + 8 <= bytes.len() {
@@ -188,6 +200,6 @@ mod tests {
         }
         let raw = miniz_oxide::inflate::decompress_to_vec_zlib(&idat).expect("valid zlib stream");
         assert_eq!(raw.len(), (width + 1) * height);
-        assert!(raw.contains(&FASTER) && raw.contains(&SLOWER));
+        assert!(raw.contains(&FASTER) && raw.contains(&SLOWER) && raw.contains(&ANCHOR));
     }
 }
