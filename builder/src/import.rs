@@ -77,6 +77,7 @@ pub fn decode_block(rlp: &[u8]) -> Result<Block<TxEnvelope>, String> {
 }
 
 /// Decodes, validates and executes one block on top of `parent` (whose post-state is `state`).
+#[allow(clippy::too_many_arguments)]
 pub fn execute_rlp_block<S: StateSource>(
     parent: &Header,
     parent_hash: B256,
@@ -306,6 +307,7 @@ fn validate_body(block: &Block<TxEnvelope, Header>, parent: &Header, spec: SpecI
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn check_outputs<S: StateSource>(
     header: &Header,
     output: &BlockOutput,

@@ -663,10 +663,13 @@ fn address_prefix(address: &Address) -> u64 {
     u64::from_be_bytes(word)
 }
 
+/// One list of [`MergeSorted`]: the prefix of its next address, the next entry, the rest.
+type SortedList<T> = (u64, (Address, T), std::vec::IntoIter<(Address, T)>);
+
 /// Merges lists sorted by address, each list's next entry kept out with its address's prefix.
 struct MergeSorted<T> {
-    /// The lists not yet exhausted: the prefix of the next address, the next entry, the rest.
-    lists: Vec<(u64, (Address, T), std::vec::IntoIter<(Address, T)>)>,
+    /// The lists not yet exhausted.
+    lists: Vec<SortedList<T>>,
 }
 
 impl<T> MergeSorted<T> {
@@ -982,7 +985,8 @@ mod tests {
         let before = |address: Address| state.basic_ref(address).expect("in memory").as_ref().map(Fields::of);
         // What the run wrote: `a` a new balance, one slot changed and one set back to its
         // value; `b` created with a slot; `c` wiped and given a new slot; `d` deleted.
-        let writes: Vec<(Address, Option<AccountInfo>, bool, Vec<(u64, u64)>)> =
+        type Written = (Address, Option<AccountInfo>, bool, Vec<(u64, u64)>);
+        let writes: Vec<Written> =
             vec![(a, info(6), false, vec![(1, 11), (2, 20)]), (b, info(1), false, vec![(0, 7)]), (c, info(3), true, vec![(5, 9)]), (d, None, true, vec![])];
 
         let mut written = BlockOverlay::new(&state, SpecId::CANCUN);

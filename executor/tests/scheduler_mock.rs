@@ -53,7 +53,10 @@ fn sequential(txs: &[MockTx]) -> HashMap<u64, U256> {
     state
 }
 
-fn execute(mv: &MvMemory, txs: &[MockTx], tx: usize) -> Result<(Vec<(Location, Observed)>, Vec<(Location, Value)>), usize> {
+/// What one execution read and wrote.
+type ReadsAndWrites = (Vec<(Location, Observed)>, Vec<(Location, Value)>);
+
+fn execute(mv: &MvMemory, txs: &[MockTx], tx: usize) -> Result<ReadsAndWrites, usize> {
     let mut reads = Vec::new();
     let mut values = Vec::new();
     for k in &txs[tx].reads {
@@ -138,7 +141,7 @@ fn hoisted_transactions_match_the_sequential_baseline() {
         let txs = generate(seed);
         let expected = sequential(&txs);
         // The top transaction, the middle one, and one past the block (ignored).
-        let hoisted = vec![txs.len() - 1, txs.len() / 2, txs.len() + 3];
+        let hoisted = [txs.len() - 1, txs.len() / 2, txs.len() + 3];
         for threads in [2, 4, 8] {
             let hoisted = hoisted[..(threads - 1).min(hoisted.len())].to_vec();
             assert_eq!(parallel(&txs, threads, hoisted), expected, "seed {seed}, {threads} threads");

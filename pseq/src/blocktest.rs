@@ -201,7 +201,9 @@ pub fn run_file(path: &Path, options: &BlockTestOptions, counts: &mut Counts) {
     }
 }
 
-/// The chain being imported: its head and the state after it.
+/// The chain being imported: its head and the state after it. One per test, so the size of
+/// the header kept inline does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Chain {
     Memory { header: Header, hash: B256, state: InMemoryState },
     RocksDb { storage: Storage, _dir: tempfile::TempDir },

@@ -32,7 +32,7 @@ use pseq_executor::{
 use serde::Deserialize;
 use std::{
     collections::BTreeMap,
-    path::{Path, PathBuf},
+    path::Path,
     time::Instant,
 };
 
@@ -277,7 +277,7 @@ pub fn median(mut times: Vec<f64>) -> f64 {
 }
 
 /// Replays the blocks of `dir`; returns counts and per-block timings.
-pub fn run(dir: &PathBuf, options: &ReplayOptions) -> Result<(Counts, Vec<BlockTiming>), String> {
+pub fn run(dir: &Path, options: &ReplayOptions) -> Result<(Counts, Vec<BlockTiming>), String> {
     let block_hashes = block_hashes(dir);
     let mut numbers = block_numbers(dir)?;
     if !options.blocks.is_empty() {

@@ -79,7 +79,7 @@ pub(crate) fn incremental_root(source: &mut impl TrieSource, changed: &[B256], b
         None => walker.subtree(root_path, None, true)?,
     }
     let root = walker.hb.root();
-    Ok(walker.into_update(root))
+    Ok(walker.take_update(root))
 }
 
 /// [`incremental_root`] of a trie whose root hash before the change is `old_root`: with a cache,
@@ -90,7 +90,7 @@ pub(crate) fn incremental_root_from(source: &mut impl TrieSource, changed: &[B25
     if let (Some((cache, owner)), false) = (bottom, changed.is_empty()) {
         let mut walker = Walker::new(source, changed, bottom, 0);
         if let Some((root, _)) = walker.cached_stored(cache, &owner, Nibbles::default(), old_root, None, changed)? {
-            return Ok(walker.into_update(root));
+            return Ok(walker.take_update(root));
         }
     }
     incremental_root(source, changed, bottom)
@@ -184,7 +184,7 @@ pub(crate) fn root_from_subtrees<S: TrieSource>(source: &mut S, changed: &[B256]
         }
     }
     let root = walker.hb.root();
-    Ok(walker.into_update(root))
+    Ok(walker.take_update(root))
 }
 
 /// The subtree under root child `nibble` (hash `hash` before), built as a trie of its own;
@@ -211,7 +211,7 @@ where
             None => return Ok(None),
         },
     };
-    Ok(Some(walker.into_update(root)))
+    Ok(Some(walker.take_update(root)))
 }
 
 /// Computes a root from scratch over every leaf `source` has (ignoring stored nodes), with the
@@ -260,7 +260,7 @@ impl<'a, S: TrieSource> Walker<'a, S> {
 
     /// What the walk changed, with the new `root`: the nodes the builder built and those rebuilt
     /// from the cache, and the stored nodes it visited and did not rebuild, to delete.
-    fn into_update(&mut self, root: B256) -> RootUpdate {
+    fn take_update(&mut self, root: B256) -> RootUpdate {
         let visited = std::mem::take(&mut self.visited);
         let built = std::mem::take(&mut self.built);
         let (_, mut updated) = std::mem::take(&mut self.hb).split();
@@ -879,7 +879,7 @@ mod tests {
                             trie.leaves.insert(key, vec![0x42; 1 + (rng.next() % 33) as usize]);
                             changed.push(key);
                         }
-                        2 if !existing.is_empty() && rng.next() % 2 == 0 => {
+                        2 if !existing.is_empty() && rng.next().is_multiple_of(2) => {
                             // A key sharing a random-length prefix with an existing one: splits
                             // extensions at every depth.
                             let near = existing[(rng.next() % existing.len() as u64) as usize];
@@ -954,8 +954,8 @@ mod tests {
                 let mut changed = Vec::new();
                 let deletes_only = round == 4;
                 for _ in 0..400 {
-                    let key = if deletes_only || rng.next() % 2 == 0 { existing[(rng.next() % existing.len() as u64) as usize] } else { rng.key(false) };
-                    if deletes_only || rng.next() % 3 == 0 {
+                    let key = if deletes_only || rng.next().is_multiple_of(2) { existing[(rng.next() % existing.len() as u64) as usize] } else { rng.key(false) };
+                    if deletes_only || rng.next().is_multiple_of(3) {
                         trie.leaves.remove(&key);
                     } else {
                         trie.leaves.insert(key, vec![0x55; 1 + (rng.next() % 40) as usize]);

@@ -200,7 +200,7 @@ pub(crate) fn prepare_ahead(storage: &Storage, prepared: &mut PreparedAccounts, 
         .filter(|(address, change)| !prepared.done.get(address).is_some_and(|(done, _)| done == change))
         .map(|(address, change)| (keccak256(address), address, change))
         .collect();
-    todo.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    todo.sort_unstable_by_key(|entry| entry.0);
     let before = read_before(storage, todo.iter().map(|(hashed, address, change)| (hashed, address, change)), history)?;
     for ((hashed, address, change), before) in todo.into_iter().zip(before) {
         let result = prepare_account(storage, &mut readers, &address, hashed, &change, history, before)?;
@@ -261,7 +261,7 @@ fn read_before<'a>(
                 }
             }
         }
-        keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        keys.sort_unstable_by_key(|entry| entry.0);
         let values = db.batched_multi_get_cf(cf(db, tables::STORAGE)?, keys.iter().map(|(key, _, _)| key.as_slice()), true);
         for ((_, index, slot), value) in keys.iter().zip(values) {
             let value = value?.map(|v| decode_value(&v)).transpose()?.unwrap_or_default();
@@ -299,7 +299,7 @@ pub(crate) fn prepare_reusing(storage: &Storage, diff: &StateDiff, history: Hist
     hash_addresses(&mut accounts, threads);
     // In hashed-address order, each thread reads the hashed tables and the storage tries forward
     // through a key range instead of jumping around them.
-    accounts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    accounts.sort_unstable_by_key(|entry| entry.0);
 
     // Split by the first nibble of the hashed address when there are enough changes and the
     // account trie's root children can be built on their own: each job computes the accounts under one root child, then that

@@ -57,11 +57,17 @@ impl NodeProcess {
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let deadline = Instant::now() + Duration::from_secs(60);
+        // A node that does not come up is stopped and reaped before the test fails.
+        let mut give_up = |why: &str| -> ! {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{why}; log: {}", std::fs::read_to_string(&stderr_log).unwrap_or_default())
+        };
         loop {
-            assert!(Instant::now() < deadline, "node did not start; log: {}", std::fs::read_to_string(&stderr_log).unwrap_or_default());
-            let Some(Ok(line)) = lines.next() else {
-                panic!("node exited before listening; log: {}", std::fs::read_to_string(&stderr_log).unwrap_or_default())
-            };
+            if Instant::now() >= deadline {
+                give_up("node did not start");
+            }
+            let Some(Ok(line)) = lines.next() else { give_up("node exited before listening") };
             if let Some(rest) = line.strip_prefix("pseq node listening: ") {
                 let mut rpc = None;
                 let mut metrics = None;

@@ -69,7 +69,7 @@ fn replay_reports_a_block_with_missing_fields_and_continues() {
     fs::write(dir.join("46147/block.json"), broken).unwrap();
 
     let options = replay::ReplayOptions { blocks: vec![], check_threads: vec![2], threads: 2, runs: 0, json: false, force_parallel: false };
-    let (counts, _) = replay::run(&dir.to_path_buf(), &options).expect("run");
+    let (counts, _) = replay::run(dir, &options).expect("run");
     assert_eq!(counts.passed, 1, "{:?}", counts.failures);
     assert_eq!(counts.failed(), 1);
     assert!(counts.failures[0].contains("46147") && counts.failures[0].contains("gasUsed"), "{:?}", counts.failures);

@@ -56,6 +56,7 @@ type Context<'a, 'v, S> = InstructionContext<'a, Host<'v, S>, EthInterpreter>;
 /// a worker's EVM.
 pub fn install_hooks<S: StateSource>(evm: &mut PseqEvm<VersionedView<'_, S>>) {
     // DELEGATECALL and STATICCALL move no value.
+    #[allow(clippy::type_complexity)]
     let hooks: [(u8, fn(Context<'_, '_, S>) -> InstructionExecResult); 7] = [
         (opcode::BALANCE, balance::<S>),
         (opcode::SELFBALANCE, selfbalance::<S>),

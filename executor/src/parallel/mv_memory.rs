@@ -431,15 +431,14 @@ impl MvMemory {
             None => *location != self.beneficiary || value.is_absolute(),
             Some(was_absolute) => value.is_absolute() && !was_absolute,
         };
-        let wrote_new;
-        if previous.len() <= 8 && last.len() <= 8 {
+        let wrote_new = if previous.len() <= 8 && last.len() <= 8 {
             for (location, _) in &previous {
                 if *location != self.beneficiary && !contains(&last, location) {
                     self.remove_entry(location, tx);
                 }
             }
             let before = |location: &Location| previous.iter().find(|(l, _)| l == location).map(|(_, v)| v.is_absolute());
-            wrote_new = last.iter().any(|(l, v)| is_new(l, v, before(l)));
+            last.iter().any(|(l, v)| is_new(l, v, before(l)))
         } else {
             let new_set: rustc_hash::FxHashSet<&Location> = last.iter().map(|(l, _)| l).collect();
             let old_kinds: rustc_hash::FxHashMap<&Location, bool> = previous.iter().map(|(l, v)| (l, v.is_absolute())).collect();
@@ -448,8 +447,8 @@ impl MvMemory {
                     self.remove_entry(location, tx);
                 }
             }
-            wrote_new = last.iter().any(|(l, v)| is_new(l, v, old_kinds.get(l).copied()));
-        }
+            last.iter().any(|(l, v)| is_new(l, v, old_kinds.get(l).copied()))
+        };
         drop(last);
         *self.last_reads[tx].lock() = reads;
         wrote_new || beneficiary_new

@@ -244,7 +244,7 @@ impl<'a, S: StateSource> VersionedView<'a, S> {
         for delta in &resolved.deltas {
             // A failed check gives a value no validated execution can keep: the end-of-block
             // evaluation repeats every check and falls back to sequential execution.
-            account = apply_delta(account, delta, self.spec).unwrap_or_else(|_| None);
+            account = apply_delta(account, delta, self.spec).unwrap_or(None);
         }
         if account.is_none() {
             code = None;

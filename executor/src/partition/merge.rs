@@ -354,14 +354,15 @@ pub(crate) fn merge<S: StateSource>(
     )?;
     // The split accounts' parts joined (their slots are disjoint: the check saw to it), with
     // the lazy balances of the same token, into one diff each.
-    let mut joined: Vec<(Address, Vec<(U256, U256)>, Option<AccountInfo>, Option<Fields>)> = Vec::new();
+    // Per account: the slots changed, the fields after and before.
+    type Joined = (Address, Vec<(U256, U256)>, Option<AccountInfo>, Option<Fields>);
+    let mut joined: Vec<Joined> = Vec::new();
     for (address, changed, info, before) in compared.into_iter().flatten() {
         match joined.iter_mut().find(|(held, ..)| *held == address) {
             Some((_, slots, ..)) => slots.extend(changed),
             None => joined.push((address, changed, info, before)),
         }
     }
-    let mut slot_values = slot_values;
     for (address, mut slots, info, before) in joined {
         let mut unjoined = Vec::with_capacity(slot_values.len());
         for (token, slot, value) in slot_values {
