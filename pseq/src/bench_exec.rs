@@ -115,9 +115,9 @@ const PEVM_TWO_THREADS: [(&str, &[(&str, f64)]); 4] = [
 ];
 
 /// The anchor's bars for `workload`, where the run compares with it: 2 threads, against
-/// sequential execution.
+/// sequential execution, on the workloads' own blocks (not resized by `--txs`).
 fn pevm_bars(request: &ExecBench, workload: &str) -> Vec<Bar> {
-    if request.threads != 2 || request.baseline != bench::Baseline::Sequential {
+    if request.threads != 2 || request.baseline != bench::Baseline::Sequential || request.txs.is_some() {
         return Vec::new();
     }
     let figures = PEVM_TWO_THREADS.iter().find(|(name, _)| *name == workload).map_or(&[][..], |(_, figures)| *figures);
@@ -186,8 +186,10 @@ mod tests {
         assert!(raw[0].anchor && (raw[0].value - 0.82).abs() < 1e-9);
         let mainnet: Vec<f64> = pevm_bars(&two, "mainnet").iter().map(|bar| bar.value).collect();
         assert_eq!(mainnet, vec![1.24, 1.10]);
-        // No anchor figure for this workload, for another thread count, or against another baseline.
+        // No anchor figure for this workload, for resized blocks, for another thread count, or
+        // against another baseline.
         assert!(pevm_bars(&two, "hot-recipient").is_empty());
+        assert!(pevm_bars(&ExecBench { txs: Some(1430), ..two.clone() }, "raw-transfers").is_empty());
         assert!(pevm_bars(&request(4, bench::Baseline::Sequential), "uniswap").is_empty());
         assert!(pevm_bars(&request(2, bench::Baseline::Without(pseq_executor::Techniques::HOISTING)), "uniswap").is_empty());
     }
