@@ -83,9 +83,9 @@ impl Components {
 
 /// Numbers 64-bit keys densely, in the order they are first seen: an open-addressing table at
 /// most half full. Keys are hashes: two keys that hash alike (about one chance in 2^64 / n^2)
-/// only join transactions that did not need joining. On a large block the table outgrows the cache, and a lookup would wait for
-/// memory before the next could start; the caller prefetches the slots of keys a few places
-/// ahead instead ([`Interner::prefetch`]).
+/// only join transactions that did not need joining. On a large block the table outgrows the
+/// cache, and a lookup would wait for memory before the next could start; the caller prefetches
+/// the slots of keys a few places ahead instead ([`Interner::prefetch`]).
 struct Interner {
     /// `(key, node)`; key 0 marks a free slot (a key of 0 is taken as 1).
     slots: Vec<(u64, u32)>,
