@@ -263,6 +263,13 @@ impl MvMemory {
         self.transfer_recipients[bit / 64].fetch_or(mask, Ordering::Relaxed) & mask != 0
     }
 
+    /// Keeps the calling thread inside the location table's reclamation epoch until the returned
+    /// guard is dropped. A worker holds one for its whole run: every lookup then nests inside it,
+    /// which costs a counter instead of entering and leaving the epoch (an atomic swap) each time.
+    pub fn hold(&self) -> impl papaya::Guard + '_ {
+        self.data.guard()
+    }
+
     /// Whether any transaction wrote (or is expected to write) `location`.
     pub fn has_writes(&self, location: &Location) -> bool {
         *location == self.beneficiary || self.data.pin().contains_key(location)

@@ -87,6 +87,7 @@ enum ExecOutcome {
 /// Runs tasks as worker `worker` (from 0; see [`Scheduler::next_task`]) until the scheduler is
 /// done or the run is halted.
 pub fn run<S: StateSource>(shared: &Shared<'_, S>, worker: usize) {
+    let _epoch = shared.mv.hold();
     let spec = shared.input.cfg.spec;
     let view = VersionedView::new(shared.base, shared.mv, spec);
     let mut evm = build_evm(view, shared.input.cfg.clone(), shared.input.block.clone());
