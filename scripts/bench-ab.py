@@ -19,7 +19,7 @@ import sys
 
 
 def main() -> int:
-    if len(sys.argv) < 3:
+    if len(sys.argv) < 3 or not sys.argv[2].isdigit():
         print(__doc__, file=sys.stderr)
         return 2
     binaries = sys.argv[1].split(",")
@@ -31,7 +31,11 @@ def main() -> int:
     for round_ in range(rounds):
         order = binaries if round_ % 2 == 0 else binaries[::-1]
         for binary in order:
-            run = subprocess.run([binary, "bench", "exec", "--json", *args], capture_output=True, text=True, env=env)
+            try:
+                run = subprocess.run([binary, "bench", "exec", "--json", *args], capture_output=True, text=True, env=env)
+            except OSError as error:
+                print(f"{binary}: {error}", file=sys.stderr)
+                return 1
             if run.returncode != 0:
                 print(f"{binary} failed ({run.returncode}):\n{run.stderr[-2000:]}", file=sys.stderr)
                 return 1
