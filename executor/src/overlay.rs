@@ -238,7 +238,12 @@ fn clear_storage_in<S: StateSource>(shard: &mut AccountShard, base: &S, address:
 /// Replaces an account's fields in `shard` (`None`: it no longer exists, nor does its storage).
 fn set_info_in(shard: &mut AccountShard, address: Address, info: Option<AccountInfo>) {
     // The fields are replaced whole, so a new entry needs nothing from the pre-block state.
-    let entry = shard.live_entry(address).or_default();
+    set_info_on(shard.live_entry(address).or_default(), info);
+}
+
+/// Replaces the fields of an account the overlay holds (`None`: it no longer exists, nor does
+/// its storage).
+fn set_info_on(entry: &mut OverlayAccount, info: Option<AccountInfo>) {
     if info.is_none() {
         entry.storage.clear();
         entry.storage_cleared = true;
@@ -277,6 +282,19 @@ impl<'o, S: StateSource> ShardWriter<'o, S> {
         }
     }
 
+    /// [`ShardWriter::basic`], and the account's fields before the block where they are what it
+    /// returns (the block has not written the account): for [`ShardWriter::set_info_known`].
+    pub fn basic_known(&mut self, address: Address) -> Result<(Option<AccountInfo>, Option<Option<Fields>>), StateError> {
+        match self.shard(&address)?.info(&address) {
+            Some(info) => Ok((info, None)),
+            None => {
+                let info = self.base.basic_ref(address)?;
+                let before = info.as_ref().map(Fields::of);
+                Ok((info, Some(before)))
+            }
+        }
+    }
+
     /// [`BlockOverlay::set_info`], for an account whose code, if any, the overlay or the
     /// pre-block state already holds.
     pub fn set_info(&mut self, address: Address, info: Option<AccountInfo>) -> Result<(), StateError> {
@@ -287,11 +305,14 @@ impl<'o, S: StateSource> ShardWriter<'o, S> {
     /// [`ShardWriter::set_info`] for an account whose fields before the block the caller read:
     /// kept where the overlay has no entry for it yet (the diff then need not read them again).
     pub fn set_info_known(&mut self, address: Address, info: Option<AccountInfo>, before: Option<Fields>) -> Result<(), StateError> {
-        let shard = self.shard(&address)?;
-        if let IndexEntry::Vacant(entry) = shard.live_entry(address) {
-            entry.insert(OverlayAccount { known_before: Some(before), ..Default::default() });
+        match self.shard(&address)?.live_entry(address) {
+            // One lookup: the account's first write in the block is a new entry, whole.
+            IndexEntry::Vacant(entry) => {
+                let storage_cleared = info.is_none();
+                entry.insert(OverlayAccount { info, storage: HashMap::default(), storage_cleared, known_before: Some(before) });
+            }
+            IndexEntry::Occupied(entry) => set_info_on(entry.into_mut(), info),
         }
-        set_info_in(shard, address, info);
         Ok(())
     }
 
@@ -971,6 +992,36 @@ mod tests {
         assert!(wiped.storage_cleared);
         assert_eq!(wiped.storage.len(), 4_500);
         assert_eq!(one.accounts.len(), 5_002);
+    }
+
+    #[test]
+    fn fields_known_before_count_only_for_an_account_the_block_has_not_written() {
+        // A writer that read an account from the block so far (an earlier run of the block wrote
+        // it) passes what it read; the diff must still compare with the pre-block state.
+        let (earlier, fresh) = (address(1, 1), address(2, 2));
+        let mut state = crate::InMemoryState::new();
+        for account in [earlier, fresh] {
+            state.insert_account(account, crate::state::InMemoryAccount { balance: U256::from(5), ..Default::default() });
+        }
+        let info = |balance: u64, nonce: u64| crate::state::account_info(U256::from(balance), nonce, KECCAK_EMPTY, None);
+        let mut overlay = BlockOverlay::new(&state, SpecId::CANCUN);
+        overlay.set_info(earlier, Some(info(7, 1))).expect("in memory");
+        {
+            let (mut writers, _) = overlay.shard_writers(1);
+            let writer = &mut writers[0];
+            // The earlier write is what the writer saw; it writes the same fields again.
+            assert_eq!(writer.basic_known(earlier).expect("in memory"), (Some(info(7, 1)), None));
+            writer.set_info_known(earlier, Some(info(7, 1)), Some(Fields::of(&info(7, 1)))).expect("in memory");
+            // Not written before: the pre-block fields come back, and are taken as known.
+            let (found, known) = writer.basic_known(fresh).expect("in memory");
+            assert_eq!((found, known), (Some(info(5, 0)), Some(Some(Fields::of(&info(5, 0))))));
+            writer.set_info_known(fresh, Some(info(9, 0)), Some(Fields::of(&info(5, 0)))).expect("in memory");
+        }
+        let diff = overlay.into_diff().expect("in memory");
+        let balance = |account: &Address| diff.accounts.get(account).and_then(|d| d.info.as_ref()).map(|i| (i.balance, i.nonce));
+        assert_eq!(balance(&earlier), Some((U256::from(7), 1)), "changed against the pre-block state");
+        assert_eq!(balance(&fresh), Some((U256::from(9), 0)));
+        assert_eq!(diff.accounts.len(), 2);
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub mod worker;
 use crate::{
     block::{check_block_limits, BlockInput, ChunkStart, InvalidTxPolicy, Techniques, TxPhase},
     error::BlockError,
-    overlay::{BlockOverlay, ShardWriter},
+    overlay::{BlockOverlay, Fields, ShardWriter},
     state::StateSource,
 };
 use alloy_primitives::{map::HashMap, Address, B256};
@@ -71,6 +71,10 @@ pub enum TxOutcome {
         result: ExecutionResult<HaltReason>,
         /// Accounts whose storage from before the transaction is gone.
         cleared: Vec<Address>,
+        /// Accounts it wrote whole after reading them as the block's base state has them, with
+        /// the fields it read (`None`: no account). Where the merge writes one first, these are
+        /// its fields before the block, and the diff need not look them up again.
+        base_fields: Vec<(Address, Option<Fields>)>,
     },
     /// It is invalid against the state it ran on.
     Invalid(InvalidTransaction),
@@ -138,12 +142,23 @@ fn merge_shards<S: StateSource>(
     codes: &HashMap<B256, Bytecode>,
     write_sets: &[mv_memory::WriteSet],
     cleared: &[Vec<Address>],
+    base_fields: &[Vec<(Address, Option<Fields>)>],
     spec: revm::primitives::hardfork::SpecId,
 ) -> Result<bool, BlockError> {
     // Accounts that received lazy deltas keep their running value here and are written once at
-    // the end (the beneficiary collects one credit per transaction).
-    let mut lazy_values: HashMap<Address, Option<AccountValue>> = HashMap::default();
-    for (index, (writes, wiped)) in write_sets.iter().zip(cleared).enumerate() {
+    // the end (the beneficiary collects one credit per transaction), with their fields before
+    // the block where the first delta read them from the pre-block state: the diff then need not
+    // look them up again.
+    let mut lazy_values: HashMap<Address, (Option<AccountValue>, Option<Option<Fields>>)> = HashMap::default();
+    let write = |writer: &mut ShardWriter<'_, S>, address: Address, value: Option<&AccountValue>, known: Option<Option<Fields>>| -> Result<(), BlockError> {
+        let info = value.map(|v| account_info(v, codes, writer.base())).transpose()?;
+        match known {
+            Some(before) => writer.set_info_known(address, info, before)?,
+            None => writer.set_info(address, info)?,
+        }
+        Ok(())
+    };
+    for (index, ((writes, wiped), base_fields)) in write_sets.iter().zip(cleared).zip(base_fields).enumerate() {
         for address in wiped {
             if writer.owns(address) {
                 writer.clear_storage(*address)?;
@@ -170,17 +185,18 @@ fn merge_shards<S: StateSource>(
                 }
                 (Location::Account(address), Value::Account(value)) => {
                     lazy_values.remove(address);
-                    let info = value.as_ref().map(|v| account_info(v, codes, writer.base())).transpose()?;
-                    writer.set_info(*address, info)?;
+                    let known = base_fields.iter().find(|(read, _)| read == address).map(|(_, before)| *before);
+                    write(writer, *address, value.as_ref(), known)?;
                 }
                 (Location::Account(address), delta) => {
                     // One lookup per delta, updated in place: a hot account (the beneficiary, an
                     // exchange's deposit address) takes one delta per transaction of the block.
-                    let value = match lazy_values.get_mut(address) {
-                        Some(value) => value,
+                    let (value, known) = match lazy_values.get_mut(address) {
+                        Some(held) => held,
                         None => {
-                            let before = writer.basic(*address)?.map(|i| AccountValue { balance: i.balance, nonce: i.nonce, code_hash: i.code_hash });
-                            lazy_values.entry(*address).or_insert(before)
+                            let (info, known) = writer.basic_known(*address)?;
+                            let before = info.map(|i| AccountValue { balance: i.balance, nonce: i.nonce, code_hash: i.code_hash });
+                            lazy_values.entry(*address).or_insert((before, known))
                         }
                     };
                     let existed = value.is_some();
@@ -193,17 +209,17 @@ fn merge_shards<S: StateSource>(
                     };
                     if existed && value.is_none() {
                         // Deleted as empty (EIP-161): its storage goes now, in block order.
+                        let known = *known;
                         lazy_values.remove(address);
-                        writer.set_info(*address, None)?;
+                        write(writer, *address, None, known)?;
                     }
                 }
                 (Location::Storage(..), _) => return Err(BlockError::Evm("storage location with an account value".into())),
             }
         }
     }
-    for (address, value) in lazy_values {
-        let info = value.as_ref().map(|v| account_info(v, codes, writer.base())).transpose()?;
-        writer.set_info(address, info)?;
+    for (address, (value, known)) in lazy_values {
+        write(writer, address, value.as_ref(), known)?;
     }
     Ok(true)
 }
@@ -276,6 +292,7 @@ pub(crate) fn execute_transactions<S: StateSource>(
     let mut cut = txs.len();
     let mut rejection: Option<BlockError> = None;
     let mut cleared: Vec<Vec<Address>> = vec![Vec::new(); txs.len()];
+    let mut base_fields: Vec<Vec<(Address, Option<Fields>)>> = vec![Vec::new(); txs.len()];
     for (local, (tx, outcome)) in txs.iter().zip(outcomes).enumerate() {
         let index = start.first_index + local;
         if let Err(error) = check_block_limits(input, index, tx, phase.gas_used, phase.blob_gas_used) {
@@ -286,8 +303,9 @@ pub(crate) fn execute_transactions<S: StateSource>(
             break;
         }
         match outcome.into_inner() {
-            Some(TxOutcome::Executed { result, cleared: wiped }) => {
+            Some(TxOutcome::Executed { result, cleared: wiped, base_fields: fields }) => {
                 cleared[local] = wiped;
+                base_fields[local] = fields;
                 phase.include(index, tx, result);
             }
             Some(TxOutcome::Invalid(reason)) => match policy {
@@ -315,12 +333,13 @@ pub(crate) fn execute_transactions<S: StateSource>(
     overlay.reserve(cut * 2);
     let write_sets = &write_sets[..cut];
     let cleared = &cleared[..cut];
+    let base_fields = &base_fields[..cut];
     let writes: usize = write_sets.iter().map(Vec::len).sum();
     let merge_threads = if writes >= MIN_PARALLEL_MERGE_WRITES { workers } else { 1 };
     let (writers, known_codes) = overlay.shard_writers(merge_threads);
     let checked = crate::threads::map_on_threads(
         writers,
-        |mut writer| merge_shards(&mut writer, known_codes, write_sets, cleared, spec),
+        |mut writer| merge_shards(&mut writer, known_codes, write_sets, cleared, base_fields, spec),
         || BlockError::Evm("a merge thread panicked".into()),
     )?;
     if !checked.iter().all(|passed| *passed) {

@@ -5,7 +5,7 @@
 
 use super::{
     lazy::apply_delta,
-    mv_memory::{AccountValue, Location, MvMemory, Observed, Origins, ReadSet, Resolved, Value, Zeroness},
+    mv_memory::{AccountValue, Location, MvMemory, Observed, Origin, Origins, ReadSet, Resolved, Value, Zeroness},
     TxIdx,
 };
 use crate::{error::StateError, state::StateSource};
@@ -75,6 +75,9 @@ pub struct VersionedView<'a, S> {
     pub reads: ReadSet,
     /// The account values this incarnation read, to tell real writes from reads.
     pub read_accounts: HashMap<Address, Option<AccountValue>>,
+    /// The accounts this incarnation read as the block's base state has them (no write of the
+    /// block below it): where the merge writes one first, the diff need not look it up again.
+    pub base_reads: SmallVec<[Address; 2]>,
     /// Which contracts called by this worker are known tokens (their balances mapping slot), by
     /// their pre-block code; kept for the whole block.
     pub token_kinds: HashMap<Address, Option<u64>>,
@@ -132,6 +135,7 @@ impl<'a, S: StateSource> VersionedView<'a, S> {
             credit_base: None,
             reads: Vec::new(),
             read_accounts: HashMap::default(),
+            base_reads: SmallVec::new(),
             token_kinds: HashMap::default(),
             holding: None,
             held: SmallVec::new(),
@@ -149,6 +153,7 @@ impl<'a, S: StateSource> VersionedView<'a, S> {
         self.credit_base = None;
         self.reads.clear();
         self.read_accounts.clear();
+        self.base_reads.clear();
         self.holding = holding;
         self.held.clear();
         self.exact.clear();
@@ -170,8 +175,7 @@ impl<'a, S: StateSource> VersionedView<'a, S> {
         self.held.retain(|held| *held != address);
         self.released.push(address);
         let read = self.read_account(address, None)?;
-        self.reads.push((Location::Account(address), Observed::Versions(read.origins)));
-        self.read_accounts.insert(address, read.account.clone());
+        self.record_account_read(address, &read.account, read.origins);
         Ok(Some(read.account))
     }
 
@@ -252,6 +256,15 @@ impl<'a, S: StateSource> VersionedView<'a, S> {
         Ok(AccountRead { account, code, origins: resolved.origins })
     }
 
+    /// Records an exact read of an account, for validation and for telling writes from reads.
+    fn record_account_read(&mut self, address: Address, account: &Option<AccountValue>, origins: Origins) {
+        if origins.as_slice() == [Origin::Base] {
+            self.base_reads.push(address);
+        }
+        self.reads.push((Location::Account(address), Observed::Versions(origins)));
+        self.read_accounts.insert(address, account.clone());
+    }
+
     fn code(&self, code_hash: B256) -> Result<Bytecode, StateError> {
         if code_hash == KECCAK_EMPTY {
             return Ok(crate::state::empty_code());
@@ -280,8 +293,7 @@ impl<S: StateSource> Database for VersionedView<'_, S> {
             Loaded::Exact(pre_block) => pre_block,
         };
         let read = self.read_account(address, pre_block)?;
-        self.reads.push((Location::Account(address), Observed::Versions(read.origins)));
-        self.read_accounts.insert(address, read.account.clone());
+        self.record_account_read(address, &read.account, read.origins);
         let Some(account) = read.account else { return Ok(None) };
         // Deltas never change code, so code that came with the pre-block account still fits.
         let code = match read.code {

@@ -11,6 +11,7 @@ use super::{
 use crate::{
     block::{BlockInput, Techniques},
     evm::{build_evm, DeferredFeeHandler, PseqEvm},
+    overlay::Fields,
     state::StateSource,
 };
 use alloy_primitives::{Address, TxKind, U256};
@@ -299,6 +300,7 @@ fn execute_with<S: StateSource>(
     let view = &evm.ctx.journaled_state.database;
     let mut writes = Vec::with_capacity(state.len() + 2);
     let mut cleared: Vec<Address> = Vec::new();
+    let mut base_fields: Vec<(Address, Option<Fields>)> = Vec::new();
     let mut paid_beneficiary = false;
 
     for (address, mut account) in state {
@@ -387,7 +389,13 @@ fn execute_with<S: StateSource>(
                 (Some(new), Some(Some(old))) if view.released.contains(&address) && new.nonce == old.nonce && new.code_hash == old.code_hash => {
                     Value::Rebalance { before: old.balance, after: new.balance }
                 }
-                _ => Value::Account(new_value.clone()),
+                _ => {
+                    if view.base_reads.contains(&address) {
+                        let before = read.and_then(|read| read.as_ref()).map(|r| Fields { balance: r.balance, nonce: r.nonce, code_hash: r.code_hash });
+                        base_fields.push((address, before));
+                    }
+                    Value::Account(new_value.clone())
+                }
             };
             writes.push((Location::Account(address), value));
         }
@@ -398,7 +406,7 @@ fn execute_with<S: StateSource>(
     if !paid_beneficiary {
         writes.push((Location::Account(beneficiary), Value::Credit { amount: reward, no_code: false }));
     }
-    Ok(Some(ExecOutcome::Done(TxOutcome::Executed { result, cleared }, writes)))
+    Ok(Some(ExecOutcome::Done(TxOutcome::Executed { result, cleared, base_fields }, writes)))
 }
 
 /// Adds the storage slots `account` changed to `writes`; the lazily credited slot becomes a
