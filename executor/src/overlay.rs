@@ -202,8 +202,11 @@ fn entry_in<'s, S: StateSource>(shard: &'s mut AccountShard, base: &S, address: 
     match shard.live_entry(address) {
         IndexEntry::Occupied(entry) => Ok(entry.into_mut()),
         IndexEntry::Vacant(entry) => {
+            // The block has not written the account: these are its fields before the block too,
+            // which the diff then need not look up again.
             let info = base.basic_ref(address)?;
-            Ok(entry.insert(OverlayAccount { info, ..Default::default() }))
+            let known_before = Some(info.as_ref().map(Fields::of));
+            Ok(entry.insert(OverlayAccount { info, known_before, ..Default::default() }))
         }
     }
 }
