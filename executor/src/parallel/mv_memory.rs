@@ -231,7 +231,15 @@ pub struct MvMemory {
     /// that only a repeated recipient pays for computing its balance slot (see
     /// [`MvMemory::seen_transfer_recipient`]).
     transfer_recipients: Vec<AtomicU64>,
+    /// A one-hash Bloom filter of the locations any transaction wrote (the beneficiary's account
+    /// aside): a read of a location none wrote skips the table. A location's bit is set before
+    /// the location is published, so a reader that finds the bit clear would have found no entry
+    /// either; validation after the writer's record sees the bit, as it would see the entry.
+    written: Vec<AtomicU64>,
 }
+
+/// Bits of [`MvMemory::written`] per transaction of the block.
+const WRITTEN_BITS_PER_TX: usize = 32;
 
 impl MvMemory {
     /// A memory for `block_size` transactions. Every transaction is expected to write the
@@ -249,7 +257,28 @@ impl MvMemory {
             codes: DashMap::with_hasher(FxBuildHasher),
             code_changed: DashMap::with_hasher(FxBuildHasher),
             transfer_recipients: (0..(block_size * 4).div_ceil(64).next_power_of_two()).map(|_| AtomicU64::new(0)).collect(),
+            written: (0..(block_size * WRITTEN_BITS_PER_TX).div_ceil(64).next_power_of_two()).map(|_| AtomicU64::new(0)).collect(),
         }
+    }
+
+    /// The word and bit of `location` in [`MvMemory::written`].
+    fn written_bit(&self, location: &Location) -> (usize, u64) {
+        use std::hash::BuildHasher;
+        let hash = FxBuildHasher.hash_one(location).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let bit = (hash >> 32) as usize & (self.written.len() * 64 - 1);
+        (bit / 64, 1u64 << (bit % 64))
+    }
+
+    /// Marks `location` as written, before it is published.
+    fn mark_written(&self, location: &Location) {
+        let (word, mask) = self.written_bit(location);
+        self.written[word].fetch_or(mask, Ordering::Release);
+    }
+
+    /// Whether some transaction may have written `location` (false: none did).
+    fn maybe_written(&self, location: &Location) -> bool {
+        let (word, mask) = self.written_bit(location);
+        self.written[word].load(Ordering::Acquire) & mask != 0
     }
 
     /// Marks `recipient` as paid by a transfer of `token` and returns whether it (or a pair that
@@ -272,7 +301,7 @@ impl MvMemory {
 
     /// Whether any transaction wrote (or is expected to write) `location`.
     pub fn has_writes(&self, location: &Location) -> bool {
-        *location == self.beneficiary || self.data.pin().contains_key(location)
+        *location == self.beneficiary || (self.maybe_written(location) && self.data.pin().contains_key(location))
     }
 
     /// Walks the entries of `location` below `tx`, nearest first, until `step` returns a value
@@ -286,7 +315,7 @@ impl MvMemory {
                     }
                 }
             }
-        } else {
+        } else if self.maybe_written(location) {
             let guard = self.data.guard();
             if let Some(versions) = self.data.get(location, &guard) {
                 let versions = versions.lock();
@@ -334,6 +363,9 @@ impl MvMemory {
 
     /// The highest entry below `tx` at `location`, with its writer.
     fn highest_below(&self, location: &Location, tx: TxIdx) -> Option<(TxIdx, Entry)> {
+        if !self.maybe_written(location) {
+            return None;
+        }
         let guard = self.data.guard();
         let versions = self.data.get(location, &guard)?.lock();
         let below = versions.partition_point(|(t, _)| *t < tx);
@@ -347,7 +379,7 @@ impl MvMemory {
         let floor = wipe.as_ref().map(|(writer, _)| *writer);
         let mut resolved = Resolved::default();
         let guard = self.data.guard();
-        if let Some(versions) = self.data.get(location, &guard) {
+        if let Some(versions) = self.maybe_written(location).then(|| self.data.get(location, &guard)).flatten() {
             let versions = versions.lock();
             let below = versions.partition_point(|(t, _)| *t < tx);
             // One transaction never both wipes an account and writes one of its slots.
@@ -377,7 +409,7 @@ impl MvMemory {
         let wipe = if self.any_wipes.load(Ordering::Acquire) { self.highest_below(&Location::StorageWipe(*address), tx) } else { None };
         let floor = wipe.as_ref().map(|(writer, _)| *writer);
         let guard = self.data.guard();
-        if let Some(versions) = self.data.get(location, &guard) {
+        if let Some(versions) = self.maybe_written(location).then(|| self.data.get(location, &guard)).flatten() {
             let versions = versions.lock();
             let below = versions.partition_point(|(t, _)| *t < tx);
             for (writer, entry) in versions[..below].iter().rev().take_while(|(writer, _)| floor.is_none_or(|floor| *writer > floor)) {
@@ -418,7 +450,10 @@ impl MvMemory {
                 let guard = self.data.guard();
                 let versions = match self.data.get(location, &guard) {
                     Some(versions) => versions,
-                    None => self.data.get_or_insert_with(*location, Mutex::default, &guard),
+                    None => {
+                        self.mark_written(location);
+                        self.data.get_or_insert_with(*location, Mutex::default, &guard)
+                    }
                 };
                 upsert(&mut versions.lock(), tx, Entry::Data(incarnation, value.clone()));
             }
@@ -517,6 +552,27 @@ mod tests {
         assert_eq!(at(0), Ok((None, vec![Origin::Base])));
         assert_eq!(at(1), Ok((Some(Value::Storage(U256::from(10))), vec![Origin::Version(0, 0)])));
         assert_eq!(at(3), Ok((Some(Value::Storage(U256::from(30))), vec![Origin::Version(2, 0)])));
+    }
+
+    #[test]
+    fn every_written_location_is_found_past_the_filter_and_unwritten_ones_read_the_base() {
+        // Many more locations than the filter has bits for a two-transaction block: collisions
+        // are certain, and must only cost a lookup.
+        let mv = MvMemory::new(2, Address::repeat_byte(0xbe));
+        let written: Vec<Location> = (0..500).map(slot).chain((0..500u64).map(|n| Location::Account(Address::left_padding_from(&n.to_be_bytes())))).collect();
+        for location in &written {
+            assert!(!mv.has_writes(location));
+        }
+        mv.record(0, 0, Vec::new(), written.iter().map(|location| (*location, Value::Storage(U256::from(7)))).collect());
+        for location in &written {
+            assert!(mv.has_writes(location), "{location:?}");
+            assert_eq!(mv.read(location, 1).map(|r| r.origins.to_vec()), Ok(vec![Origin::Version(0, 0)]));
+            assert_eq!(mv.read(location, 0).map(|r| r.origins.to_vec()), Ok(vec![Origin::Base]));
+        }
+        for n in 1_000..1_500 {
+            assert!(!mv.has_writes(&slot(n)));
+            assert_eq!(mv.read(&slot(n), 1).map(|r| r.origins.to_vec()), Ok(vec![Origin::Base]));
+        }
     }
 
     #[test]
