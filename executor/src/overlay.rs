@@ -277,16 +277,9 @@ impl<'o, S: StateSource> ShardWriter<'o, S> {
         self.shards[shard_of(address)].as_deref_mut().ok_or_else(|| StateError(format!("merge thread does not own {address}")))
     }
 
-    /// The account as the block has left it so far.
-    pub fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, StateError> {
-        match self.shard(&address)?.info(&address) {
-            Some(info) => Ok(info),
-            None => self.base.basic_ref(address),
-        }
-    }
-
-    /// [`ShardWriter::basic`], and the account's fields before the block where they are what it
-    /// returns (the block has not written the account): for [`ShardWriter::set_info_known`].
+    /// The account as the block has left it so far, and its fields before the block where they
+    /// are what it returns (the block has not written the account): for
+    /// [`ShardWriter::set_info_known`].
     pub fn basic_known(&mut self, address: Address) -> Result<(Option<AccountInfo>, Option<Option<Fields>>), StateError> {
         match self.shard(&address)?.info(&address) {
             Some(info) => Ok((info, None)),

@@ -47,6 +47,12 @@ pub struct AccountValue {
     pub code_hash: B256,
 }
 
+impl From<&AccountValue> for crate::overlay::Fields {
+    fn from(value: &AccountValue) -> Self {
+        Self { balance: value.balance, nonce: value.nonce, code_hash: value.code_hash }
+    }
+}
+
 /// What a lazy sender owes, and the conditions sequential execution would have checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Debit {
@@ -448,7 +454,8 @@ impl MvMemory {
                     self.any_wipes.store(true, Ordering::Release);
                 }
                 let guard = self.data.guard();
-                let versions = match self.data.get(location, &guard) {
+                // A clear bit: a new location, published without looking it up first.
+                let versions = match self.maybe_written(location).then(|| self.data.get(location, &guard)).flatten() {
                     Some(versions) => versions,
                     None => {
                         self.mark_written(location);

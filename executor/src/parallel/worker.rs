@@ -391,7 +391,7 @@ fn execute_with<S: StateSource>(
                 }
                 _ => {
                     if view.base_reads.contains(&address) {
-                        let before = read.and_then(|read| read.as_ref()).map(|r| Fields { balance: r.balance, nonce: r.nonce, code_hash: r.code_hash });
+                        let before = read.and_then(|read| read.as_ref()).map(Fields::from);
                         base_fields.push((address, before));
                     }
                     Value::Account(new_value.clone())
